@@ -1,0 +1,33 @@
+"""Packaging for sgcache: the package, the twistd plugins, the admin command."""
+
+import re
+
+from setuptools import find_packages, setup
+
+with open("sgcache/__init__.py") as fh:
+    VERSION = re.search(r'__version__ = "([^"]+)"', fh.read()).group(1)
+
+setup(
+    name="sgcache",
+    version=VERSION,
+    description="A site-local caching proxy for the Shotgun (Flow Production Tracking) API",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sgcache", "sgcache.*"]) + ["twisted.plugins"],
+    package_data={"sgcache": ["py.typed", "data/*.yml"], "twisted": ["plugins/*.py"]},
+    include_package_data=True,
+    install_requires=[
+        "twisted>=23.8",
+        "klein>=23.5",
+        "treq>=23.11",
+        "txpostgres>=1.7",
+        # txpostgres declares no driver of its own.
+        "psycopg2-binary>=2.9",
+        "shotgun_api3>=3.4",
+        "pyyaml>=6",
+        "attrs>=22",
+    ],
+    extras_require={"test": ["hypothesis>=6"]},
+    entry_points={"console_scripts": ["sgcache = sgcache.cli:main"]},
+)

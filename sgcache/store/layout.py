@@ -1,0 +1,66 @@
+"""Table and column names of the cache database: the one place that says how
+a Shotgun entity type / field maps onto SQL. Used by the stores (DDL, apply)
+and the read planner (SELECT).
+
+* entity type ``Shot`` -> table ``"Shot"`` with ``"id"`` (primary key),
+  ``"_active"`` (1 live / 0 retired), ``"_complete"`` (1 once every cached
+  field was loaded), ``"_event_id"`` (last event applied to the row);
+* scalar field ``code`` -> column ``"code"``;
+* entity field ``sg_sequence`` -> columns ``"sg_sequence__type"`` and
+  ``"sg_sequence__id"`` (indexed together, id first);
+* multi_entity field ``Shot.assets`` -> table ``"Shot__assets"`` with
+  ``parent_id``, ``child_type``, ``child_id``, ``position``; unique on
+  (parent_id, child_type, child_id); indexed both ways.
+
+Bookkeeping tables (all prefixed ``_sgcache_``):
+
+* ``_sgcache_meta(key, value)`` -- the DB layout version;
+* ``_sgcache_state(key, value)`` -- cursors and watermarks;
+* ``_sgcache_entities(entity_type, identifier)`` -- cached types;
+* ``_sgcache_fields(entity_type, field_name, data_type, link_types, state)``
+  -- cached fields; ``state`` is ``pending`` until a full scan loaded it,
+  then ``ready`` (only ready fields are served).
+
+Shotgun names are ``[A-Za-z0-9_]``; every identifier is double-quoted.
+"""
+
+from __future__ import annotations
+
+import re
+
+LAYOUT_VERSION = 1
+
+FIELD_PENDING = "pending"
+FIELD_READY = "ready"
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(f"invalid SQL identifier {name!r}")
+    return f'"{name}"'
+
+
+def entity_table(entity_type: str) -> str:
+    return quote(entity_type)
+
+
+def scalar_column(field_name: str) -> str:
+    return quote(field_name)
+
+
+def link_type_column(field_name: str) -> str:
+    return quote(f"{field_name}__type")
+
+
+def link_id_column(field_name: str) -> str:
+    return quote(f"{field_name}__id")
+
+
+def multi_table_name(entity_type: str, field_name: str) -> str:
+    return f"{entity_type}__{field_name}"
+
+
+def multi_table(entity_type: str, field_name: str) -> str:
+    return quote(multi_table_name(entity_type, field_name))
