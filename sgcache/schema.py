@@ -199,12 +199,10 @@ class Schema:
             entity_path = os.path.join(path, "schema_entity_read.json")
             if not os.path.exists(read_path):
                 raise SchemaError(f"{path}: directory has no schema_read.json")
-            with open(read_path) as fh:
-                schema_read = json.load(fh)
+            schema_read = _load_json(read_path)
             entity_read = None
             if os.path.exists(entity_path):
-                with open(entity_path) as fh:
-                    entity_read = json.load(fh)
+                entity_read = _load_json(entity_path)
             return cls.from_schema_read(schema_read, entity_read, source=path)
         try:
             with open(path) as fh:
@@ -388,6 +386,16 @@ class Schema:
             }
             for e in self
         }
+
+
+def _load_json(path: str) -> Any:
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except OSError as e:
+        raise SchemaError(f"{path}: cannot read schema: {e.strerror}") from None
+    except ValueError as e:
+        raise SchemaError(f"{path}: not valid JSON: {e}") from None
 
 
 def _field_from_yaml(source: str, type_name: str, field_name: str, body: Any) -> FieldSpec:
