@@ -14,9 +14,10 @@ setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["sgcache", "sgcache.*"]) + ["twisted.plugins"],
-    package_data={"sgcache": ["py.typed", "data/*.yml"], "twisted": ["plugins/*.py"]},
-    include_package_data=True,
+    # schema/ ships inside the package as sgcache.schemas (the demo's schema)
+    packages=find_packages(include=["sgcache", "sgcache.*"]) + ["sgcache.schemas", "twisted.plugins"],
+    package_dir={"sgcache.schemas": "schema"},
+    package_data={"sgcache.schemas": ["*.yml", "*.rules"], "twisted.plugins": ["*.py"]},
     install_requires=[
         "twisted>=23.8",
         "klein>=23.5",

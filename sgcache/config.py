@@ -1,0 +1,164 @@
+"""Daemon settings: one table of options, each settable on the command line,
+as ``SGCACHE_<NAME>`` in the environment, or in a YAML config file
+(``--config``), in that order of precedence. Validation produces one clear
+line naming the option (`ConfigError`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import yaml
+from twisted.internet import endpoints
+from twisted.python import usage
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; str() is the one line to show."""
+
+
+def _url(name: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        parsed = urlparse(str(value))
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"--{name}: {value!r} is not an http(s) URL")
+        return str(value).rstrip("/")
+
+    return check
+
+
+def _db(value: Any) -> str:
+    text = str(value)
+    if not (text.startswith("sqlite:") or text.startswith("postgresql:") or text.startswith("postgres:")):
+        raise ConfigError(f"--db: {text!r} must start with sqlite:/// or postgresql://")
+    return text
+
+
+def _positive(name: str) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--{name}: {value!r} is not a number")
+        if number <= 0:
+            raise ConfigError(f"--{name}: must be greater than 0")
+        return number
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"expected a boolean, got {value!r}")
+
+
+def _listen(value: Any) -> str:
+    text = str(value)
+    from twisted.internet import reactor
+
+    try:
+        endpoints.serverFromString(reactor, text)
+    except Exception as e:
+        raise ConfigError(f"--listen: {text!r} is not a Twisted endpoint string ({e})")
+    return text
+
+
+def _schema(value: Any) -> str:
+    text = str(value)
+    if not os.path.exists(text):
+        raise ConfigError(f"--schema: {text} does not exist")
+    return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    check: Callable[[Any], Any] = str
+    flag: bool = False
+
+
+SETTINGS = [
+    Setting("schema", None, "Schema file (YAML, or a schema_read JSON dump / directory).", _schema),
+    Setting("db", "sqlite:///sgcache.sqlite", "Store URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB.", _db),
+    Setting("shotgun", None, "Base URL of the Shotgun site.", _url("shotgun")),
+    Setting("script-name", None, "The cache's own API script name (for syncing)."),
+    Setting("api-key", None, "The cache's own API script key."),
+    Setting("listen", "tcp:8010:interface=127.0.0.1", "Twisted endpoint to serve clients on.", _listen),
+    Setting("poll-interval", 2.0, "Seconds between event-log polls (none while catching up).", _positive("poll-interval")),
+    Setting("info-refresh", 300.0, "Seconds between refreshes of the site's info.", _positive("info-refresh")),
+    Setting("demo", False, "Run an in-process emulator with a demo project as the site.", _bool, flag=True),
+]
+
+
+class Options(usage.Options):
+    """`twistd sgcache` options (also SGCACHE_<NAME> and --config FILE)."""
+
+    optParameters = [["config", "c", None, "YAML config file with any of the options below."]] + [
+        [s.name, None, None, f"{s.help} [default: {s.default}]"] for s in SETTINGS if not s.flag
+    ]
+    optFlags = [[s.name, None, s.help] for s in SETTINGS if s.flag]
+
+    def postOptions(self) -> None:
+        # Validation happens in resolve(), called by makeService, so that a
+        # wrong value is reported as one line rather than the usage text.
+        pass
+
+
+def resolve(options: dict[str, Any], environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Merge command line, environment and config file; validate; return
+    a dict keyed by option name with underscores (``script_name``)."""
+    environ = os.environ if environ is None else environ
+    file_values: dict[str, Any] = {}
+    config_path = options.get("config") or environ.get("SGCACHE_CONFIG")
+    if config_path:
+        try:
+            with open(config_path) as fh:
+                loaded = yaml.safe_load(fh) or {}
+        except OSError as e:
+            raise ConfigError(f"--config: cannot read {config_path}: {e.strerror}")
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--config: {config_path} is not valid YAML: {e}")
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config: {config_path} must hold a mapping of option: value")
+        known = {s.name for s in SETTINGS} | {s.name.replace("-", "_") for s in SETTINGS}
+        for key, value in loaded.items():
+            if key not in known:
+                raise ConfigError(f"--config: {config_path}: unknown option {key!r}")
+            file_values[key.replace("_", "-")] = value
+    out: dict[str, Any] = {}
+    for s in SETTINGS:
+        env_name = "SGCACHE_" + s.name.upper().replace("-", "_")
+        value = options.get(s.name)
+        if s.flag and not value:
+            value = None
+        if value is None and env_name in environ:
+            value = environ[env_name]
+        if value is None and s.name in file_values:
+            value = file_values[s.name]
+        if value is None:
+            value = s.default
+        if value is not None:
+            try:
+                value = s.check(value)
+            except ConfigError:
+                raise
+            except Exception as e:
+                raise ConfigError(f"--{s.name}: {e}")
+        out[s.name.replace("-", "_")] = value
+    if not out["demo"]:
+        missing = [n for n in ("schema", "shotgun", "script_name", "api_key") if not out[n]]
+        if missing:
+            names = ", ".join("--" + m.replace("_", "-") for m in missing)
+            raise ConfigError(f"{names}: required (or use --demo)")
+    return out

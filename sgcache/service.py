@@ -1,0 +1,162 @@
+"""Service wiring for `twistd sgcache`: builds the store, the upstream
+client, the cache, the listener and the timers from resolved settings, and
+nothing else. The reactor is a parameter so tests can run it in-process.
+
+Start-up order: open the store, sync the schema into it, fetch the site's
+info, start listening (reads pass through until the store is loaded), then
+run the initial full scan if the store has never been loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.application import internet, service
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from .cache import Cache
+from .config import ConfigError, Options, resolve
+from .poller import EventPoller
+from .rpc import RPCResource
+from .scanner import Scanner
+from .schema import Schema, SchemaError
+from .store import layout, open_store
+from .upstream import Upstream
+
+log = Logger()
+
+__all__ = ["Options", "makeService", "SgcacheService"]
+
+
+class SgcacheService(service.MultiService):
+    """The daemon: store + upstream + cache + scanner, started in order."""
+
+    def __init__(self, reactor: Any, settings: dict[str, Any], schema: Schema):
+        super().__init__()
+        self.reactor = reactor
+        self.settings = settings
+        self.schema = schema
+        self.store = open_store(settings["db"], reactor)
+        self.upstream = Upstream(
+            reactor, settings["shotgun"], settings["script_name"], settings["api_key"]
+        )
+        self.cache = Cache(reactor, schema, self.store, self.upstream)
+        self.scanner = Scanner(reactor, schema, self.store, self.upstream)
+        self.poller = EventPoller(
+            reactor, schema, self.store, self.upstream, interval=settings["poll_interval"]
+        )
+        self.cache.status_sources.append(self.poller.status)
+        self.ready: defer.Deferred = defer.Deferred()
+        self.loaded: defer.Deferred = defer.Deferred()
+        self._starting: defer.Deferred | None = None
+        #: fires when the upstream is up (the demo's in-process emulator)
+        self.upstream_ready: defer.Deferred | None = None
+        site = Site(RPCResource(self.cache).resource())
+        site.displayTracebacks = False
+        self.site = site
+        self.listener = internet.StreamServerEndpointService(
+            endpoints.serverFromString(reactor, settings["listen"]), site
+        )
+        self.listener._raiseSynchronously = True
+        info_timer = internet.TimerService(settings["info_refresh"], self._refresh_info)
+        info_timer.clock = reactor
+        info_timer.setServiceParent(self)
+        self.info_timer = info_timer
+
+    def _refresh_info(self) -> defer.Deferred:
+        if not self.running or self._starting is None or not self._starting.called:
+            return defer.succeed(None)
+        return defer.ensureDeferred(self.cache.refresh_info())
+
+    def startService(self) -> None:
+        super().startService()
+        self._starting = defer.ensureDeferred(self._start())
+        self._starting.addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        if self.upstream_ready is not None:
+            self.upstream.set_base_url(await self.upstream_ready)
+        await self.store.open()
+        added = await self.store.sync_schema(self.schema)
+        log.info("store {dialect} ready; schema sync: {added}", dialect=self.store.dialect, added=added)
+        await self.cache.refresh_catalog()
+        await self.cache.refresh_info()
+        # the cursor is fixed before any scan, so no change between the scan
+        # and the first poll is missed
+        await self.poller.initialize()
+        self.listener.setServiceParent(self)
+        port = await self.listener._waitingForPort
+        self.port = port
+        address = port.getHost()
+        log.info("serving the Shotgun API on {host}:{port}", host=address.host, port=address.port)
+        self.ready.callback(port)
+        await self._initial_load()
+
+    async def _initial_load(self) -> None:
+        states = await self.store.field_states()
+        pending = sorted(
+            etype for etype, fields in states.items()
+            if any(state != layout.FIELD_READY for state in fields.values())
+        )
+        if pending:
+            self.cache.loading_message = f"initial load of {len(pending)} types"
+            log.info("loading {count} entity types from the site; reads pass through meanwhile", count=len(pending))
+            await self.scanner.full_scan(pending)
+            await self.cache.refresh_catalog()
+        self.poller.start()
+        self.cache.serving = True
+        self.cache.loading_message = "serving"
+        log.info("store loaded; serving reads from the cache")
+        self.loaded.callback(None)
+
+    def _start_failed(self, failure: Any) -> None:
+        log.failure("sgcache failed to start", failure)
+        if not self.ready.called:
+            self.ready.errback(failure)
+        elif not self.loaded.called:
+            self.loaded.errback(failure)
+        self.cache.loading_message = f"start-up failed: {failure.getErrorMessage()}"
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        self.poller.stop()
+        yield super().stopService()
+        yield defer.ensureDeferred(self.upstream.close())
+        yield defer.ensureDeferred(self.store.close())
+
+
+def build(settings: dict[str, Any], reactor: Any) -> service.MultiService:
+    """A ready-to-start service tree from resolved settings."""
+    parent = service.MultiService()
+    if settings["demo"]:
+        from .demo import DemoSite
+
+        demo = DemoSite(reactor)
+        demo.setServiceParent(parent)
+        settings = demo.apply(settings)
+    try:
+        schema = Schema.load(settings["schema"])
+    except SchemaError as e:
+        raise ConfigError(f"--schema: {e}")
+    daemon = SgcacheService(reactor, settings, schema)
+    if settings["demo"]:
+        daemon.upstream_ready = demo.ready
+    daemon.setServiceParent(parent)
+    parent.daemon = daemon  # type: ignore[attr-defined]
+    return parent
+
+
+def makeService(options: Options, reactor: Any = None) -> service.IService:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    try:
+        settings = resolve(dict(options))
+        return build(settings, reactor)
+    except ConfigError as e:
+        sys.stderr.write(f"sgcache: {e}\n")
+        raise SystemExit(2)

@@ -1,0 +1,83 @@
+"""Test helper: run the sgcache daemon in-process in front of an emulator,
+the way `twistd sgcache` would, and talk to both with the real client.
+
+    site = await start_emulator(schema, scripts={"cache": "ck", "test": "key"})
+    running = await start_daemon(schema_path, site.url, store_url, reactor)
+    sg = client(running.url, "test", "key")     # through the cache
+    direct = client(site.url, "test", "key")    # straight to the site
+    ...
+    await running.stop()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+
+from sgcache.schema import Schema
+from sgcache.service import SgcacheService
+
+CACHE_SCRIPT = ("cache", "cache-key")
+
+
+@dataclass
+class RunningDaemon:
+    url: str
+    service: SgcacheService
+
+    @property
+    def cache(self) -> Any:
+        return self.service.cache
+
+    @property
+    def store(self) -> Any:
+        return self.service.store
+
+    async def stop(self) -> None:
+        await self.service.stopService()
+        await defer.ensureDeferred(_drop_connections(self.service))
+
+
+async def _drop_connections(service: SgcacheService) -> None:
+    """Close server-side keep-alive connections the client left open."""
+    port = getattr(service, "port", None)
+    if port is None:
+        return
+    factory = port.factory
+    protocols = list(getattr(factory, "_sgcache_protocols", ()))
+    for proto in protocols:
+        proto.transport.abortConnection()
+
+
+async def start_daemon(
+    schema: Schema,
+    site_url: str,
+    store_url: str,
+    reactor: Any = None,
+    poll_interval: float = 0.1,
+    wait_loaded: bool = True,
+) -> RunningDaemon:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    settings = {
+        "schema": "<in memory>",
+        "db": store_url,
+        "shotgun": site_url,
+        "script_name": CACHE_SCRIPT[0],
+        "api_key": CACHE_SCRIPT[1],
+        "listen": "tcp:0:interface=127.0.0.1",
+        "poll_interval": poll_interval,
+        "info_refresh": 300.0,
+        "demo": False,
+    }
+    service = SgcacheService(reactor, settings, schema)
+    service.startService()
+    port = await service.ready
+    if wait_loaded:
+        await service.loaded
+    url = f"http://127.0.0.1:{port.getHost().port}"
+    return RunningDaemon(url, service)

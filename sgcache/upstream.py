@@ -1,0 +1,211 @@
+"""The upstream Shotgun site, as seen from the daemon: one pooled `treq`
+client used for both forwarding client requests unchanged (`forward`) and
+the cache's own calls with its own credentials (`call`).
+
+Upstream trouble never becomes a gateway status that the client would retry:
+`forward` turns connection failures and 502/504 answers into a Shotgun fault
+for every method but `read`/`info`-style idempotent ones (see
+`IDEMPOTENT_METHODS`), since a write that reached the site must not be
+applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import treq
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.http_headers import Headers
+
+from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
+
+log = Logger()
+
+#: Methods whose repetition is harmless: a 502/504 from upstream may reach the
+#: client unchanged (it retries them).
+IDEMPOTENT_METHODS = frozenset(
+    [
+        "info",
+        "read",
+        "summarize",
+        "schema_read",
+        "schema_entity_read",
+        "schema_field_read",
+        "query_display_name_cache",
+        "note_thread_contents",
+        "activity_stream",
+        "followers",
+        "following",
+        "preferences_read",
+        "work_schedule_read",
+    ]
+)
+
+#: Request headers not forwarded (hop-by-hop, or recomputed by treq).
+_DROP_REQUEST_HEADERS = {
+    b"host",
+    b"content-length",
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"te",
+    b"upgrade",
+    b"proxy-connection",
+    b"accept-encoding",
+}
+_DROP_RESPONSE_HEADERS = {
+    b"content-length",
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"content-encoding",
+}
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or answered with an HTTP error."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class UpstreamResponse:
+    status: int
+    headers: list[tuple[bytes, list[bytes]]]
+    body: bytes
+
+    def content_type(self) -> bytes:
+        for name, values in self.headers:
+            if name.lower() == b"content-type" and values:
+                return values[0]
+        return b"application/json"
+
+
+class Upstream:
+    """A pooled HTTP client for one Shotgun site."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        base_url: str,
+        script_name: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        pool: HTTPConnectionPool | None = None,
+    ):
+        self.reactor = reactor
+        self.set_base_url(base_url)
+        self.script_name = script_name
+        self.api_key = api_key
+        self.timeout = timeout
+        self.pool = pool or HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = 16
+        self.pool.retryAutomatically = False
+
+    def set_base_url(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_url = self.base_url + "/api3/json"
+
+    async def close(self) -> None:
+        await self.pool.closeCachedConnections()
+
+    # -- raw requests ------------------------------------------------------
+    async def request(
+        self, method: str, url: str, body: bytes | None, headers: Headers | None
+    ) -> UpstreamResponse:
+        try:
+            response = await treq.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                pool=self.pool,
+                reactor=self.reactor,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+            content = await treq.content(response)
+        except defer.CancelledError:
+            raise UpstreamError(f"upstream {self.base_url} did not answer within {self.timeout:g}s")
+        except Exception as e:  # connection refused, reset, DNS, TLS...
+            raise UpstreamError(f"upstream {self.base_url} unreachable: {e.__class__.__name__}: {e}")
+        headers_out = [
+            (name, values)
+            for name, values in response.headers.getAllRawHeaders()
+            if name.lower() not in _DROP_RESPONSE_HEADERS
+        ]
+        return UpstreamResponse(response.code, headers_out, content)
+
+    async def forward(self, method_name: str, body: bytes, request_headers: Headers, path: str = "/api3/json") -> UpstreamResponse:
+        """Send a client's RPC body upstream unchanged; return what came back.
+
+        Raises `Fault` (never a gateway status) when the upstream is down,
+        or when it answered 502/504 to a non-idempotent method.
+        """
+        headers = Headers()
+        for name, values in request_headers.getAllRawHeaders():
+            if name.lower() not in _DROP_REQUEST_HEADERS:
+                headers.setRawHeaders(name, values)
+        try:
+            response = await self.request("POST", self.base_url + path, body, headers)
+        except UpstreamError as e:
+            log.warn("passthrough of {method} failed: {error}", method=method_name, error=str(e))
+            raise Fault(
+                f"sgcache: the Shotgun site is unreachable ({e}); the {method_name} request was not answered",
+                ERR_UPSTREAM,
+            )
+        if response.status in (502, 504) and method_name not in IDEMPOTENT_METHODS:
+            log.warn(
+                "upstream answered {status} to {method}; reported as a fault so the client does not retry it",
+                status=response.status,
+                method=method_name,
+            )
+            raise Fault(
+                f"sgcache: the Shotgun site answered HTTP {response.status} to {method_name}; "
+                "it may or may not have been applied",
+                ERR_UPSTREAM,
+            )
+        return response
+
+    # -- the cache's own calls -----------------------------------------------
+    def auth_params(self) -> dict[str, Any]:
+        return {"script_name": self.script_name, "script_key": self.api_key}
+
+    async def call(self, method_name: str, args: Any = None, auth: dict | None = None) -> Any:
+        """One RPC with the cache's own credentials; returns `results`.
+
+        Raises `Fault` for a Shotgun fault body, `UpstreamError` for transport
+        trouble and HTTP errors.
+        """
+        if method_name == "info":
+            params: list[Any] = []
+        else:
+            params = [auth if auth is not None else self.auth_params()]
+            if args is not None:
+                params.append(args)
+        payload = json.dumps({"method_name": method_name, "params": params}).encode("utf-8")
+        headers = Headers({b"content-type": [b"application/json; charset=utf-8"]})
+        response = await self.request("POST", self.api_url, payload, headers)
+        if response.status >= 300:
+            raise UpstreamError(
+                f"upstream answered HTTP {response.status} to {method_name}", response.status
+            )
+        try:
+            decoded = json.loads(response.body) if response.body else None
+        except ValueError:
+            raise UpstreamError(f"upstream answered {method_name} with a body that is not JSON")
+        if isinstance(decoded, dict) and decoded.get("exception"):
+            raise Fault(str(decoded.get("message")), int(decoded.get("error_code") or 0))
+        if isinstance(decoded, dict) and "results" in decoded:
+            return decoded["results"]
+        return decoded
+
+
+def is_auth_fault(error: BaseException) -> bool:
+    return isinstance(error, Fault) and error.error_code == ERR_AUTH

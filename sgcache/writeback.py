@@ -1,0 +1,120 @@
+"""Write-back: after a write passed through to the site succeeded, bring the
+store up to date before the client gets its answer, so the client reads its
+own write from the cache at once.
+
+The write's own result is not trusted to be the whole truth (the site sets
+`updated_at`, backrefs on the other side of links, defaults), so the entities
+a write touched are re-read from the site in full and applied as complete
+rows through the store's one apply path. Retire/revive flip the row state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import Logger
+
+from .changes import SOURCE_PASSTHROUGH, EntityChange
+from .fetch import fetch_by_ids
+from .schema import Schema
+from .store import layout
+
+log = Logger()
+
+WRITE_METHODS = frozenset(["create", "update", "delete", "revive", "batch"])
+
+
+class WriteBack:
+    def __init__(self, schema: Schema, store: Any, upstream: Any):
+        self.schema = schema
+        self.store = store
+        self.upstream = upstream
+
+    async def after(self, method: str, args: Any, results: Any) -> None:
+        """Apply the effects of a successful write; never raises."""
+        try:
+            touched = await self._collect(method, args, results)
+            await self._refresh(touched)
+        except Exception:
+            log.failure("write-back of {method} failed; the event poller will catch up", method=method)
+
+    async def _collect(self, method: str, args: Any, results: Any) -> dict[str, set[int]]:
+        touched: dict[str, set[int]] = {}
+        requests: list[tuple[str, dict, Any]]
+        if method == "batch":
+            if not isinstance(args, list) or not isinstance(results, list):
+                return touched
+            requests = [
+                (r.get("request_type"), r, res)
+                for r, res in zip(args, results)
+                if isinstance(r, dict)
+            ]
+        else:
+            requests = [(method, args if isinstance(args, dict) else {}, results)]
+        for kind, req, res in requests:
+            entity_type = req.get("type")
+            if entity_type not in self.schema:
+                continue
+            if kind == "create" and isinstance(res, dict) and "id" in res:
+                entity_id = int(res["id"])
+            elif kind in ("update", "delete", "revive") and req.get("id") is not None:
+                entity_id = int(req["id"])
+            else:
+                continue
+            touched.setdefault(entity_type, set()).add(entity_id)
+            if kind in ("create", "update"):
+                await self._reverse_targets(entity_type, entity_id, req, res, touched)
+        return touched
+
+    async def _reverse_targets(
+        self, entity_type: str, entity_id: int, req: dict, res: Any, touched: dict[str, set[int]]
+    ) -> None:
+        """Links whose other side Shotgun keeps in step (backrefs): the old
+        and new targets of every changed link field with a cached reverse."""
+        for item in req.get("fields") or []:
+            if not isinstance(item, dict):
+                continue
+            spec = self.schema.get_field(entity_type, item.get("field_name", ""))
+            if spec is None or not spec.is_link or not spec.reverse:
+                continue
+            value = item.get("value")
+            links = value if isinstance(value, list) else [value]
+            for link in links:
+                if isinstance(link, dict) and link.get("type") in self.schema:
+                    touched.setdefault(link["type"], set()).add(int(link["id"]))
+            for link in await self._stored_links(entity_type, entity_id, spec):
+                if link[0] in self.schema:
+                    touched.setdefault(link[0], set()).add(link[1])
+
+    async def _stored_links(self, entity_type: str, entity_id: int, spec: Any) -> list[tuple[str, int]]:
+        try:
+            if spec.data_type == "entity":
+                rows = await self.store.fetch(
+                    f"SELECT {layout.link_type_column(spec.name)}, {layout.link_id_column(spec.name)} "
+                    f'FROM {layout.entity_table(entity_type)} WHERE "id" = ?',
+                    [entity_id],
+                )
+            else:
+                rows = await self.store.fetch(
+                    f"SELECT child_type, child_id FROM {layout.multi_table(entity_type, spec.name)} "
+                    "WHERE parent_id = ?",
+                    [entity_id],
+                )
+        except Exception:
+            return []
+        return [(t, int(i)) for t, i in rows if t is not None and i is not None]
+
+    async def _refresh(self, touched: dict[str, set[int]]) -> None:
+        changes: list[EntityChange] = []
+        for entity_type, ids in sorted(touched.items()):
+            found = await fetch_by_ids(self.upstream, self.schema, entity_type, ids, SOURCE_PASSTHROUGH)
+            changes.extend(found)
+            missing = set(ids) - {c.entity_id for c in found}
+            for entity_id in sorted(missing):
+                # gone from the site altogether (or unreadable): drop our copy
+                changes.append(
+                    EntityChange(entity_type, entity_id, delete=True, source=SOURCE_PASSTHROUGH)
+                )
+        if changes:
+            await self.store.apply(changes)
+            log.debug("write-back applied {count} entity changes", count=len(changes))
