@@ -192,6 +192,8 @@ def _say(message: str) -> None:
 #: Subcommands: (name, register function or "module:function").
 COMMANDS: list[tuple[str, Union[Register, str]]] = [
     ("schema", register_schema),
+    ("scan", "sgcache.admin:register_scan"),
+    ("status", "sgcache.admin:register_status"),
 ]
 
 
@@ -239,4 +241,8 @@ def _one_line(text: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run through the package module, so its exception classes are the ones
+    # other command modules import
+    from sgcache.cli import main as package_main
+
+    sys.exit(package_main())

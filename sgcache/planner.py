@@ -477,13 +477,14 @@ class _Compiler:
             if not ftype.sortable:
                 raise PassThrough(f"sort on {spec.data_type} field {name}")
             col = f"m.{layout.scalar_column(name)}"
-            expr = col
-            if ftype.textual:
-                expr = self._lower(col)
-                if self.dialect == "postgresql":
-                    expr += ' COLLATE "C"'
             nulls = "NULLS LAST" if direction == "asc" else "NULLS FIRST"
-            keys.append(f"{expr} {sql_dir} {nulls}")
+            if ftype.textual:
+                # case-insensitively, then by the exact characters (codepoints)
+                collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
+                keys.append(f"{self._lower(col)}{collate} {sql_dir} {nulls}")
+                keys.append(f"{col}{collate} {sql_dir} {nulls}")
+            else:
+                keys.append(f"{col} {sql_dir} {nulls}")
         if not has_id:
             keys.append('m."id" ASC')
         return ", ".join(keys)

@@ -1,0 +1,157 @@
+"""`sgcache scan` and `sgcache status`: admin commands that work on the store
+directly, with the same settings as the daemon (command line, SGCACHE_*
+environment, --config file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from twisted.internet import defer
+
+from .cli import CommandError
+from .config import SETTINGS, ConfigError, resolve
+from .schema import Schema, SchemaError
+
+_STORE_SETTINGS = ("config", "schema", "db", "shotgun", "script-name", "api-key")
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    helps = {s.name: s.help for s in SETTINGS}
+    for name in names:
+        parser.add_argument(f"--{name}", dest=name.replace("-", "_"), default=None,
+                            help=helps.get(name, "YAML config file (as for twistd sgcache)."))
+
+
+def _settings(args: argparse.Namespace, need_upstream: bool) -> dict[str, Any]:
+    options = {name: getattr(args, name.replace("-", "_"), None) for name in _STORE_SETTINGS}
+    if not need_upstream:
+        # status needs no credentials: fill placeholders so resolve() passes
+        options.setdefault("shotgun", None)
+        for key, placeholder in (("shotgun", "http://unused.invalid"), ("script-name", "-"), ("api-key", "-")):
+            if options.get(key) is None:
+                options[key] = placeholder
+    try:
+        return resolve(options)
+    except ConfigError as e:
+        raise CommandError(str(e))
+
+
+def register_scan(parser: argparse.ArgumentParser) -> None:
+    """Load entities from the site into the store (a full scan)."""
+    _add_settings(parser, _STORE_SETTINGS)
+    parser.add_argument("--full", action="store_true", required=True,
+                        help="read every entity of the types (active and retired), remove rows the site no longer has")
+    parser.add_argument("--types", default=None, help="comma-separated entity types (default: all cached types)")
+    parser.set_defaults(func=run_scan)
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    settings = _settings(args, need_upstream=True)
+    try:
+        schema = Schema.load(settings["schema"])
+    except SchemaError as e:
+        raise CommandError(f"--schema: {e}")
+    types = [t.strip() for t in args.types.split(",")] if args.types else None
+    if types:
+        unknown = [t for t in types if t not in schema]
+        if unknown:
+            raise CommandError(f"--types: not in the schema: {', '.join(unknown)}")
+    outcome: dict[str, Any] = {}
+
+    async def main(reactor: Any) -> None:
+        from .scanner import Scanner
+        from .store import open_store
+        from .upstream import Upstream
+
+        store = open_store(settings["db"], reactor)
+        upstream = Upstream(reactor, settings["shotgun"], settings["script_name"], settings["api_key"])
+        try:
+            await store.open()
+            await store.sync_schema(schema)
+            scanner = Scanner(reactor, schema, store, upstream, progress=lambda m: print(m, flush=True))
+            outcome["count"] = await scanner.full_scan(types)
+        except Exception as e:  # reported as one line below
+            outcome["error"] = f"{e.__class__.__name__}: {e}"
+        finally:
+            await upstream.close()
+            await store.close()
+
+    _react(main)
+    if "error" in outcome:
+        raise CommandError(f"scan failed: {outcome['error']}")
+    return 0
+
+
+def register_status(parser: argparse.ArgumentParser) -> None:
+    """Show what the store holds: event cursor, types and field states."""
+    _add_settings(parser, ("config", "schema", "db"))
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run_status)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    settings = _settings(args, need_upstream=False)
+    report: dict[str, Any] = {}
+
+    async def main(reactor: Any) -> None:
+        from .poller import CURSOR_KEY
+        from .store import open_store
+
+        store = open_store(settings["db"], reactor)
+        try:
+            await store.open()
+            states = await store.field_states()
+            report["event_cursor"] = await store.get_state(CURSOR_KEY)
+            types = {}
+            for etype in sorted(states):
+                fields = states[etype]
+                ready = sum(1 for s in fields.values() if s == "ready")
+                types[etype] = {
+                    "rows": await store.count(etype),
+                    "retired": await store.count(etype, active=False),
+                    "fields_ready": ready,
+                    "fields": len(fields),
+                }
+            report["types"] = types
+        except Exception as e:
+            report["error"] = f"{e.__class__.__name__}: {e}"
+        finally:
+            await store.close()
+
+    _react(main)
+    if "error" in report:
+        raise CommandError(f"status failed: {report['error']}")
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    print(f"event cursor: {report['event_cursor']}")
+    for etype, info in report["types"].items():
+        print(f"{etype:28} {info['rows']:>9} rows ({info['retired']} retired)  "
+              f"fields ready {info['fields_ready']}/{info['fields']}")
+    return 0
+
+
+def _react(main: Any) -> None:
+    """Run `main(reactor)` on a fresh reactor run, without exiting."""
+    from twisted.internet import reactor
+
+    result: dict[str, Any] = {}
+
+    def done(outcome: Any) -> None:
+        result["outcome"] = outcome
+        if reactor.running:
+            reactor.stop()
+
+    def start() -> None:
+        defer.ensureDeferred(main(reactor)).addBoth(done)
+
+    reactor.callWhenRunning(start)
+    reactor.run(installSignalHandlers=False)
+    outcome = result.get("outcome")
+    if hasattr(outcome, "raiseException"):
+        outcome.raiseException()
+
+
