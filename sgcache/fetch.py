@@ -45,8 +45,9 @@ async def read_page(
     conditions: list[dict],
     return_only: str,
     page_size: int = PAGE_SIZE,
-) -> list[dict[str, Any]]:
-    """One page of entities matching `conditions`, by ascending id."""
+) -> tuple[list[dict[str, Any]], bool]:
+    """One page of entities matching `conditions`, by ascending id, and
+    whether more follow (the site may cap the page below `page_size`)."""
     args = {
         "type": entity_type,
         "return_fields": cached_fields(schema, entity_type),
@@ -54,10 +55,12 @@ async def read_page(
         "return_only": return_only,
         "paging": {"entities_per_page": page_size, "current_page": 1},
         "sorts": [{"field_name": "id", "direction": "asc"}],
-        "return_paging_info_without_counts": False,
+        "return_paging_info_without_counts": True,
     }
     result = await upstream.call("read", args)
-    return list(result.get("entities") or [])
+    entities = list(result.get("entities") or [])
+    has_next = bool((result.get("paging_info") or {}).get("has_next_page"))
+    return entities, has_next
 
 
 async def iter_pages(
@@ -74,7 +77,7 @@ async def iter_pages(
     conditions = list(conditions)
     last = after_id
     while True:
-        page = await read_page(
+        page, has_next = await read_page(
             upstream,
             schema,
             entity_type,
@@ -82,12 +85,11 @@ async def iter_pages(
             return_only,
             page_size,
         )
-        if not page:
+        if page:
+            yield page
+        if not page or not has_next:
             return
-        yield page
         last = max(int(e["id"]) for e in page)
-        if len(page) < page_size:
-            return
 
 
 async def fetch_by_ids(
@@ -101,6 +103,8 @@ async def fetch_by_ids(
         chunk = wanted[start : start + PAGE_SIZE]
         cond = [{"path": "id", "relation": "in", "values": chunk}]
         for return_only, active in (("active", True), ("retired", False)):
-            for entity in await read_page(upstream, schema, entity_type, cond, return_only, len(chunk)):
-                changes.append(to_change(schema, entity_type, entity, active, source))
+            pages = iter_pages(upstream, schema, entity_type, return_only, cond, page_size=len(chunk))
+            async for page in pages:
+                for entity in page:
+                    changes.append(to_change(schema, entity_type, entity, active, source))
     return changes

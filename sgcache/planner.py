@@ -300,7 +300,7 @@ class _Compiler:
 
     # -- filters -----------------------------------------------------------
     def filters(self, filters: Any) -> str:
-        if filters is None or filters == []:
+        if filters is None:
             return ""
         if isinstance(filters, list):
             raise PassThrough("filters in client-side list form")
@@ -316,7 +316,8 @@ class _Compiler:
         if not isinstance(conditions, list):
             raise PassThrough("filter conditions is not a list")
         if not conditions:
-            raise PassThrough("empty filter group")
+            # Shotgun: an empty group (and or or) matches everything
+            return "1 = 1"
         parts = []
         for cond in conditions:
             if isinstance(cond, dict) and "conditions" in cond:
@@ -450,7 +451,8 @@ class _Compiler:
         )
         if relation == "is":
             return match
-        return f"NOT {match}"
+        # a null link is "not" every entity (SQL NULL would drop the row)
+        return f"({id_col} IS NULL OR NOT {match})"
 
     # -- sorts -------------------------------------------------------------
     def sorts(self, sorts: Any) -> str:

@@ -56,7 +56,9 @@ async def start_daemon(
     site_url: str,
     store_url: str,
     reactor: Any = None,
-    poll_interval: float = 0.1,
+    # tests poll by hand (`service.poller.poll()`), so that the emulator's
+    # read counter counts client reads only
+    poll_interval: float = 3600.0,
     wait_loaded: bool = True,
 ) -> RunningDaemon:
     if reactor is None:
