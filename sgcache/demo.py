@@ -43,7 +43,7 @@ def demo_entities() -> list[dict[str, Any]]:
     """The demo project, as emulator seed items (ids fixed so links work)."""
     items: list[dict[str, Any]] = []
 
-    def add(entity_type: str, entity_id: int, **fields: Any) -> dict[str, Any]:
+    def add(entity_type: str, entity_id: int, /, **fields: Any) -> dict[str, Any]:
         items.append({"type": entity_type, "id": entity_id, "fields": fields})
         return {"type": entity_type, "id": entity_id}
 

@@ -1,0 +1,459 @@
+"""The production store: PostgreSQL through txpostgres (psycopg2 in async
+mode, no threads).
+
+A small pool of connections serves reads while a write transaction runs.
+Each connection has its own dead-connection detector: when the server drops
+it (restart, ``pg_terminate_backend``, network cut) the connection reconnects
+in the background with backoff, and the pool hands out live connections
+first. Operations that fail because their connection died are retried a few
+times; that is safe for writes too, because `apply` is idempotent (links are
+set-like, stale changes are refused by event id / updated_at).
+
+Two txpostgres behaviours are made quiet, because nobody is waiting for
+their errors: an idle connection dropped by the server (its ``doRead`` would
+raise into the reactor, which logs an unhandled error) and a failed ROLLBACK
+on a dead connection (it would ``log.err``). Both now just hand the failure
+to the detector, which reconnects.
+
+Writes (apply, schema sync, state) are serialized within the process and
+lock the rows they read (``SELECT ... FOR UPDATE``) against other processes.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Awaitable, Callable, Iterator, Sequence, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.extensions
+from twisted.internet import defer, task
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txpostgres import reconnection, retrying, txpostgres
+from zope.interface import implementer
+
+from ..changes import EntityChange
+from ..schema import Schema
+from . import base, layout
+
+log = Logger()
+
+T = TypeVar("T")
+
+#: psycopg2 errors that say nothing about the connection itself.
+_NOT_FATAL = (
+    psycopg2.extensions.TransactionRollbackError,
+    psycopg2.extensions.QueryCanceledError,
+)
+
+
+@functools.lru_cache(maxsize=2048)
+def to_pyformat(sql: str) -> str:
+    """Turn ``?`` placeholders into psycopg2's ``%s`` and escape literal
+    ``%`` (psycopg2 formats the whole string). ``?`` inside quoted literals
+    and identifiers is left alone."""
+    out: list[str] = []
+    quote: str | None = None
+    for ch in sql:
+        if ch == "%":
+            out.append("%%")
+        elif quote is not None:
+            out.append(ch)
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            out.append("%s")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connection_failed(failure_or_exc: Failure | BaseException) -> bool:
+    """True when an error means the connection died (worth a retry)."""
+    exc = failure_or_exc.value if isinstance(failure_or_exc, Failure) else failure_or_exc
+    if isinstance(exc, _NOT_FATAL):
+        return False
+    return isinstance(
+        exc,
+        (
+            psycopg2.OperationalError,
+            psycopg2.InterfaceError,
+            txpostgres.RollbackFailed,
+            reconnection.ConnectionDead,
+        ),
+    )
+
+
+def _backoff() -> Iterator[float]:
+    return retrying.simpleBackoffIterator(
+        initialDelay=0.2, maxDelay=10.0, factor=2.0, maxRetries=0, now=True
+    )
+
+
+class _Detector(reconnection.DeadConnectionDetector):
+    """Reconnects a dead connection with backoff; stoppable, and quiet."""
+
+    def __init__(self, reactor: Any):
+        super().__init__(
+            deathChecker=connection_failed, reconnectionIterator=_backoff, reactor=reactor
+        )
+        self._stopped = False
+        self._loop: defer.Deferred | None = None
+        self._sleep: defer.Deferred | None = None
+
+    def checkForDeadConnection(self, f: Failure) -> Failure:
+        if self._stopped:
+            return f
+        return super().checkForDeadConnection(f)
+
+    def startReconnecting(self, f: Failure) -> None:
+        log.warn("PostgreSQL connection lost ({reason}); reconnecting", reason=_line(f.value))
+        self._loop = defer.ensureDeferred(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        for attempt, delay in enumerate(self.reconnectionIterator(), 1):
+            if delay:
+                self._sleep = task.deferLater(self.reactor, delay, lambda: None)
+                try:
+                    await self._sleep
+                except defer.CancelledError:
+                    return
+                finally:
+                    self._sleep = None
+            if self._stopped:
+                return
+            try:
+                await self.reconnect()
+            except Exception as e:
+                log.info(
+                    "PostgreSQL reconnect attempt {attempt} failed: {error}",
+                    attempt=attempt, error=_line(e),
+                )
+                continue
+            if self._stopped:
+                return
+            log.info("PostgreSQL connection re-established")
+            await self.connectionRecovered()
+            return
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._sleep is not None:
+            self._sleep.cancel()
+        if self._loop is not None:
+            try:
+                await self._loop
+            except Exception:
+                pass
+
+
+class _Connection(txpostgres.Connection):
+    """A txpostgres connection whose failures go to its caller or its
+    detector, never to the reactor's unhandled-error log."""
+
+    def doRead(self) -> Any:
+        try:
+            return txpostgres.Connection.doRead(self)
+        except psycopg2.Error as e:
+            # The server closed an idle connection. Returning the error makes
+            # the reactor call connectionLost with it, so the detector
+            # reconnects.
+            return e
+
+    def close(self) -> None:
+        if self._connection is None:
+            return
+        txpostgres.Connection.close(self)
+
+    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
+        c = self.cursor()
+        d = c.execute("begin")
+        d.addCallback(interaction, *args, **kwargs)
+
+        def commit(ret: Any) -> Any:
+            return c.execute("commit").addCallback(lambda _: ret)
+
+        def rollback(f: Failure) -> Any:
+            e = defer.maybeDeferred(c.execute, "rollback")
+
+            def panic(rf: Failure) -> Failure:
+                log.info("ROLLBACK failed: {error}", error=_line(rf.value))
+                return Failure(txpostgres.RollbackFailed(self, f))
+
+            e.addCallbacks(lambda _: f, panic)
+            return e
+
+        d.addCallback(commit)
+        d.addErrback(rollback)
+        return d
+
+
+class _Pool(txpostgres.ConnectionPool):
+    """ConnectionPool whose connections reconnect, handing out live ones first."""
+
+    def __init__(self, reactor: Any, dsn: str, size: int):
+        self.reactor = reactor
+        self.every: list[_Connection] = []
+        super().__init__(None, dsn, min=size, connect_timeout=10, application_name="sgcache")
+
+    def connectionFactory(self, reactor: Any, cooperator: Any) -> _Connection:  # type: ignore[override]
+        conn = _Connection(reactor, cooperator, detector=_Detector(reactor))
+        self.every.append(conn)
+        return conn
+
+    def _take(self) -> _Connection:
+        for conn in self.connections:
+            if not conn.detector.connectionIsDead:
+                self.connections.discard(conn)
+                return conn
+        return self.connections.pop()
+
+    def _runQuery(self, *args: Any, **kwargs: Any) -> defer.Deferred:
+        c = self._take()
+        return c.runQuery(*args, **kwargs).addBoth(self._putBackAndPassthrough, c)
+
+    def _runOperation(self, *args: Any, **kwargs: Any) -> defer.Deferred:
+        c = self._take()
+        return c.runOperation(*args, **kwargs).addBoth(self._putBackAndPassthrough, c)
+
+    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
+        c = self._take()
+        d = c.runInteraction(interaction, *args, **kwargs)
+        return d.addBoth(self._putBackAndPassthrough, c)
+
+    async def shut(self) -> None:
+        for conn in self.every:
+            await conn.detector.stop()
+        for conn in self.every:
+            conn.close()
+
+
+class _Cursor:
+    """`base.SQLCursor` over a txpostgres cursor inside runInteraction."""
+
+    dialect = base.POSTGRESQL
+
+    def __init__(self, cursor: Any):
+        self._cursor = cursor
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        c = await self._cursor.execute(to_pyformat(sql), tuple(params))
+        return c.fetchall() if c.description is not None else []
+
+    async def table_columns(self, table_name: str) -> set[str]:
+        rows = await self.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(?) "
+            "AND attnum > 0 AND NOT attisdropped",
+            [layout.quote(table_name)],
+        )
+        return {row[0] for row in rows}
+
+
+class _ReadCursor:
+    """`base.SQLCursor` for read-only shared queries outside a transaction."""
+
+    dialect = base.POSTGRESQL
+
+    def __init__(self, store: "PostgresStore"):
+        self._store = store
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return await self._store.fetch(sql, params)
+
+    async def table_columns(self, table_name: str) -> set[str]:
+        raise NotImplementedError
+
+
+def _line(exc: BaseException) -> str:
+    """The first line of an error's message (the cause, for RollbackFailed)."""
+    if isinstance(exc, txpostgres.RollbackFailed):
+        exc = exc.originalFailure.value
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+@implementer(base.IStore)
+class PostgresStore:
+    """`IStore` on a PostgreSQL database given by a libpq URL."""
+
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, reactor: Any, pool_size: int = 3, attempts: int = 8):
+        self.dsn = dsn
+        self._reactor = reactor
+        self._pool_size = max(2, pool_size)
+        #: tries of one operation whose connection keeps dying
+        self._attempts = max(1, attempts)
+        self._pool: _Pool | None = None
+        self._synced: base.Synced | None = None
+        self._write_lock = defer.DeferredLock()
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {redact(self.dsn)}>"
+
+    # -- plumbing ----------------------------------------------------------------
+    def _the_pool(self) -> _Pool:
+        if self._pool is None:
+            raise base.StoreError(f"{redact(self.dsn)}: the store is not open")
+        return self._pool
+
+    async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run `op`, again when its connection died (a few times, backing off
+        once every pooled connection had its chance)."""
+        attempt = 1
+        while True:
+            try:
+                return await op()
+            except Exception as e:
+                if self._pool is None or not connection_failed(e) or attempt >= self._attempts:
+                    raise
+                delay = 0.0 if attempt < self._pool_size else min(0.1 * 2 ** (attempt - self._pool_size), 2.0)
+                log.info(
+                    "{what} failed on a dead PostgreSQL connection ({error}); retry {attempt}",
+                    what=what, error=_line(e), attempt=attempt,
+                )
+                attempt += 1
+                # Even with no delay, let the reactor notice closed sockets.
+                await task.deferLater(self._reactor, delay, lambda: None)
+
+    async def _transaction(self, what: str, work: Callable[[_Cursor], Awaitable[T]]) -> T:
+        """Run `work` in one transaction (serialized with other writes)."""
+
+        def once() -> defer.Deferred:
+            return self._the_pool().runInteraction(
+                lambda c: defer.ensureDeferred(work(_Cursor(c)))
+            )
+
+        async def locked() -> T:
+            return await self._retrying(what, once)
+
+        return await self._write_lock.run(lambda: defer.ensureDeferred(locked()))
+
+    # -- IStore -----------------------------------------------------------------------
+    @base.returns_deferred
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool = _Pool(self._reactor, self.dsn, self._pool_size)
+        results = await defer.DeferredList(
+            [c.connect(*pool.connargs, **pool.connkw) for c in pool.connections],
+            consumeErrors=True,
+        )
+        errors = [r for ok, r in results if not ok]
+        if errors:
+            await pool.shut()
+            raise base.StoreError(
+                f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_line(errors[0].value)}"
+            )
+        self._pool = pool
+        try:
+            await self._transaction(
+                "open", lambda cur: base.ensure_layout(cur, redact(self.dsn))
+            )
+            self._synced = await base.load_synced(_ReadCursor(self))
+            ctype = (await self.fetch("SHOW lc_ctype", []))[0][0]
+        except BaseException:
+            self._pool = None
+            await pool.shut()
+            raise
+        if ctype.upper() in ("C", "POSIX"):
+            log.warn(
+                "database lc_ctype is {ctype}: lower() folds only ASCII, so "
+                "case-insensitive filters on non-ASCII text differ from Shotgun; "
+                "create the database with a UTF-8 locale (e.g. C.UTF-8)",
+                ctype=ctype,
+            )
+        log.info("opened PostgreSQL store {url}", url=redact(self.dsn))
+
+    @base.returns_deferred
+    async def close(self) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        await self._write_lock.acquire()
+        try:
+            self._pool = None
+            self._synced = None
+            await pool.shut()
+        finally:
+            self._write_lock.release()
+
+    @base.returns_deferred
+    async def sync_schema(self, schema: Schema) -> dict:
+        summary = await self._transaction("sync_schema", lambda cur: base.sync_schema(cur, schema))
+        self._synced = await base.load_synced(_ReadCursor(self))
+        log.info(
+            "synced schema: {types} new types, {fields} new fields",
+            types=len(summary["added_types"]), fields=len(summary["added_fields"]),
+        )
+        return summary
+
+    @base.returns_deferred
+    async def field_states(self) -> dict[str, dict[str, str]]:
+        return await base.read_field_states(_ReadCursor(self))
+
+    @base.returns_deferred
+    async def set_field_states(
+        self, entity_type: str, fields: list[str] | None, state: str
+    ) -> None:
+        await self._transaction(
+            "set_field_states",
+            lambda cur: base.write_field_states(cur, entity_type, fields, state),
+        )
+
+    @base.returns_deferred
+    async def apply(
+        self, changes: Sequence[EntityChange], state: dict[str, str] | None = None
+    ) -> int:
+        async def work(cur: _Cursor) -> base.ApplyResult:
+            synced = await base.current_synced(cur, self._synced)
+            self._synced = synced
+            return await base.apply_changes(cur, synced, changes, state)
+
+        return (await self._transaction("apply", work)).applied
+
+    @base.returns_deferred
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        query, args = to_pyformat(sql), tuple(params)
+        return await self._retrying("fetch", lambda: self._the_pool().runQuery(query, args))
+
+    @base.returns_deferred
+    async def get_state(self, key: str) -> str | None:
+        rows = await self.fetch("SELECT value FROM _sgcache_state WHERE key = ?", [key])
+        return rows[0][0] if rows else None
+
+    @base.returns_deferred
+    async def set_state(self, items: dict[str, str]) -> None:
+        await self._transaction("set_state", lambda cur: base.write_state(cur, items))
+
+    async def _require_type(self, entity_type: str) -> None:
+        if self._synced is None or entity_type not in self._synced.types:
+            self._synced = await base.load_synced(_ReadCursor(self))
+        base.require_type(self._synced, entity_type)
+
+    @base.returns_deferred
+    async def count(self, entity_type: str, active: bool | None = None) -> int:
+        await self._require_type(entity_type)
+        sql, params = base.count_sql(entity_type, active)
+        return int((await self.fetch(sql, params))[0][0])
+
+    @base.returns_deferred
+    async def ids(self, entity_type: str) -> list[int]:
+        await self._require_type(entity_type)
+        return [row[0] for row in await self.fetch(base.ids_sql(entity_type), [])]

@@ -1,0 +1,197 @@
+"""The embedded store: SQLite through the stdlib, called on the reactor thread.
+
+Indexed SQLite reads take microseconds, far less than a hop to a thread, so
+every call runs synchronously and returns an already-fired Deferred. The
+database uses WAL (readers never block the writer), ``synchronous=NORMAL``
+and ``timeout=0``: a lock held by another process fails at once instead of
+stalling the reactor; the caller retries.
+
+SQL ``lower()`` is Python's `str.lower`, so case-insensitive matching folds
+Unicode exactly as the Shotgun emulator (Python) does.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..changes import EntityChange
+from ..schema import Schema
+from . import base, layout
+
+log = Logger()
+
+T = TypeVar("T")
+
+
+def _py_lower(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, bytes):
+        return value.lower()
+    return str(value).lower()
+
+
+class _Cursor:
+    """`base.SQLCursor` over a sqlite3 connection; never suspends."""
+
+    dialect = base.SQLITE
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        cursor = self._conn.execute(sql, tuple(params))
+        return cursor.fetchall() if cursor.description is not None else []
+
+    async def table_columns(self, table_name: str) -> set[str]:
+        rows = self._conn.execute(f"PRAGMA table_info({layout.quote(table_name)})").fetchall()
+        return {row[1] for row in rows}
+
+
+def _now(coro: Awaitable[T]) -> T:
+    """Run a coroutine that must not wait on the reactor; its result."""
+    box: list[Any] = []
+    defer.ensureDeferred(coro).addBoth(box.append)  # type: ignore[arg-type]
+    if not box:
+        raise RuntimeError("SQLite store work waited on the reactor")
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    return box[0]
+
+
+@implementer(base.IStore)
+class SQLiteStore:
+    """`IStore` on a SQLite file (or ``:memory:``)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str, reactor: Any = None):
+        self.path = path
+        self._reactor = reactor
+        self._conn: sqlite3.Connection | None = None
+        self._synced: base.Synced | None = None
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self.path}>"
+
+    # -- plumbing ---------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise base.StoreError(f"{self.path}: the store is not open")
+        return self._conn
+
+    def _transaction(self, work: Callable[[_Cursor], Awaitable[T]]) -> T:
+        """Run `work` in one write transaction: all of it, or none of it."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = _now(work(_Cursor(conn)))
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _synced_now(self, cur: _Cursor) -> base.Synced:
+        self._synced = _now(base.current_synced(cur, self._synced))
+        return self._synced
+
+    # -- IStore -------------------------------------------------------------------
+    @base.returns_deferred
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=0, isolation_level=None, cached_statements=512
+            )
+        except sqlite3.Error as e:
+            raise base.StoreError(f"{self.path}: cannot open SQLite database: {e}") from None
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            conn.create_function("lower", 1, _py_lower, deterministic=True)
+            self._conn = conn
+            self._transaction(lambda cur: base.ensure_layout(cur, self.path))
+            self._synced = _now(base.load_synced(_Cursor(conn)))
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+        log.info("opened SQLite store {path}", path=self.path)
+
+    @base.returns_deferred
+    async def close(self) -> None:
+        if self._conn is None:
+            return
+        conn, self._conn = self._conn, None
+        self._synced = None
+        conn.close()
+
+    @base.returns_deferred
+    async def sync_schema(self, schema: Schema) -> dict:
+        summary = self._transaction(lambda cur: base.sync_schema(cur, schema))
+        self._synced = _now(base.load_synced(_Cursor(self._connection())))
+        log.info(
+            "synced schema: {types} new types, {fields} new fields",
+            types=len(summary["added_types"]), fields=len(summary["added_fields"]),
+        )
+        return summary
+
+    @base.returns_deferred
+    async def field_states(self) -> dict[str, dict[str, str]]:
+        return _now(base.read_field_states(_Cursor(self._connection())))
+
+    @base.returns_deferred
+    async def set_field_states(
+        self, entity_type: str, fields: list[str] | None, state: str
+    ) -> None:
+        self._transaction(lambda cur: base.write_field_states(cur, entity_type, fields, state))
+
+    @base.returns_deferred
+    async def apply(
+        self, changes: Sequence[EntityChange], state: dict[str, str] | None = None
+    ) -> int:
+        async def work(cur: _Cursor) -> base.ApplyResult:
+            synced = self._synced_now(cur)
+            return await base.apply_changes(cur, synced, changes, state)
+
+        return self._transaction(work).applied
+
+    @base.returns_deferred
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._connection().execute(sql, tuple(params)).fetchall()
+
+    @base.returns_deferred
+    async def get_state(self, key: str) -> str | None:
+        rows = self._connection().execute(
+            "SELECT value FROM _sgcache_state WHERE key = ?", (key,)
+        ).fetchall()
+        return rows[0][0] if rows else None
+
+    @base.returns_deferred
+    async def set_state(self, items: dict[str, str]) -> None:
+        self._transaction(lambda cur: base.write_state(cur, items))
+
+    @base.returns_deferred
+    async def count(self, entity_type: str, active: bool | None = None) -> int:
+        conn = self._connection()
+        base.require_type(self._synced_now(_Cursor(conn)), entity_type)
+        sql, params = base.count_sql(entity_type, active)
+        return int(conn.execute(sql, params).fetchone()[0])
+
+    @base.returns_deferred
+    async def ids(self, entity_type: str) -> list[int]:
+        conn = self._connection()
+        base.require_type(self._synced_now(_Cursor(conn)), entity_type)
+        return [row[0] for row in conn.execute(base.ids_sql(entity_type))]

@@ -1,0 +1,643 @@
+"""Tests for sgcache.store: one suite run against both backends, plus the
+URL parser and the PostgreSQL reconnection."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any
+
+import psycopg2
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from sgcache.changes import EntityChange
+from sgcache.schema import Schema
+from sgcache.store import IStore, StoreError, open_store, parse_store_url
+from sgcache.store import base, layout
+from sgcache.store.postgres import to_pyformat
+from sgcache.testing.pg import fresh_postgres_url
+
+FIXTURE_SCHEMA = "/work/shared/fixtures/shotgun-schema"
+if not os.path.exists(FIXTURE_SCHEMA):
+    FIXTURE_SCHEMA = os.path.join(
+        os.path.dirname(__file__), "..", "..", "shared", "fixtures", "shotgun-schema"
+    )
+
+
+def make_schema(extra_shot_fields: dict | None = None, drop: tuple[str, ...] = ()) -> Schema:
+    shot_fields: dict[str, Any] = {
+        "code": "text",
+        "description": "text",
+        "sg_status_list": {"type": "status_list", "valid_values": ["ip", "fin"]},
+        "sg_cut_in": "number",
+        "sg_ratio": "float",
+        "sg_flag": "checkbox",
+        "sg_date": "date",
+        "tags": "tag_list",
+        "image": "image",  # never cached
+        "sg_sequence": {"type": "entity", "entity_types": ["Sequence"]},
+        "assets": {"type": "multi_entity", "entity_types": ["Asset"]},
+    }
+    shot_fields.update(extra_shot_fields or {})
+    for name in drop:
+        shot_fields.pop(name)
+    return Schema.from_dict(
+        {
+            "entities": {
+                "Shot": {"fields": shot_fields},
+                "Sequence": {"fields": {"code": "text"}},
+                "Asset": {"fields": {"code": "text"}},
+                "HumanUser": {"fields": {"name": "text"}},
+                "ApiUser": {"fields": {"firstname": "text"}},
+            }
+        }
+    )
+
+
+def A(n: int) -> dict:
+    return {"type": "Asset", "id": n}
+
+
+class StoreTestsMixin:
+    """Everything an IStore must do; subclasses say how to make one."""
+
+    async def store_url(self) -> str:
+        raise NotImplementedError
+
+    async def raw_execute(self, url: str, sql: str) -> None:
+        """Run a statement behind the store's back (its own connection)."""
+        raise NotImplementedError
+
+    async def open(self, url: str | None = None) -> Any:
+        if url is None:
+            url = self.url = await self.store_url()
+        store = open_store(url, reactor)
+        await store.open()
+        self.addCleanup(store.close)
+        return store
+
+    async def synced(self) -> Any:
+        store = await self.open()
+        await store.sync_schema(make_schema())
+        return store
+
+    async def row(self, store: Any, entity_id: int, *cols: str) -> tuple | None:
+        columns = ", ".join(layout.quote(c) for c in cols)
+        rows = await store.fetch(f'SELECT {columns} FROM "Shot" WHERE "id" = ?', [entity_id])
+        return rows[0] if rows else None
+
+    async def links(self, store: Any, entity_id: int) -> list[tuple]:
+        return await store.fetch(
+            'SELECT child_type, child_id, position FROM "Shot__assets" '
+            "WHERE parent_id = ? ORDER BY position",
+            [entity_id],
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def test_open_close(self) -> None:
+        store = await self.open()
+        self.assertTrue(verifyObject(IStore, store))
+        self.assertIn(store.dialect, ("sqlite", "postgresql"))
+        self.assertIsNone(await store.get_state("nothing"))
+        self.assertEqual(await store.field_states(), {})
+        await store.close()
+        await store.close()  # twice is fine
+
+    async def test_newer_layout_refused(self) -> None:
+        store = await self.open()
+        await store.close()
+        await self.raw_execute(
+            self.url, "UPDATE _sgcache_meta SET value = '99' WHERE key = 'layout_version'"
+        )
+        again = open_store(self.url, reactor)
+        with self.assertRaises(StoreError) as ctx:
+            await again.open()
+        self.assertIn("newer", str(ctx.exception))
+        await again.close()
+
+    # -- schema --------------------------------------------------------------------
+    async def test_sync_schema(self) -> None:
+        store = await self.open()
+        summary = await store.sync_schema(make_schema())
+        self.assertEqual(
+            sorted(summary["added_types"]), ["ApiUser", "Asset", "HumanUser", "Sequence", "Shot"]
+        )
+        self.assertIn("Shot.sg_sequence", summary["added_fields"])
+        states = await store.field_states()
+        self.assertEqual(set(states), {"ApiUser", "Asset", "HumanUser", "Sequence", "Shot"})
+        self.assertNotIn("image", states["Shot"])  # not cacheable
+        self.assertIn("assets", states["Shot"])
+        self.assertEqual(set(states["Shot"].values()), {layout.FIELD_PENDING})
+        # every column and the association table exist
+        await store.fetch(
+            'SELECT "id", "_active", "_complete", "_event_id", "code", "sg_sequence__type", '
+            '"sg_sequence__id", "created_by__id", "updated_at", "tags" FROM "Shot"',
+            [],
+        )
+        await store.fetch(
+            'SELECT parent_id, child_type, child_id, position FROM "Shot__assets"', []
+        )
+        rows = await store.fetch(
+            "SELECT data_type, link_types FROM _sgcache_fields "
+            "WHERE entity_type = ? AND field_name = ?",
+            ["Shot", "sg_sequence"],
+        )
+        self.assertEqual(rows, [("entity", "Sequence")])
+
+        again = await store.sync_schema(make_schema())
+        self.assertEqual(again["added_types"], [])
+        self.assertEqual(again["added_fields"], [])
+        self.assertEqual(await store.field_states(), states)
+
+    async def test_add_and_drop_fields(self) -> None:
+        store = await self.synced()
+        await store.set_field_states("Shot", None, layout.FIELD_READY)
+        await store.apply([EntityChange("Shot", 1, {"code": "sh1", "description": "d"})])
+        summary = await store.sync_schema(
+            make_schema({"sg_new": "text", "sg_links": {"type": "multi_entity", "entity_types": ["Asset"]}},
+                        drop=("description",))
+        )
+        self.assertEqual(summary["added_types"], [])
+        self.assertEqual(sorted(summary["added_fields"]), ["Shot.sg_links", "Shot.sg_new"])
+        self.assertEqual(summary["removed_fields"], ["Shot.description"])
+        states = (await store.field_states())["Shot"]
+        self.assertEqual(states["sg_new"], layout.FIELD_PENDING)
+        self.assertEqual(states["sg_links"], layout.FIELD_PENDING)
+        self.assertEqual(states["code"], layout.FIELD_READY)
+        self.assertNotIn("description", states)
+        # the new column works; the dropped one stays, with its data
+        self.assertEqual(await self.row(store, 1, "code", "sg_new", "description"), ("sh1", None, "d"))
+        await store.apply([EntityChange("Shot", 1, {"sg_new": "x", "sg_links": [A(1)], "description": "z"})])
+        self.assertEqual(await self.row(store, 1, "sg_new", "description"), ("x", "d"))
+        # re-adding the dropped field reuses its column
+        summary = await store.sync_schema(make_schema({"sg_new": "text"}))
+        self.assertEqual(summary["added_fields"], ["Shot.description"])
+
+    async def test_field_type_change(self) -> None:
+        store = await self.synced()
+        await store.set_field_states("Shot", None, layout.FIELD_READY)
+        await store.apply([EntityChange("Shot", 1, {"sg_cut_in": 12})])
+        summary = await store.sync_schema(make_schema({"sg_cut_in": "text"}))
+        self.assertEqual(summary["changed_fields"], ["Shot.sg_cut_in"])
+        self.assertEqual((await store.field_states())["Shot"]["sg_cut_in"], layout.FIELD_PENDING)
+        await store.apply([EntityChange("Shot", 1, {"sg_cut_in": "twelve"})])
+        self.assertEqual(await self.row(store, 1, "sg_cut_in"), ("twelve",))
+        # widening the link types of an entity field keeps its state
+        summary = await store.sync_schema(
+            make_schema({"sg_cut_in": "text",
+                         "sg_sequence": {"type": "entity", "entity_types": ["Sequence", "Scene"]}})
+        )
+        self.assertEqual(summary["changed_fields"], ["Shot.sg_sequence"])
+        self.assertEqual((await store.field_states())["Shot"]["sg_sequence"], layout.FIELD_READY)
+        rows = await store.fetch(
+            "SELECT link_types FROM _sgcache_fields WHERE entity_type = ? AND field_name = ?",
+            ["Shot", "sg_sequence"],
+        )
+        self.assertEqual(rows, [("Sequence,Scene",)])
+
+    async def test_field_states(self) -> None:
+        store = await self.synced()
+        await store.set_field_states("Shot", None, layout.FIELD_READY)
+        await store.set_field_states("Shot", ["code", "assets"], layout.FIELD_PENDING)
+        states = await store.field_states()
+        self.assertEqual(states["Shot"]["code"], layout.FIELD_PENDING)
+        self.assertEqual(states["Shot"]["assets"], layout.FIELD_PENDING)
+        self.assertEqual(states["Shot"]["sg_sequence"], layout.FIELD_READY)
+        self.assertEqual(set(states["Asset"].values()), {layout.FIELD_PENDING})
+        with self.assertRaises(ValueError):
+            await store.set_field_states("Shot", None, "bogus")
+
+    async def test_fixture_schema(self) -> None:
+        schema = Schema.load(FIXTURE_SCHEMA)
+        store = await self.open()
+        summary = await store.sync_schema(schema)
+        self.assertEqual(len(summary["added_types"]), 77)
+        states = await store.field_states()
+        self.assertEqual(len(states), 77)
+        again = await store.sync_schema(schema)
+        self.assertEqual(again["added_fields"], [])
+        self.assertEqual(await store.count("Shot"), 0)
+
+    # -- apply -------------------------------------------------------------------------
+    async def test_insert_update_partial(self) -> None:
+        store = await self.synced()
+        full = EntityChange(
+            "Shot", 1,
+            {
+                "code": "sh010", "description": "first", "sg_status_list": "ip",
+                "sg_cut_in": 1001, "sg_ratio": 1.5, "sg_flag": True,
+                "sg_date": "2024-03-01", "tags": [{"type": "Tag", "id": 1}],
+                "updated_at": "2024-01-01T00:00:00Z",
+                "sg_sequence": {"type": "Sequence", "id": 7, "name": "seq"},
+                "assets": [], "created_by": None,
+            },
+            complete=True,
+        )
+        self.assertEqual(await store.apply([full]), 1)
+        row = await self.row(
+            store, 1, "code", "sg_cut_in", "sg_ratio", "sg_flag", "sg_date", "tags",
+            "sg_sequence__type", "sg_sequence__id", "_active", "_complete",
+        )
+        self.assertEqual(
+            row,
+            ("sh010", 1001, 1.5, 1, "2024-03-01", '[{"id":1,"type":"Tag"}]',
+             "Sequence", 7, 1, 1),
+        )
+        # partial update: only the given columns change
+        await store.apply([EntityChange("Shot", 1, {"code": "sh011"})])
+        self.assertEqual(
+            await self.row(store, 1, "code", "description", "sg_cut_in", "_complete"),
+            ("sh011", "first", 1001, 1),
+        )
+        # a row first seen through a partial change is incomplete...
+        await store.apply([EntityChange("Shot", 2, {"code": "sh020"})])
+        self.assertEqual(await self.row(store, 2, "code", "_active", "_complete"), ("sh020", 1, 0))
+        # ...until a complete change arrives
+        await store.apply([EntityChange("Shot", 2, {"code": "sh020"}, complete=True)])
+        self.assertEqual(await self.row(store, 2, "_complete"), (1,))
+
+    async def test_ignored_fields_and_types(self) -> None:
+        store = await self.synced()
+        n = await store.apply(
+            [
+                EntityChange("Shot", 1, {"code": "a", "image": "http://x", "nope": 1}),
+                EntityChange("Version", 5, {"code": "v"}),
+            ]
+        )
+        self.assertEqual(n, 1)
+        self.assertEqual(await self.row(store, 1, "code"), ("a",))
+        with self.assertRaises(StoreError):
+            await store.count("Version")
+
+    async def test_entity_field(self) -> None:
+        store = await self.synced()
+        await store.apply([EntityChange("Shot", 1, {"sg_sequence": {"type": "Sequence", "id": 3}})])
+        self.assertEqual(await self.row(store, 1, "sg_sequence__type", "sg_sequence__id"), ("Sequence", 3))
+        await store.apply([EntityChange("Shot", 1, {"sg_sequence": None})])
+        self.assertEqual(await self.row(store, 1, "sg_sequence__type", "sg_sequence__id"), (None, None))
+
+    async def test_multi_entity(self) -> None:
+        store = await self.synced()
+        await store.apply([EntityChange("Shot", 1, {"assets": [A(3), A(1), A(3), A(2)]})])
+        self.assertEqual(
+            await self.links(store, 1), [("Asset", 3, 0), ("Asset", 1, 1), ("Asset", 2, 2)]
+        )
+        await store.apply([EntityChange("Shot", 1, multi_add={"assets": [A(4), A(1), A(5)]})])
+        self.assertEqual(
+            [r[1] for r in await self.links(store, 1)], [3, 1, 2, 4, 5]
+        )
+        self.assertEqual((await self.links(store, 1))[-1][2], 4)
+        await store.apply([EntityChange("Shot", 1, multi_remove={"assets": [A(1), A(9)]})])
+        self.assertEqual([r[1] for r in await self.links(store, 1)], [3, 2, 4, 5])
+        await store.apply([EntityChange("Shot", 1, multi_add={"assets": [A(1)]})])
+        self.assertEqual([r[1] for r in await self.links(store, 1)], [3, 2, 4, 5, 1])
+        # a full list replaces everything, in its order
+        await store.apply([EntityChange("Shot", 1, {"assets": [A(5), A(6)]})])
+        self.assertEqual(await self.links(store, 1), [("Asset", 5, 0), ("Asset", 6, 1)])
+        await store.apply([EntityChange("Shot", 1, {"assets": []})])
+        self.assertEqual(await self.links(store, 1), [])
+
+    async def test_retire_revive_delete(self) -> None:
+        store = await self.synced()
+        await store.apply(
+            [
+                EntityChange("Shot", 1, {"code": "a", "assets": [A(1)]}, complete=True),
+                EntityChange("Shot", 2, {"code": "b"}, complete=True),
+                EntityChange("Shot", 3, active=False),  # retired before we saw it
+            ]
+        )
+        self.assertEqual(await self.row(store, 3, "_active", "_complete"), (0, 0))
+        await store.apply([EntityChange("Shot", 1, active=False)])
+        self.assertEqual(await self.row(store, 1, "_active", "code"), (0, "a"))
+        self.assertEqual(await store.count("Shot"), 3)
+        self.assertEqual(await store.count("Shot", active=True), 1)
+        self.assertEqual(await store.count("Shot", active=False), 2)
+        self.assertEqual(await store.ids("Shot"), [1, 2, 3])
+        await store.apply([EntityChange("Shot", 1, active=True)])
+        self.assertEqual(await self.row(store, 1, "_active"), (1,))
+        await store.apply([EntityChange("Shot", 1, delete=True)])
+        self.assertIsNone(await self.row(store, 1, "id"))
+        self.assertEqual(await self.links(store, 1), [])
+        self.assertEqual(await store.ids("Shot"), [2, 3])
+        self.assertEqual(await store.count("Asset"), 0)
+
+    async def test_stale_updated_at_refused(self) -> None:
+        store = await self.synced()
+        await store.apply(
+            [EntityChange("Shot", 1, {"code": "new", "updated_at": "2024-01-02T00:00:00Z"},
+                          updated_at="2024-01-02T00:00:00Z")]
+        )
+        n = await store.apply(
+            [EntityChange("Shot", 1, {"code": "old", "updated_at": "2024-01-01T00:00:00Z"},
+                          updated_at="2024-01-01T00:00:00Z", active=False, complete=True)]
+        )
+        self.assertEqual(n, 0)
+        self.assertEqual(await self.row(store, 1, "code", "_active", "_complete"), ("new", 1, 0))
+        # same or newer is applied
+        n = await store.apply(
+            [EntityChange("Shot", 1, {"code": "newer"}, updated_at="2024-01-02T00:00:00Z")]
+        )
+        self.assertEqual(n, 1)
+        self.assertEqual(await self.row(store, 1, "code"), ("newer",))
+        # a delete is honoured even from an older view
+        await store.apply([EntityChange("Shot", 1, delete=True, updated_at="2023-01-01T00:00:00Z")])
+        self.assertIsNone(await self.row(store, 1, "id"))
+
+    async def test_event_id_refused(self) -> None:
+        store = await self.synced()
+        await store.apply([EntityChange("Shot", 1, {"code": "e10"}, event_id=10)])
+        self.assertEqual(await self.row(store, 1, "_event_id"), (10,))
+        n = await store.apply(
+            [
+                EntityChange("Shot", 1, {"code": "e9"}, event_id=9),
+                EntityChange("Shot", 1, multi_add={"assets": [A(1)]}, event_id=10),
+            ]
+        )
+        self.assertEqual(n, 0)
+        self.assertEqual(await self.row(store, 1, "code"), ("e10",))
+        self.assertEqual(await self.links(store, 1), [])
+        # changes without an event id (scans) still apply and keep _event_id
+        await store.apply([EntityChange("Shot", 1, {"code": "scan"})])
+        self.assertEqual(await self.row(store, 1, "code", "_event_id"), ("scan", 10))
+        self.assertEqual(await store.apply([EntityChange("Shot", 1, {"code": "e11"}, event_id=11)]), 1)
+        self.assertEqual(await self.row(store, 1, "code", "_event_id"), ("e11", 11))
+        # within one batch, a later event wins and an older one is refused
+        n = await store.apply(
+            [
+                EntityChange("Shot", 1, {"code": "e13"}, event_id=13),
+                EntityChange("Shot", 1, {"code": "e12"}, event_id=12),
+            ]
+        )
+        self.assertEqual(n, 1)
+        self.assertEqual(await self.row(store, 1, "code", "_event_id"), ("e13", 13))
+
+    async def test_state_committed_with_rows(self) -> None:
+        store = await self.synced()
+        await store.apply([EntityChange("Shot", 1, {"code": "a"})], state={"events.cursor": "42"})
+        self.assertEqual(await store.get_state("events.cursor"), "42")
+        self.assertEqual(await self.row(store, 1, "code"), ("a",))
+        await store.set_state({"events.cursor": "43", "scan.Shot": "2024-01-01T00:00:00Z"})
+        self.assertEqual(await store.get_state("events.cursor"), "43")
+        self.assertEqual(await store.get_state("scan.Shot"), "2024-01-01T00:00:00Z")
+
+    async def test_failure_rolls_back_everything(self) -> None:
+        store = await self.synced()
+        await store.apply([EntityChange("Shot", 1, {"code": "kept"})], state={"cursor": "1"})
+        with self.assertRaises(ValueError):
+            await store.apply(
+                [
+                    EntityChange("Shot", 1, {"code": "changed"}),
+                    EntityChange("Shot", 2, {"code": "new", "assets": [A(1)]}),
+                    EntityChange("Shot", 3, {"sg_date": "not a date"}),
+                ],
+                state={"cursor": "2"},
+            )
+        self.assertEqual(await self.row(store, 1, "code"), ("kept",))
+        self.assertIsNone(await self.row(store, 2, "id"))
+        self.assertEqual(await self.links(store, 2), [])
+        self.assertEqual(await store.get_state("cursor"), "1")
+        # the store is still usable afterwards
+        await store.apply([EntityChange("Shot", 2, {"code": "new"})], state={"cursor": "3"})
+        self.assertEqual(await store.get_state("cursor"), "3")
+
+    async def test_bad_link_fails(self) -> None:
+        store = await self.synced()
+        with self.assertRaises(ValueError):
+            await store.apply([EntityChange("Shot", 1, {"sg_sequence": "Sequence 3"})])
+        self.assertEqual(await store.ids("Shot"), [])
+
+    # -- reads ------------------------------------------------------------------------------
+    async def test_fetch_params_and_percent(self) -> None:
+        store = await self.synced()
+        await store.apply(
+            [
+                EntityChange("Shot", 1, {"code": "sh010"}),
+                EntityChange("Shot", 2, {"code": "sh020"}),
+                EntityChange("Shot", 3, {"code": "what?"}),
+                EntityChange("Shot", 4, {"code": "50%"}),
+            ]
+        )
+        rows = await store.fetch(
+            """SELECT "id" FROM "Shot" WHERE "code" LIKE 'sh%' AND "id" > ? ORDER BY "id" """, [1]
+        )
+        self.assertEqual(rows, [(2,)])
+        rows = await store.fetch("""SELECT "id" FROM "Shot" WHERE "code" = 'what?'""", [])
+        self.assertEqual(rows, [(3,)])
+        rows = await store.fetch(
+            """SELECT "id", ? FROM "Shot" WHERE "code" LIKE '%\\%' ESCAPE '\\' OR "code" = ?""",
+            ["x", "what?"],
+        )
+        self.assertEqual(sorted(rows), [(3, "x"), (4, "x")])
+
+    async def test_unicode_lower(self) -> None:
+        store = await self.synced()
+        await store.apply(
+            [EntityChange("Shot", 1, {"code": "ÉCOLE"}), EntityChange("Shot", 2, {"code": "Straße"})]
+        )
+        rows = await store.fetch('SELECT "id" FROM "Shot" WHERE lower("code") = lower(?)', ["école"])
+        self.assertEqual(rows, [(1,)])
+        rows = await store.fetch('SELECT "id" FROM "Shot" WHERE lower("code") LIKE ?', ["%cole"])
+        self.assertEqual(rows, [(1,)])
+        rows = await store.fetch('SELECT lower("code") FROM "Shot" WHERE "id" = ?', [2])
+        self.assertEqual(rows, [("straße",)])
+
+    async def test_reopen_finds_data(self) -> None:
+        store = await self.synced()
+        await store.set_field_states("Shot", ["code"], layout.FIELD_READY)
+        await store.apply([EntityChange("Shot", 1, {"code": "a"}, complete=True)], state={"k": "v"})
+        await store.close()
+        again = await self.open(self.url)
+        self.assertEqual(await again.ids("Shot"), [1])
+        self.assertEqual(await again.get_state("k"), "v")
+        self.assertEqual((await again.field_states())["Shot"]["code"], layout.FIELD_READY)
+        await again.apply([EntityChange("Shot", 2, {"code": "b"})])
+        self.assertEqual(await again.count("Shot"), 2)
+
+
+class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
+    async def store_url(self) -> str:
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(path)
+        return "sqlite:///" + os.path.join(path, "cache.sqlite")
+
+    async def raw_execute(self, url: str, sql: str) -> None:
+        conn = sqlite3.connect(parse_store_url(url)[1], isolation_level=None)
+        try:
+            conn.execute(sql)
+        finally:
+            conn.close()
+
+    async def test_memory_store(self) -> None:
+        store = await self.open("sqlite://:memory:")
+        await store.sync_schema(make_schema())
+        await store.apply([EntityChange("Shot", 1, {"code": "a"})])
+        self.assertEqual(await store.ids("Shot"), [1])
+
+    async def test_calls_fire_synchronously(self) -> None:
+        store = await self.synced()
+        d = store.apply([EntityChange("Shot", 1, {"code": "a"})])
+        self.assertEqual(self.successResultOf(d), 1)
+        self.assertEqual(self.successResultOf(store.fetch('SELECT "code" FROM "Shot"', [])), [("a",)])
+
+    async def test_wal_mode(self) -> None:
+        store = await self.open()
+        self.assertEqual(await store.fetch("PRAGMA journal_mode", []), [("wal",)])
+        self.assertEqual(await store.fetch("PRAGMA synchronous", []), [(1,)])  # NORMAL
+
+    async def test_locked_by_another_process_fails_fast(self) -> None:
+        store = await self.synced()
+        other = sqlite3.connect(parse_store_url(self.url)[1], isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with self.assertRaises(sqlite3.OperationalError):
+                await store.apply([EntityChange("Shot", 1, {"code": "a"})])
+            # reads still work while another writer holds the lock (WAL)
+            self.assertEqual(await store.ids("Shot"), [])
+        finally:
+            other.execute("ROLLBACK")
+        self.assertEqual(await store.apply([EntityChange("Shot", 1, {"code": "a"})]), 1)
+
+
+class PostgresStoreTests(StoreTestsMixin, unittest.TestCase):
+    async def store_url(self) -> str:
+        return await fresh_postgres_url(self)
+
+    async def raw_execute(self, url: str, sql: str) -> None:
+        conn = psycopg2.connect(url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    def kill_connections(self, url: str) -> int:
+        conn = psycopg2.connect(url)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                return len(cur.fetchall())
+        finally:
+            conn.close()
+
+    async def test_pool_recovers_after_connections_killed(self) -> None:
+        store = await self.synced()
+        await store.apply([EntityChange("Shot", 1, {"code": "a"})])
+        self.assertGreaterEqual(self.kill_connections(self.url), 2)
+        # the next operations succeed (the store retries on a fresh connection)
+        self.assertEqual(await store.fetch('SELECT "code" FROM "Shot"', []), [("a",)])
+        self.assertEqual(await store.apply([EntityChange("Shot", 2, {"code": "b"})]), 1)
+        self.assertEqual(await store.ids("Shot"), [1, 2])
+        # and again, with a write first
+        self.kill_connections(self.url)
+        self.assertEqual(await store.apply([EntityChange("Shot", 3, {"code": "c"})], {"k": "3"}), 1)
+        self.assertEqual(await store.get_state("k"), "3")
+        self.assertEqual(await store.count("Shot"), 3)
+
+    async def test_fetch_while_apply_runs(self) -> None:
+        store = await self.synced()
+        await store.apply([EntityChange("Shot", 1, {"code": "a"})])
+        big = [EntityChange("Shot", i, {"code": f"s{i}", "assets": [A(i)]}) for i in range(2, 200)]
+        applying = store.apply(big)
+        read = await store.fetch('SELECT "code" FROM "Shot" WHERE "id" = ?', [1])
+        self.assertEqual(read, [("a",)])
+        self.assertEqual(await applying, 198)
+        self.assertEqual(await store.count("Shot"), 199)
+
+    async def test_unreachable_server(self) -> None:
+        store = open_store("postgresql://nobody@127.0.0.1:1/nothing", reactor)
+        with self.assertRaises(StoreError) as ctx:
+            await store.open()
+        self.assertIn("cannot connect to PostgreSQL", str(ctx.exception))
+
+
+class URLTests(unittest.TestCase):
+    def test_sqlite_urls(self) -> None:
+        self.assertEqual(parse_store_url("sqlite:///rel/cache.sqlite"), ("sqlite", "rel/cache.sqlite"))
+        self.assertEqual(parse_store_url("sqlite:////abs/cache.sqlite"), ("sqlite", "/abs/cache.sqlite"))
+        self.assertEqual(parse_store_url("sqlite://:memory:"), ("sqlite", ":memory:"))
+
+    def test_postgres_urls(self) -> None:
+        for url in ("postgresql://me@db.example:5433/cache", "postgresql:///cache", "postgres://h/c"):
+            self.assertEqual(parse_store_url(url), ("postgresql", url))
+
+    def test_bad_urls(self) -> None:
+        for url in (
+            "cache.sqlite", "mysql://h/db", "sqlite://rel/path", "sqlite:///", "sqlite:///dir/",
+            "postgresql://host", "postgresql://host/", "postgresql://h:notaport/db",
+        ):
+            with self.assertRaises(ValueError) as ctx:
+                parse_store_url(url)
+            message = str(ctx.exception)
+            self.assertNotIn("\n", message)
+            self.assertIn(repr(url), message)
+
+    def test_open_store_types(self) -> None:
+        from sgcache.store.postgres import PostgresStore
+        from sgcache.store.sqlite import SQLiteStore
+
+        self.assertIsInstance(open_store("sqlite://:memory:", reactor), SQLiteStore)
+        self.assertIsInstance(open_store("postgresql:///x", reactor), PostgresStore)
+
+
+class PyformatTests(unittest.TestCase):
+    def test_placeholders(self) -> None:
+        self.assertEqual(to_pyformat("a = ? AND b LIKE 'x%?' AND \"c?\" = ?"),
+                         "a = %s AND b LIKE 'x%%?' AND \"c?\" = %s")
+        self.assertEqual(to_pyformat("'it''s ?' || ?"), "'it''s ?' || %s")
+
+    def test_index_names_fit(self) -> None:
+        name = base.index_name(base.POSTGRESQL, "X" * 40, "y" * 40, "child")
+        self.assertLessEqual(len(name.strip('"')), 63)
+        self.assertNotEqual(name, base.index_name(base.POSTGRESQL, "X" * 40, "y" * 40, "parent"))
+
+
+class _FakeCase:
+    def __init__(self) -> None:
+        self.cleanups: list = []
+
+    def skipTest(self, reason: str) -> None:
+        raise unittest.SkipTest(reason)
+
+    def fail(self, message: str) -> None:
+        raise unittest.FailTest(message)
+
+    def addCleanup(self, f: Any, *args: Any) -> None:
+        self.cleanups.append(f)
+
+
+class FreshPostgresTests(unittest.TestCase):
+    """The test-database helper: skip when unreachable, fail under CI."""
+
+    def setUp(self) -> None:
+        from sgcache.testing import pg
+
+        self.patch(pg, "base_url", lambda: "postgresql://nobody:secret@127.0.0.1:1/x")
+
+    async def test_unreachable_skips(self) -> None:
+        from sgcache.testing import pg
+
+        self.patch(pg, "in_ci", lambda: False)
+        with self.assertRaises(unittest.SkipTest) as ctx:
+            await fresh_postgres_url(_FakeCase())
+        self.assertIn("PostgreSQL not reachable at postgresql://nobody:***@127.0.0.1:1/x", str(ctx.exception))
+
+    async def test_unreachable_fails_in_ci(self) -> None:
+        from sgcache.testing import pg
+
+        self.patch(pg, "in_ci", lambda: True)
+        with self.assertRaises(unittest.FailTest):
+            await fresh_postgres_url(_FakeCase())
+
+    def test_in_ci(self) -> None:
+        from sgcache.testing import pg
+
+        for value, expected in (("true", True), ("1", True), ("", False), ("false", False)):
+            self.patch(os, "environ", {"CI": value})
+            self.assertEqual(pg.in_ci(), expected)
