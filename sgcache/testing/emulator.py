@@ -1,0 +1,1169 @@
+"""The Shotgun emulator's data layer: the in-memory site a test talks to.
+
+`Emulator` owns the data (``db[type][id] -> row``, mockgun's layout), the
+JSON-RPC method semantics (auth, create / update / delete / revive / batch,
+schema reads), bookkeeping (``created_at``, ``updated_at``, ``created_by``,
+``updated_by``), backref fields and the event log (`sgcache.testing.eventlog`).
+Reads go to the read engine (`sgcache.testing.engine.ReadEngine`), which also
+renders values to their wire form.
+
+It subclasses mockgun's ``Shotgun`` so code written against mockgun keeps
+working (``create``, ``update``, ``find``, ``schema_read``... as Python
+methods), but it is built from a `Schema` instead of mockgun's class-level
+pickle paths, and it replaces mockgun's writes: values are validated per data
+type with Shotgun-style faults, converted to storage form, and every change
+writes events. The HTTP face is `sgcache.testing.server`.
+
+Storage form (shared with the engine): date_time = naive UTC datetime;
+date = ``"YYYY-MM-DD"``; entity = ``{"type", "id"}`` or None; multi_entity =
+list of ``{"type", "id"}``; tag_list = list of str; checkbox = bool; other
+types = the wire value. A missing key means None (``[]`` for multi_entity).
+
+Test controls (reset, seed, latency, failures, counters, event-log holes,
+truncation, generate_events, the clock) are plain methods here; the server
+exposes them over HTTP in test mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import os
+import re
+import secrets
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from shotgun_api3.lib.mockgun import Shotgun as Mockgun
+from shotgun_api3.shotgun import _translate_filters
+from twisted.logger import Logger
+
+from sgcache import faults
+from sgcache.faults import Fault
+from sgcache.fieldtypes import format_datetime, parse_datetime
+from sgcache.schema import EntitySpec, FieldSpec, Schema
+from sgcache.testing.engine import ReadEngine
+from sgcache.testing.eventlog import EventContext, EventLog, format_meta_datetime
+
+log = Logger()
+
+#: What `info` reports unless told otherwise: a modern site, so clients use
+#: the paging path without counts.
+DEFAULT_VERSION = (8, 50, 0)
+
+#: Data types a client can never write.
+READ_ONLY_TYPES = frozenset(["pivot_column", "summary", "calculated", "system_task_type"])
+
+#: Fields only the site writes (a create may set created_at / created_by).
+SITE_FIELDS = frozenset(["id", "type", "updated_at", "updated_by"])
+CREATE_ONLY_FIELDS = frozenset(["created_at", "created_by"])
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+#: Fields added to a schema that lacks these types (YAML schemas often do).
+_EXTRA_TYPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "EventLogEntry": (
+        "description",
+        {
+            "event_type": ("text",),
+            "attribute_name": ("text",),
+            "entity": ("entity", ()),  # any type: filled in at load
+            "meta": ("serializable",),
+            "project": ("entity", ("Project",)),
+            "user": ("entity", ("HumanUser", "ApiUser")),
+            "session_uuid": ("uuid",),
+            "description": ("text",),
+        },
+    ),
+    "ApiUser": (
+        "firstname",
+        {
+            "firstname": ("text",),
+            "lastname": ("text",),
+            "description": ("text",),
+            "email": ("text",),
+            "generate_event_log_entries": ("checkbox",),
+        },
+    ),
+    "HumanUser": (
+        "name",
+        {
+            "name": ("text",),
+            "login": ("text",),
+            "firstname": ("text",),
+            "lastname": ("text",),
+            "email": ("text",),
+        },
+    ),
+}
+
+
+# -- schema loading ------------------------------------------------------------
+
+
+@dataclass
+class SchemaSource:
+    """A schema plus the raw Shotgun dumps it came from, when it came from one."""
+
+    schema: Schema
+    schema_read: dict | None = None
+    schema_entity_read: dict | None = None
+
+
+def load_schema(path: str) -> SchemaSource:
+    """Load a YAML schema, a schema_read JSON file or a dump directory,
+    keeping the raw dumps so the emulator can serve them verbatim."""
+    schema = Schema.load(path)
+    schema_read = entity_read = None
+    if os.path.isdir(path):
+        with open(os.path.join(path, "schema_read.json")) as fh:
+            schema_read = json.load(fh)
+        entity_path = os.path.join(path, "schema_entity_read.json")
+        if os.path.exists(entity_path):
+            with open(entity_path) as fh:
+                entity_read = json.load(fh)
+    elif path.endswith(".json"):
+        with open(path) as fh:
+            data = json.load(fh)
+        if isinstance(data, dict) and "entities" not in data:
+            schema_read = data
+    return SchemaSource(schema, schema_read, entity_read)
+
+
+def complete_schema(schema: Schema) -> Schema:
+    """`schema` plus what the emulator needs to exist: EventLogEntry, ApiUser
+    and HumanUser (added with minimal fields when missing). The input is not
+    modified."""
+    entities = dict(schema.entities)
+    for type_name, (identifier, fields_in) in _EXTRA_TYPES.items():
+        if type_name in entities:
+            continue
+        fields: dict[str, FieldSpec] = {}
+        for fname, desc in fields_in.items():
+            data_type = desc[0]
+            links: tuple[str, ...] = desc[1] if len(desc) > 1 else ()
+            if type_name == "EventLogEntry" and fname == "entity":
+                links = tuple(sorted(set(entities) | set(_EXTRA_TYPES)))
+            fields[fname] = FieldSpec(type_name, fname, data_type, links)
+        for fname, dtype in (("id", "number"), ("created_at", "date_time"), ("updated_at", "date_time")):
+            fields[fname] = FieldSpec(type_name, fname, dtype)
+        for fname in ("created_by", "updated_by"):
+            fields[fname] = FieldSpec(type_name, fname, "entity", ("HumanUser", "ApiUser"))
+        entities[type_name] = EntitySpec(type_name, identifier, fields)
+    if len(entities) == len(schema.entities):
+        return schema
+    return Schema(entities.values(), source=schema.source)
+
+
+# -- the caller and the test-control state -------------------------------------
+
+
+@dataclass
+class Caller:
+    """Who is calling: the user link events and bookkeeping record."""
+
+    user: dict
+    name: str
+    session_uuid: str | None = None
+
+
+@dataclass
+class FailurePlan:
+    """Fail the next `count` RPC requests (of `methods`, if given)."""
+
+    count: int
+    status: int = 500
+    reset: bool = False
+    methods: frozenset[str] | None = None
+
+
+@dataclass
+class Controls:
+    """Transport-level test knobs the server consults on every request."""
+
+    latency: float = 0.0
+    failures: list[FailurePlan] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, method: str) -> None:
+        self.counters[method] = self.counters.get(method, 0) + 1
+
+    def take_failure(self, method: str) -> FailurePlan | None:
+        """The failure to apply to this request, if one is pending."""
+        for plan in self.failures:
+            if plan.methods is None or method in plan.methods:
+                plan.count -= 1
+                if plan.count <= 0:
+                    self.failures.remove(plan)
+                return plan
+        return None
+
+
+# -- the emulator --------------------------------------------------------------
+
+
+class Emulator(Mockgun):
+    """An in-memory Shotgun site: data, RPC semantics, events, test controls."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        scripts: Mapping[str, str] | None = None,
+        users: Mapping[str, str] | None = None,
+        page_size: int = 500,
+        schema_read: dict | None = None,
+        schema_entity_read: dict | None = None,
+        clock: Any = None,
+        now: Callable[[], datetime.datetime] | None = None,
+        version: tuple[int, int, int] = DEFAULT_VERSION,
+        base_url: str = "http://emulator.invalid",
+    ):
+        # Deliberately not calling mockgun's __init__: it loads pickled
+        # schemas from class-level paths. Set what its methods rely on.
+        self.schema = complete_schema(schema)
+        self.base_url = base_url
+        self.finds = 0
+        # mockgun's names for what schema_read / schema_entity_read serve:
+        # the original dumps when given (plus any type we had to add).
+        self._schema = {**self.schema.to_schema_read(), **(schema_read or {})}
+        self._schema_entity = {**self.schema.to_schema_entity_read(), **(schema_entity_read or {})}
+        self.scripts = dict(scripts or {})
+        self.users = dict(users or {})
+        self.page_size = page_size
+        self.version = tuple(version)
+        self._clock = clock
+        self._now_fn = now
+        self._frozen_now: datetime.datetime | None = None
+        self._clock_offset = datetime.timedelta(0)
+        self.generate_events = True
+        self.controls = Controls()
+        self._db: dict[str, dict[int, dict]] = {t.name: {} for t in self.schema}
+        self.events = EventLog(self._db)
+        self._next_ids: dict[str, int] = {}
+        self._journal: dict[tuple[str, int], dict | None] | None = None
+        self._sessions: dict[str, Caller] = {}
+        self._script_users: dict[str, int] = {}
+        self._human_users: dict[str, int] = {}
+        self._defaults = self._collect_defaults()
+        self.engine = ReadEngine(self.schema, self._db, self.now, max_page_size=page_size)
+        self.reset()
+
+    @property
+    def db(self) -> dict[str, dict[int, dict]]:
+        """The data: ``db[type][id] -> row`` in storage form (mockgun's ``_db``)."""
+        return self._db
+
+    # -- time --------------------------------------------------------------
+    def now(self) -> datetime.datetime:
+        """The site's "now": naive UTC, whole seconds."""
+        if self._frozen_now is not None:
+            value = self._frozen_now
+        elif self._now_fn is not None:
+            value = self._now_fn()
+        else:
+            if self._clock is None:
+                from twisted.internet import reactor as clock
+            else:
+                clock = self._clock
+            value = datetime.datetime.fromtimestamp(clock.seconds(), datetime.timezone.utc)
+        if value.tzinfo is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return (value + self._clock_offset).replace(microsecond=0)
+
+    def set_clock(self, now: datetime.datetime | str | None) -> datetime.datetime:
+        """Freeze "now" at `now` (naive = UTC; a wire string is fine), or
+        follow the real clock again with None. Returns the new "now"."""
+        if isinstance(now, str):
+            now = parse_datetime(now)
+        if now is not None and now.tzinfo is not None:
+            now = now.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        self._frozen_now = now
+        self._clock_offset = datetime.timedelta(0)
+        return self.now()
+
+    def advance_clock(self, seconds: float) -> datetime.datetime:
+        """Move "now" forward (frozen or not) by `seconds`."""
+        if self._frozen_now is not None:
+            self._frozen_now += datetime.timedelta(seconds=seconds)
+        else:
+            self._clock_offset += datetime.timedelta(seconds=seconds)
+        return self.now()
+
+    # -- test controls -----------------------------------------------------
+    def reset(self) -> None:
+        """Empty every table and the event log; recreate the script and user rows."""
+        for table in self._db.values():
+            table.clear()
+        self.events.reset()
+        self._next_ids.clear()
+        self._sessions.clear()
+        self._script_users.clear()
+        self._human_users.clear()
+        now = self.now()
+        for name in self.scripts:
+            fields = {"firstname": name, "description": f"emulator script {name}"}
+            if self.schema.get_field("ApiUser", "generate_event_log_entries"):
+                fields["generate_event_log_entries"] = True
+            self._script_users[name] = self._insert_raw("ApiUser", fields, now)
+        for login in self.users:
+            fields = {"login": login, "name": login, "firstname": login}
+            self._human_users[login] = self._insert_raw("HumanUser", fields, now)
+        log.debug("emulator reset: {scripts} scripts, {users} users", scripts=len(self.scripts), users=len(self.users))
+
+    def seed(self, entities: list[dict], events: bool = False, script: str | None = None) -> list[dict]:
+        """Bulk-create ``[{"type", "fields"[, "id"]}]`` (wire values; a
+        fixed ``id`` is allowed) in one transaction, writing events only when
+        `events`; bookkeeping fields may be given. Returns the new links."""
+        caller = self._default_caller(script)
+        ctx = self._event_context(caller, enabled=events)
+        out = []
+        with self._transaction():
+            for item in entities:
+                if not isinstance(item, dict) or "type" not in item:
+                    raise Fault("seed: each item needs a 'type'")
+                etype = item["type"]
+                fields = item.get("fields") or {}
+                if not isinstance(fields, dict):
+                    raise Fault("seed: 'fields' must be a mapping")
+                values = self._coerce_values(etype, _to_wire(fields), "create", seeding=True)
+                row = self._create_row(etype, values, ctx, caller, fixed_id=item.get("id"))
+                out.append({"type": etype, "id": row["id"]})
+        return out
+
+    def set_generate_events(self, enabled: bool) -> None:
+        """Switch event writing for every caller (updated_at still moves)."""
+        self.generate_events = bool(enabled)
+
+    def set_latency(self, seconds: float) -> None:
+        self.controls.latency = max(0.0, float(seconds))
+
+    def fail_next(
+        self, count: int = 1, status: int = 500, reset: bool = False, methods: list[str] | None = None
+    ) -> None:
+        """Fail the next `count` RPC requests with HTTP `status`, or by
+        resetting the connection; only requests of `methods` when given."""
+        self.controls.failures.append(
+            FailurePlan(int(count), int(status), bool(reset), frozenset(methods) if methods else None)
+        )
+
+    def counters(self) -> dict[str, int]:
+        """RPC requests received, per method name."""
+        return dict(self.controls.counters)
+
+    def reset_counters(self) -> None:
+        self.controls.counters.clear()
+
+    def hold_events(self, ids: Iterable[int] = (), count: int = 0) -> None:
+        self.events.hold(ids, count)
+
+    def release_events(self, ids: list[int] | None = None) -> list[int]:
+        return self.events.release(ids)
+
+    def skip_event_ids(self, count: int) -> None:
+        self.events.skip(count)
+
+    def truncate_events(self, below: int) -> int:
+        return self.events.truncate(below)
+
+    # -- authentication ----------------------------------------------------
+    def authenticate(self, auth: Any) -> Caller:
+        """The caller named by a request's AUTH params, or a 102 fault."""
+        if not isinstance(auth, dict):
+            raise faults.bad_auth()
+        caller: Caller | None = None
+        if "user_login" in auth or "user_password" in auth:
+            login = auth.get("user_login")
+            if login in self.users and self.users[login] == auth.get("user_password"):
+                caller = self._human_caller(login)
+            else:
+                raise Fault("Can't authenticate user: invalid login or password", faults.ERR_AUTH)
+        elif "script_name" in auth or "script_key" in auth:
+            name = auth.get("script_name")
+            if name in self.scripts and self.scripts[name] == auth.get("script_key"):
+                caller = self._script_caller(name)
+        elif "session_token" in auth:
+            known = self._sessions.get(auth.get("session_token"))
+            if known is not None:
+                caller = Caller(known.user, known.name)
+        if caller is None:
+            raise faults.bad_auth()
+        sudo = auth.get("sudo_as_login")
+        if sudo:
+            if sudo not in self._human_users:
+                raise Fault(f"Can't sudo as user {sudo!r}: no such HumanUser", faults.ERR_AUTH)
+            caller = self._human_caller(sudo)
+        uuid = auth.get("session_uuid")
+        caller.session_uuid = uuid if isinstance(uuid, str) else None
+        return caller
+
+    def _script_caller(self, name: str) -> Caller:
+        return Caller({"type": "ApiUser", "id": self._script_users[name]}, name)
+
+    def _human_caller(self, login: str) -> Caller:
+        return Caller({"type": "HumanUser", "id": self._human_users[login]}, login)
+
+    def _default_caller(self, script: str | None = None) -> Caller:
+        if script is not None:
+            if script not in self._script_users:
+                raise Fault(f"unknown script {script!r}")
+            return self._script_caller(script)
+        if self._script_users:
+            return self._script_caller(next(iter(self._script_users)))
+        if self._human_users:
+            return self._human_caller(next(iter(self._human_users)))
+        raise Fault("the emulator has no scripts or users configured")
+
+    # -- RPC dispatch ------------------------------------------------------
+    def info(self) -> dict[str, Any]:  # type: ignore[override]
+        major, minor, patch = self.version
+        return {
+            "version": [major, minor, patch],
+            "full_version": [major, minor, patch, 0],
+            "user_authentication_method": "default",
+            "api_max_entities_per_page": self.page_size,
+            "s3_uploads_enabled": False,
+            "s3_direct_uploads_enabled": False,
+            "sgcache_emulator": True,
+        }
+
+    def call(self, method: Any, params: Any) -> Any:
+        """Run one JSON-RPC call: `params` is the wire ``params`` list.
+        Returns the value for ``results`` (for info: the whole body)."""
+        if not isinstance(method, str):
+            raise Fault("method_name must be a string", faults.ERR_BAD_REQUEST)
+        if not isinstance(params, list):
+            raise Fault("params must be a list", faults.ERR_BAD_REQUEST)
+        if method == "info":
+            return self.info()
+        caller = self.authenticate(params[0] if params else None)
+        handler = self._RPC_METHODS.get(method)
+        if handler is None:
+            raise Fault(f"API method {method!r} is not supported by the sgcache emulator")
+        args = params[1] if len(params) > 1 else None
+        return handler(self, args, caller)
+
+    def rpc_read(self, args: Any, caller: Caller) -> dict:
+        _require_dict(args, "read")
+        self.finds += 1
+        return self.engine.read(args)
+
+    def rpc_summarize(self, args: Any, caller: Caller) -> dict:
+        _require_dict(args, "summarize")
+        return self.engine.summarize(args)
+
+    def rpc_schema_read(self, args: Any, caller: Caller) -> dict:
+        return self._schema
+
+    def rpc_schema_entity_read(self, args: Any, caller: Caller) -> dict:
+        return self._schema_entity
+
+    def rpc_schema_field_read(self, args: Any, caller: Caller) -> dict:
+        _require_dict(args, "schema_field_read")
+        etype = args.get("type")
+        if etype not in self._schema:
+            raise faults.unknown_entity_type("schema_field_read", etype)
+        fields = self._schema[etype]
+        name = args.get("field_name")
+        if name:
+            if name not in fields:
+                raise faults.unknown_field("schema_field_read", etype, name)
+            return {name: fields[name]}
+        return fields
+
+    def rpc_get_session_token(self, args: Any, caller: Caller) -> dict:
+        token = secrets.token_hex(16)
+        self._sessions[token] = Caller(caller.user, caller.name)
+        return {"session_id": token}
+
+    def rpc_create(self, args: Any, caller: Caller) -> dict:
+        _require_dict(args, "create")
+        etype = self._check_type("create", args.get("type"))
+        field_list = _field_list("create", args.get("fields", []))
+        return_fields = _string_list("create", "return_fields", args.get("return_fields") or [])
+        data = {}
+        for item in field_list:
+            data[item["field_name"]] = item.get("value")
+        values = self._coerce_values(etype, data, "create")
+        self._check_return_fields("create", etype, return_fields)
+        ctx = self._event_context(caller)
+        with self._transaction():
+            row = self._create_row(etype, values, ctx, caller)
+        return self._render(etype, row, list(data) + return_fields)
+
+    def rpc_update(self, args: Any, caller: Caller) -> dict:
+        _require_dict(args, "update")
+        etype = self._check_type("update", args.get("type"))
+        eid = _entity_id("update", args.get("id"))
+        field_list = _field_list("update", args.get("fields", []))
+        modes = _update_modes(args, field_list)
+        data = {item["field_name"]: item.get("value") for item in field_list}
+        values = self._coerce_values(etype, data, "update")
+        for fname, mode in modes.items():
+            spec = self.schema.get_field(etype, fname)
+            if mode not in ("set", "add", "remove"):
+                raise Fault(f"API update() invalid multi_entity_update_mode {mode!r} for {etype}.{fname}")
+            if mode != "set" and (spec is None or spec.data_type != "multi_entity"):
+                raise Fault(
+                    f"API update() multi_entity_update_mode {mode!r} given for {etype}.{fname}, "
+                    f"which is not a multi-entity field"
+                )
+        row = self._live_row("update", etype, eid)
+        ctx = self._event_context(caller)
+        with self._transaction():
+            self._update_row_values(etype, row["id"], values, modes, ctx, caller)
+        return self._render(etype, self._db[etype][eid], list(data))
+
+    def rpc_delete(self, args: Any, caller: Caller) -> bool:
+        _require_dict(args, "delete")
+        etype = self._check_type("delete", args.get("type"))
+        eid = _entity_id("delete", args.get("id"))
+        row = self._db[etype].get(eid)
+        if row is None:
+            raise Fault(f"API delete() CRUD ERROR #3: Entity {etype} with id {eid} does not exist")
+        if row.get("__retired"):
+            return False
+        ctx = self._event_context(caller)
+        with self._transaction():
+            row = self._writable(etype, eid)
+            row["__retired"] = True
+            self.events.retirement(ctx, _ref(etype, eid), row.get("project"), self._display_name(etype, row))
+        return True
+
+    def rpc_revive(self, args: Any, caller: Caller) -> bool:
+        _require_dict(args, "revive")
+        etype = self._check_type("revive", args.get("type"))
+        eid = _entity_id("revive", args.get("id"))
+        row = self._db[etype].get(eid)
+        if row is None:
+            raise Fault(f"API revive() CRUD ERROR #3: Entity {etype} with id {eid} does not exist")
+        if not row.get("__retired"):
+            return False
+        ctx = self._event_context(caller)
+        with self._transaction():
+            row = self._writable(etype, eid)
+            row["__retired"] = False
+            self.events.revival(ctx, _ref(etype, eid), row.get("project"), self._display_name(etype, row))
+        return True
+
+    def rpc_batch(self, args: Any, caller: Caller) -> list:
+        if not isinstance(args, list):
+            raise Fault("API batch() expects a list of requests")
+        handlers = {"create": Emulator.rpc_create, "update": Emulator.rpc_update,
+                    "delete": Emulator.rpc_delete, "revive": Emulator.rpc_revive}
+        results = []
+        with self._transaction():
+            for index, request in enumerate(args):
+                if not isinstance(request, dict):
+                    raise Fault(f"API batch() request {index} is not a mapping")
+                handler = handlers.get(request.get("request_type"))
+                if handler is None:
+                    raise Fault(
+                        f"API batch() request {index}: invalid request_type {request.get('request_type')!r}"
+                    )
+                try:
+                    results.append(handler(self, request, caller))
+                except Fault as e:
+                    raise Fault(f"API batch() request {index} failed, nothing was applied: {e.message}",
+                                e.error_code) from None
+        return results
+
+    _RPC_METHODS: dict[str, Callable[["Emulator", Any, Caller], Any]] = {
+        "read": rpc_read,
+        "summarize": rpc_summarize,
+        "schema_read": rpc_schema_read,
+        "schema_entity_read": rpc_schema_entity_read,
+        "schema_field_read": rpc_schema_field_read,
+        "get_session_token": rpc_get_session_token,
+        "create": rpc_create,
+        "update": rpc_update,
+        "delete": rpc_delete,
+        "revive": rpc_revive,
+        "batch": rpc_batch,
+    }
+
+    # -- mockgun-compatible Python API (values in wire form or Python) -----
+    def create(self, entity_type: str, data: dict, return_fields: list | None = None) -> dict:  # type: ignore[override]
+        args = {"type": entity_type, "fields": _dict_to_list(_to_wire(data)), "return_fields": return_fields or ["id"]}
+        return self.rpc_create(args, self._default_caller())
+
+    def update(self, entity_type: str, entity_id: int, data: dict,  # type: ignore[override]
+               multi_entity_update_modes: dict | None = None) -> dict:
+        fields = _dict_to_list(_to_wire(data))
+        for item in fields:
+            if multi_entity_update_modes and item["field_name"] in multi_entity_update_modes:
+                item["multi_entity_update_mode"] = multi_entity_update_modes[item["field_name"]]
+        return self.rpc_update({"type": entity_type, "id": entity_id, "fields": fields}, self._default_caller())
+
+    def delete(self, entity_type: str, entity_id: int) -> bool:  # type: ignore[override]
+        return self.rpc_delete({"type": entity_type, "id": entity_id}, self._default_caller())
+
+    def revive(self, entity_type: str, entity_id: int) -> bool:  # type: ignore[override]
+        return self.rpc_revive({"type": entity_type, "id": entity_id}, self._default_caller())
+
+    def batch(self, requests: list[dict]) -> list:  # type: ignore[override]
+        calls = []
+        for req in requests:
+            call = {"request_type": req["request_type"], "type": req["entity_type"]}
+            if "entity_id" in req:
+                call["id"] = req["entity_id"]
+            if "data" in req:
+                call["fields"] = _dict_to_list(_to_wire(req["data"]))
+                modes = req.get("multi_entity_update_modes") or {}
+                for item in call["fields"]:
+                    if item["field_name"] in modes:
+                        item["multi_entity_update_mode"] = modes[item["field_name"]]
+            if req["request_type"] == "create":
+                call["return_fields"] = req.get("return_fields") or ["id"]
+            calls.append(call)
+        return self.rpc_batch(calls, self._default_caller())
+
+    def find(self, entity_type: str, filters: Any, fields: list | None = None,  # type: ignore[override]
+             order: list | None = None, filter_operator: str | None = None, limit: int = 0,
+             retired_only: bool = False, page: int = 0, **_: Any) -> list[dict]:
+        if isinstance(filters, dict) and "conditions" in filters:
+            wire_filters = filters
+        else:
+            wire_filters = _translate_filters(_to_wire(list(filters)), filter_operator)
+        args: dict[str, Any] = {
+            "type": entity_type,
+            "return_fields": fields or ["id"],
+            "filters": wire_filters,
+            "return_only": "retired" if retired_only else "active",
+            "paging": {"entities_per_page": self.page_size, "current_page": page or 1},
+            "return_paging_info_without_counts": True,
+        }
+        if order:
+            args["sorts"] = [{"field_name": o.get("field_name", o.get("column")),
+                              "direction": o.get("direction", "asc")} for o in order]
+        if limit and limit <= self.page_size and not page:
+            args["paging"]["entities_per_page"] = limit
+        records: list[dict] = []
+        while True:
+            self.finds += 1
+            result = self.engine.read(args)
+            records.extend(result["entities"])
+            if page or (limit and len(records) >= limit):
+                break
+            if not result.get("paging_info", {}).get("has_next_page"):
+                break
+            args["paging"]["current_page"] += 1
+        return records[:limit] if limit else records
+
+    def find_one(self, entity_type: str, filters: Any, fields: list | None = None,  # type: ignore[override]
+                 order: list | None = None, filter_operator: str | None = None,
+                 retired_only: bool = False, **kw: Any) -> dict | None:
+        found = self.find(entity_type, filters, fields, order, filter_operator, limit=1,
+                          retired_only=retired_only)
+        return found[0] if found else None
+
+    def summarize(self, entity_type: str, filters: Any, summary_fields: list,  # type: ignore[override]
+                  filter_operator: str | None = None, grouping: list | None = None, **_: Any) -> dict:
+        args: dict[str, Any] = {
+            "type": entity_type,
+            "summaries": summary_fields,
+            "filters": _translate_filters(_to_wire(list(filters)), filter_operator),
+        }
+        if grouping is not None:
+            args["grouping"] = grouping
+        return self.engine.summarize(args)
+
+    # -- writing rows ------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """All or nothing: rows and events of a failing block are undone.
+        Nested blocks join the outer one (a batch)."""
+        if self._journal is not None:
+            yield
+            return
+        self._journal = {}
+        self.events.begin()
+        try:
+            yield
+        except BaseException:
+            for (etype, eid), before in self._journal.items():
+                if before is None:
+                    self._db[etype].pop(eid, None)
+                else:
+                    self._db[etype][eid] = before
+            self.events.rollback()
+            raise
+        else:
+            self.events.commit()
+        finally:
+            self._journal = None
+
+    def _writable(self, etype: str, eid: int) -> dict:
+        """The stored row, journaled before its first change in this transaction."""
+        row = self._db[etype][eid]
+        if self._journal is not None and (etype, eid) not in self._journal:
+            self._journal[(etype, eid)] = copy.deepcopy(row)
+        return row
+
+    def _allocate_id(self, etype: str, fixed: Any = None) -> int:
+        if fixed is not None:
+            eid = _entity_id("seed", fixed)
+            if eid in self._db[etype]:
+                raise Fault(f"seed: {etype} {eid} already exists")
+            self._next_ids[etype] = max(self._next_ids.get(etype, 1), eid + 1)
+            return eid
+        eid = self._next_ids.get(etype, 1)
+        while eid in self._db[etype]:
+            eid += 1
+        self._next_ids[etype] = eid + 1
+        return eid
+
+    def _insert_raw(self, etype: str, fields: dict, now: datetime.datetime) -> int:
+        """A bookkeeping row written outside any request (no events)."""
+        eid = self._allocate_id(etype)
+        row = {"type": etype, "id": eid, "__retired": False, "created_at": now, "updated_at": now}
+        for fname, value in fields.items():
+            if self.schema.get_field(etype, fname) is not None:
+                row[fname] = value
+        self._db[etype][eid] = row
+        return eid
+
+    def _create_row(self, etype: str, values: dict, ctx: EventContext, caller: Caller,
+                    fixed_id: Any = None) -> dict:
+        eid = self._allocate_id(etype, fixed_id)
+        row: dict[str, Any] = {"type": etype, "id": eid, "__retired": False}
+        row.update(copy.deepcopy(self._defaults.get(etype, {})))
+        row["created_at"] = ctx.now
+        row["updated_at"] = ctx.now
+        row["created_by"] = _link(caller.user)
+        row["updated_by"] = _link(caller.user)
+        row.update(values)
+        self._db[etype][eid] = row
+        if self._journal is not None:
+            self._journal[(etype, eid)] = None
+        ref = _ref(etype, eid)
+        self.events.new_entity(ctx, ref, row.get("project"), self._display_name(etype, row))
+        for fname, value in values.items():
+            if fname in ("created_at", "created_by", "updated_at", "updated_by"):
+                continue
+            spec = self.schema.get_field(etype, fname)
+            if spec is None or value is None or value == []:
+                continue
+            if spec.data_type == "multi_entity":
+                event_id = self.events.attribute_change(
+                    ctx, ref, row.get("project"), fname, spec.data_type,
+                    added=[self._meta_link(v) for v in value], removed=[], in_create=True)
+                self._backrefs(spec, eid, value, [], ctx, caller, event_id, True)
+            else:
+                event_id = self.events.attribute_change(
+                    ctx, ref, row.get("project"), fname, spec.data_type,
+                    old_value=None, new_value=self._meta_value(spec, value), in_create=True)
+                if spec.data_type == "entity":
+                    self._backrefs(spec, eid, [value], [], ctx, caller, event_id, True)
+        return row
+
+    def _update_row_values(self, etype: str, eid: int, values: dict, modes: dict,
+                           ctx: EventContext, caller: Caller) -> None:
+        row = self._writable(etype, eid)
+        ref = _ref(etype, eid)
+        changed = False
+        for fname, value in values.items():
+            spec = self.schema.get_field(etype, fname)
+            assert spec is not None
+            if spec.data_type == "multi_entity":
+                old = list(row.get(fname) or [])
+                new = _apply_mode(old, value or [], modes.get(fname, "set"))
+                if new == old:
+                    continue
+                added = [v for v in new if v not in old]
+                removed = [v for v in old if v not in new]
+                row[fname] = new
+                changed = True
+                if added or removed:
+                    event_id = self.events.attribute_change(
+                        ctx, ref, row.get("project"), fname, spec.data_type,
+                        added=[self._meta_link(v) for v in added],
+                        removed=[self._meta_link(v) for v in removed])
+                    self._backrefs(spec, eid, added, removed, ctx, caller, event_id, False)
+            else:
+                old = row.get(fname)
+                if spec.data_type == "checkbox":
+                    old = bool(old)
+                if old == value:
+                    continue
+                row[fname] = value
+                changed = True
+                event_id = self.events.attribute_change(
+                    ctx, ref, row.get("project"), fname, spec.data_type,
+                    old_value=self._meta_value(spec, old), new_value=self._meta_value(spec, value))
+                if spec.data_type == "entity":
+                    self._backrefs(spec, eid, [value] if value else [], [old] if old else [],
+                                   ctx, caller, event_id, False)
+        if changed:
+            self._touch(row, ctx, caller)
+
+    def _touch(self, row: dict, ctx: EventContext, caller: Caller) -> None:
+        row["updated_at"] = ctx.now
+        row["updated_by"] = _link(caller.user)
+
+    def _backrefs(self, spec: FieldSpec, source_id: int, added: list, removed: list,
+                  ctx: EventContext, caller: Caller, original_event_id: int | None,
+                  in_create: bool) -> None:
+        """Keep the mirror fields of `spec` in step (Task.entity <-> Shot.tasks),
+        writing the backref events Shotgun writes on the other side."""
+        source = _ref(spec.entity_type, source_id)
+        cause = f"{spec.entity_type}.{spec.name}"
+        for link, adding in [(l, False) for l in removed] + [(l, True) for l in added]:
+            if not link:
+                continue
+            mirror = self.schema.reverse_of(spec.entity_type, spec.name, link["type"])
+            if mirror is None or link["id"] not in self._db.get(link["type"], {}):
+                continue
+            self._mirror_change(mirror, link["id"], source, adding, ctx, caller, cause,
+                                spec, original_event_id, in_create, cascade=True)
+
+    def _mirror_change(self, mirror: FieldSpec, target_id: int, source: dict, adding: bool,
+                       ctx: EventContext, caller: Caller, cause: str, cause_spec: FieldSpec,
+                       original_event_id: int | None, in_create: bool, cascade: bool) -> None:
+        target = self._writable(mirror.entity_type, target_id)
+        tref = _ref(mirror.entity_type, target_id)
+        extra = {"actual_attribute_changed": cause}
+        if original_event_id is not None:
+            extra["original_event_log_entry_id"] = original_event_id
+        common = dict(entity=tref, extra_meta=extra, in_create=in_create)
+        if mirror.data_type == "multi_entity":
+            current = list(target.get(mirror.name) or [])
+            if adding and source not in current:
+                target[mirror.name] = current + [source]
+                delta = {"added": [self._meta_link(source)], "removed": []}
+            elif not adding and source in current:
+                target[mirror.name] = [v for v in current if v != source]
+                delta = {"added": [], "removed": [self._meta_link(source)]}
+            else:
+                return
+            self._touch(target, ctx, caller)
+            self.events.attribute_change(ctx, source, target.get("project"), mirror.name,
+                                         cause_spec.data_type, **delta, **common)
+            return
+        # A single-entity mirror (Shot.tasks changed -> Task.entity).
+        old = target.get(mirror.name)
+        if adding:
+            if old == source:
+                return
+            target[mirror.name] = dict(source)
+        else:
+            if old != source:
+                return
+            target[mirror.name] = None
+        self._touch(target, ctx, caller)
+        self.events.attribute_change(
+            ctx, source, target.get("project"), mirror.name, cause_spec.data_type,
+            old_value=self._meta_link(old) if old else None,
+            new_value=self._meta_link(target[mirror.name]) if target[mirror.name] else None,
+            **common)
+        if adding and old and cascade:
+            # The task left its old parent: that parent's list loses it.
+            other = self.schema.reverse_of(mirror.entity_type, mirror.name, old["type"])
+            if other is not None and old["id"] in self._db.get(old["type"], {}):
+                self._mirror_change(other, old["id"], tref, False, ctx, caller, cause, cause_spec,
+                                    original_event_id, in_create, cascade=False)
+
+    # -- values ------------------------------------------------------------
+    def _coerce_values(self, etype: str, data: dict, method: str, seeding: bool = False) -> dict:
+        """Wire values -> storage values, refusing what Shotgun refuses."""
+        etype = self._check_type(method, etype)
+        out = {}
+        for fname, value in data.items():
+            if fname in ("id", "type") and not seeding:
+                raise Fault(f"API {method}() CRUD ERROR #4: {etype}.{fname} can't be set")
+            if fname in ("id", "type"):
+                continue
+            spec = self.schema.get_field(etype, fname)
+            if spec is None:
+                raise faults.unknown_field(method, etype, fname)
+            if not seeding:
+                if fname in SITE_FIELDS or (fname in CREATE_ONLY_FIELDS and method != "create"):
+                    raise Fault(f"API {method}() CRUD ERROR #4: {etype}.{fname} is not editable")
+                if spec.data_type in READ_ONLY_TYPES:
+                    raise Fault(
+                        f"API {method}() CRUD ERROR #4: {etype}.{fname} is a {spec.data_type} field "
+                        f"and is not editable"
+                    )
+            out[fname] = self._coerce(method, spec, value)
+        return out
+
+    def _coerce(self, method: str, spec: FieldSpec, value: Any) -> Any:
+        where = f"{spec.entity_type}.{spec.name}"
+
+        def bad(expected: str) -> Fault:
+            return Fault(
+                f"API {method}() CRUD ERROR #6: {where} is a {spec.data_type} field; "
+                f"expected {expected}, got {json.dumps(value, default=str)[:200]}"
+            )
+
+        dt = spec.data_type
+        if dt == "multi_entity":
+            if value is None:
+                return []
+            if not isinstance(value, list):
+                raise bad("a list of entity links")
+            out: list[dict] = []
+            for item in value:
+                link = self._coerce_link(method, spec, item, bad)
+                if link not in out:
+                    out.append(link)
+            return out
+        if dt == "checkbox":
+            if value is None:
+                return False
+            if not isinstance(value, bool):
+                raise bad("true or false")
+            return value
+        if value is None:
+            return None
+        if dt == "entity":
+            return self._coerce_link(method, spec, value, bad)
+        if dt in ("text", "color", "entity_type", "uuid", "footage", "password", "list", "status_list"):
+            if not isinstance(value, str):
+                raise bad("a string")
+            if dt in ("list", "status_list") and spec.valid_values and value not in spec.valid_values:
+                raise Fault(
+                    f"API {method}() CRUD ERROR #6: {where}: {value!r} is not a valid value; "
+                    f"valid values: {', '.join(spec.valid_values)}"
+                )
+            if dt == "entity_type" and value not in self.schema:
+                raise bad("an entity type name")
+            return value
+        if dt in ("number", "duration", "percent", "timecode"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    return int(value)
+                raise bad("an integer")
+            return value
+        if dt in ("float", "currency"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad("a number")
+            return float(value)
+        if dt == "date":
+            if not isinstance(value, str) or not _DATE_RE.match(value):
+                raise bad("a date 'YYYY-MM-DD'")
+            try:
+                datetime.date.fromisoformat(value)
+            except ValueError:
+                raise bad("a date 'YYYY-MM-DD'") from None
+            return value
+        if dt == "date_time":
+            if isinstance(value, datetime.datetime):
+                return parse_datetime(format_datetime(value))
+            if not isinstance(value, str):
+                raise bad("a date_time 'YYYY-MM-DDTHH:MM:SSZ'")
+            try:
+                return parse_datetime(value)
+            except ValueError:
+                raise bad("a date_time 'YYYY-MM-DDTHH:MM:SSZ'") from None
+        if dt == "tag_list":
+            if not isinstance(value, list):
+                raise bad("a list of tag names")
+            tags = []
+            for tag in value:
+                if isinstance(tag, dict) and isinstance(tag.get("name"), str):
+                    tag = tag["name"]
+                if not isinstance(tag, str):
+                    raise bad("a list of tag names")
+                if tag not in tags:
+                    tags.append(tag)
+            return tags
+        if dt == "serializable":
+            if not isinstance(value, (dict, list)):
+                raise bad("a JSON object")
+            return copy.deepcopy(value)
+        if dt == "url":
+            if not isinstance(value, dict):
+                raise bad("a url mapping")
+            return copy.deepcopy(value)
+        if dt == "image":
+            raise bad("null (images are uploaded, not written)")
+        raise bad("nothing: this data type is not writable")
+
+    def _coerce_link(self, method: str, spec: FieldSpec, value: Any, bad: Callable[[str], Fault]) -> dict:
+        if not isinstance(value, dict) or "type" not in value or "id" not in value:
+            raise bad("an entity link {type, id}")
+        ltype, lid = value["type"], value["id"]
+        if isinstance(lid, bool) or not isinstance(lid, int):
+            raise bad("an entity link with an integer id")
+        if spec.link_types and ltype not in spec.link_types:
+            raise Fault(
+                f"API {method}() CRUD ERROR #6: {spec.entity_type}.{spec.name} can't link to "
+                f"{ltype}; valid types: {', '.join(spec.link_types)}"
+            )
+        if ltype not in self._db:
+            raise faults.unknown_entity_type(method, ltype)
+        if lid not in self._db[ltype]:
+            raise Fault(
+                f"API {method}() CRUD ERROR #6: {spec.entity_type}.{spec.name}: "
+                f"{ltype} with id {lid} does not exist"
+            )
+        return {"type": ltype, "id": lid}
+
+    def _meta_value(self, spec: FieldSpec, value: Any) -> Any:
+        """A storage value as event meta shows it."""
+        if value is None:
+            return None
+        if spec.data_type == "entity":
+            return self._meta_link(value)
+        if spec.data_type == "date_time":
+            return format_meta_datetime(value)
+        if spec.data_type == "password":
+            return "*******"
+        return copy.deepcopy(value)
+
+    def _meta_link(self, link: dict) -> dict:
+        return {"type": link["type"], "id": link["id"], "name": self.engine.link_name(link["type"], link["id"])}
+
+    def _display_name(self, etype: str, row: dict) -> Any:
+        ident = self.schema.identifier(etype)
+        if ident == "id":
+            return f"{etype} {row['id']}"
+        return row.get(ident)
+
+    def _render(self, etype: str, row: dict, fields: list[str]) -> dict:
+        out: dict[str, Any] = {"type": etype, "id": row["id"]}
+        for fname in fields:
+            if fname in ("type", "id"):
+                continue
+            out[fname] = self.engine.render_field(etype, row, fname)
+        return out
+
+    # -- checks --------------------------------------------------------------
+    def _check_type(self, method: str, etype: Any) -> str:
+        if not isinstance(etype, str) or etype not in self._db:
+            raise faults.unknown_entity_type(method, etype)
+        return etype
+
+    def _check_return_fields(self, method: str, etype: str, fields: list[str]) -> None:
+        for fname in fields:
+            head = fname.split(".", 1)[0]
+            if head not in ("type", "id") and self.schema.get_field(etype, head) is None:
+                raise faults.unknown_field(method, etype, head)
+
+    def _live_row(self, method: str, etype: str, eid: int) -> dict:
+        row = self._db[etype].get(eid)
+        if row is None or row.get("__retired"):
+            raise Fault(f"API {method}() CRUD ERROR #3: Entity {etype} with id {eid} does not exist")
+        return row
+
+    def _event_context(self, caller: Caller, enabled: bool = True) -> EventContext:
+        enabled = enabled and self.generate_events
+        if enabled and caller.user["type"] == "ApiUser":
+            row = self._db["ApiUser"].get(caller.user["id"]) or {}
+            if row.get("generate_event_log_entries") is False:
+                enabled = False
+        return EventContext(caller.user, self.now(), caller.session_uuid, enabled, caller.name)
+
+    def _collect_defaults(self) -> dict[str, dict[str, Any]]:
+        """Per type, the values a new row starts with (schema default_value
+        for scalar types; False for checkboxes)."""
+        out: dict[str, dict[str, Any]] = {}
+        for entity in self.schema:
+            defaults: dict[str, Any] = {}
+            raw_fields = self._schema.get(entity.name, {})
+            for spec in entity.fields.values():
+                if spec.data_type == "checkbox":
+                    defaults[spec.name] = False
+                if spec.data_type not in ("checkbox", "text", "list", "status_list", "number", "float"):
+                    continue
+                try:
+                    value = raw_fields[spec.name]["properties"]["default_value"]["value"]
+                except (KeyError, TypeError):
+                    continue
+                if value is None:
+                    continue
+                try:
+                    defaults[spec.name] = self._coerce_default(spec, value)
+                except (Fault, ValueError):
+                    continue
+            out[entity.name] = defaults
+        return out
+
+    def _coerce_default(self, spec: FieldSpec, value: Any) -> Any:
+        if spec.data_type == "checkbox":
+            return bool(value)
+        if spec.data_type in ("number",) and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if spec.data_type == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if spec.data_type in ("text", "list", "status_list") and isinstance(value, str):
+            return value
+        raise ValueError(value)
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def _ref(etype: str, eid: int) -> dict:
+    return {"type": etype, "id": eid}
+
+
+def _link(value: dict | None) -> dict | None:
+    return None if value is None else {"type": value["type"], "id": value["id"]}
+
+
+def _apply_mode(old: list[dict], value: list[dict], mode: str) -> list[dict]:
+    if mode == "add":
+        return old + [v for v in value if v not in old]
+    if mode == "remove":
+        return [v for v in old if v not in value]
+    return list(value)
+
+
+def _require_dict(args: Any, method: str) -> None:
+    if not isinstance(args, dict):
+        raise Fault(f"API {method}() expects a mapping of arguments")
+
+
+def _entity_id(method: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Fault(f"API {method}() needs an integer 'id', got {value!r}")
+    return value
+
+
+def _field_list(method: str, fields: Any) -> list[dict]:
+    if not isinstance(fields, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("field_name"), str) for f in fields
+    ):
+        raise Fault(f"API {method}() 'fields' must be a list of {{field_name, value}}")
+    return fields
+
+
+def _string_list(method: str, key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Fault(f"API {method}() {key!r} must be a list of field names")
+    return value
+
+
+def _update_modes(args: dict, field_list: list[dict]) -> dict[str, str]:
+    """Per-field multi_entity_update_mode, from each field entry (what the
+    client sends) or a top-level ``multi_entity_update_modes`` mapping."""
+    modes: dict[str, str] = {}
+    top = args.get("multi_entity_update_modes")
+    if isinstance(top, dict):
+        modes.update(top)
+    for item in field_list:
+        if "multi_entity_update_mode" in item:
+            modes[item["field_name"]] = item["multi_entity_update_mode"]
+    return {k: v for k, v in modes.items() if any(f["field_name"] == k for f in field_list)}
+
+
+def _dict_to_list(data: dict) -> list[dict]:
+    return [{"field_name": k, "value": v} for k, v in data.items()]
+
+
+def _to_wire(value: Any) -> Any:
+    """Python values (datetime, date) to wire form, as the client sends them
+    (naive datetimes are taken as UTC)."""
+    if isinstance(value, datetime.datetime):
+        return format_datetime(value)
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _to_wire(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_wire(v) for v in value]
+    return value

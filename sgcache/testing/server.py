@@ -1,0 +1,178 @@
+"""The Shotgun emulator's HTTP face: JSON-RPC at ``POST [prefix]/api3/json``
+and, in test mode, the control endpoints ``POST /_emulator/<action>``.
+
+Routes are thin: parse the envelope, apply the transport-level test knobs
+(latency, injected failures, counters), call `Emulator.call`, render JSON.
+Every refusal is a Shotgun fault body with HTTP 200; a malformed request
+never produces a traceback page. Control actions are listed in
+`EmulatorServer.CONTROL_ACTIONS` and documented in docs/emulator.md.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from typing import Any, Callable
+
+from klein import Klein
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from sgcache import faults
+from sgcache.faults import Fault
+from sgcache.testing.emulator import Emulator
+
+log = Logger()
+
+#: Responses at least this large are gzipped when the client accepts it.
+GZIP_THRESHOLD = 4096
+
+
+class EmulatorServer:
+    """The Klein app serving one `Emulator`."""
+
+    app = Klein()
+
+    def __init__(self, emulator: Emulator, reactor: IReactorTime, test_mode: bool = False):
+        self.emulator = emulator
+        self.reactor = reactor
+        self.test_mode = test_mode
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    # -- JSON-RPC ----------------------------------------------------------
+    @app.route("/api3/json", methods=["POST"])
+    async def rpc(self, request: IRequest) -> bytes:
+        return await self._rpc(request)
+
+    @app.route("/<path:prefix>/api3/json", methods=["POST"])
+    async def rpc_prefixed(self, request: IRequest, prefix: str) -> bytes:
+        return await self._rpc(request)
+
+    async def _rpc(self, request: IRequest) -> bytes:
+        method = "?"
+        try:
+            method, params = self._parse(request)
+        except Fault as fault:
+            self.emulator.controls.count("<invalid>")
+            return self._json(request, fault.to_wire())
+        controls = self.emulator.controls
+        controls.count(method)
+        if controls.latency > 0:
+            await task.deferLater(self.reactor, controls.latency, lambda: None)
+        plan = controls.take_failure(method)
+        if plan is not None:
+            if plan.reset:
+                log.debug("resetting the connection of a {method} request", method=method)
+                request.transport.abortConnection()  # type: ignore[attr-defined]
+                # Never answered; Klein cancels this when the connection drops.
+                return await defer.Deferred()
+            log.debug("failing a {method} request with HTTP {status}", method=method, status=plan.status)
+            request.setResponseCode(plan.status)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return f"emulator: injected failure {plan.status}\n".encode()
+        try:
+            result = self.emulator.call(method, params)
+        except Fault as fault:
+            log.debug("{method} refused: {message}", method=method, message=fault.message)
+            return self._json(request, fault.to_wire())
+        except Exception:
+            log.failure("emulator error in {method}", method=method)
+            return self._json(request, Fault(f"API {method}() internal error in the emulator").to_wire())
+        body = result if method == "info" else {"results": result}
+        return self._json(request, body)
+
+    def _parse(self, request: IRequest) -> tuple[str, list]:
+        raw = request.content.read()  # type: ignore[attr-defined]
+        encoding = (request.getHeader(b"content-encoding") or b"").lower()
+        if encoding in (b"gzip", b"deflate"):
+            try:
+                raw = gzip.decompress(raw) if encoding == b"gzip" else zlib.decompress(raw)
+            except (OSError, EOFError, zlib.error):
+                raise Fault("request body is not valid " + encoding.decode(), faults.ERR_BAD_REQUEST) from None
+        try:
+            payload = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise Fault("request body is not valid JSON", faults.ERR_BAD_REQUEST) from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("method_name"), str):
+            raise Fault("request must be a JSON object with a string 'method_name'", faults.ERR_BAD_REQUEST)
+        params = payload.get("params", [])
+        if not isinstance(params, list):
+            raise Fault("'params' must be a list", faults.ERR_BAD_REQUEST)
+        return payload["method_name"], params
+
+    def _json(self, request: IRequest, body: Any) -> bytes:
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        accept = (request.getHeader(b"accept-encoding") or b"").lower()
+        if len(data) >= GZIP_THRESHOLD and b"gzip" in accept:
+            data = gzip.compress(data, compresslevel=1)
+            request.setHeader(b"content-encoding", b"gzip")
+        return data
+
+    # -- test controls -----------------------------------------------------
+    @app.route("/_emulator/<action>", methods=["POST", "GET"])
+    def control(self, request: IRequest, action: str) -> bytes:
+        return self._control(request, action)
+
+    @app.route("/<path:prefix>/_emulator/<action>", methods=["POST", "GET"])
+    def control_prefixed(self, request: IRequest, prefix: str, action: str) -> bytes:
+        return self._control(request, action)
+
+    def _control(self, request: IRequest, action: str) -> bytes:
+        if not self.test_mode or action not in self.CONTROL_ACTIONS:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"not found\n"
+        try:
+            raw = request.content.read() or b"{}"  # type: ignore[attr-defined]
+            try:
+                args = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                raise Fault("control request body is not valid JSON", faults.ERR_BAD_REQUEST) from None
+            if not isinstance(args, dict):
+                raise Fault("control request body must be a JSON object", faults.ERR_BAD_REQUEST)
+            result = self.CONTROL_ACTIONS[action](self.emulator, args)
+        except Fault as fault:
+            request.setResponseCode(400)
+            return self._json(request, fault.to_wire())
+        except (TypeError, ValueError, KeyError) as e:
+            request.setResponseCode(400)
+            return self._json(request, Fault(f"bad arguments for {action}: {e}", faults.ERR_BAD_REQUEST).to_wire())
+        log.info("emulator control {action}", action=action)
+        return self._json(request, {"ok": True, "result": result})
+
+    CONTROL_ACTIONS: dict[str, Callable[[Emulator, dict], Any]] = {
+        "reset": lambda em, a: em.reset(),
+        "seed": lambda em, a: em.seed(a.get("entities", []), events=bool(a.get("events", False)),
+                                      script=a.get("script")),
+        "latency": lambda em, a: em.set_latency(a.get("seconds", 0)),
+        "fail": lambda em, a: em.fail_next(a.get("count", 1), a.get("status", 500),
+                                           bool(a.get("reset", False)), a.get("methods")),
+        "counters": lambda em, a: _counters(em, bool(a.get("reset", False))),
+        "hold_events": lambda em, a: em.hold_events(a.get("ids", []), a.get("count", 0)),
+        "release_events": lambda em, a: em.release_events(a.get("ids")),
+        "skip_event_ids": lambda em, a: em.skip_event_ids(a.get("count", 1)),
+        "truncate_events": lambda em, a: em.truncate_events(int(a["below"])),
+        "generate_events": lambda em, a: em.set_generate_events(a.get("enabled", True)),
+        "clock": lambda em, a: _clock(em, a),
+    }
+
+
+def _counters(emulator: Emulator, reset: bool) -> dict[str, int]:
+    counts = emulator.counters()
+    if reset:
+        emulator.reset_counters()
+    return counts
+
+
+def _clock(emulator: Emulator, args: dict) -> str:
+    if "now" in args:
+        emulator.set_clock(args["now"])
+    if args.get("advance"):
+        emulator.advance_clock(float(args["advance"]))
+    return emulator.now().strftime("%Y-%m-%dT%H:%M:%SZ")
