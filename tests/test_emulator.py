@@ -23,9 +23,10 @@ from sgcache.testing import tap
 from sgcache.testing.emulator import Emulator, load_schema
 from sgcache.testing.harness import EmulatorTestCase, async_test, small_schema
 from sgcache.testing.server import EmulatorServer
+from sgcache.testing.fixtures import FIXTURE_SCHEMA
 
 #: The real-site schema dump (tests needing it skip without it).
-FIXTURE = os.environ.get("SGCACHE_SCHEMA_FIXTURE", "/work/shared/fixtures/shotgun-schema")
+FIXTURE = FIXTURE_SCHEMA
 
 
 class CrudTests(EmulatorTestCase):

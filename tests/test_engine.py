@@ -12,10 +12,9 @@ from twisted.trial import unittest
 from sgcache.faults import Fault
 from sgcache.schema import Schema
 from sgcache.testing.engine import ReadEngine
+from sgcache.testing.fixtures import FIXTURE_SCHEMA
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "shotgun-schema")
-if not os.path.isdir(FIXTURE):
-    FIXTURE = "/work/shared/fixtures/shotgun-schema"
+FIXTURE = FIXTURE_SCHEMA
 
 SCHEMA = Schema.from_dict(
     {

@@ -9,8 +9,9 @@ import textwrap
 from twisted.trial import unittest
 
 from sgcache.schema import Schema, SchemaError
+from sgcache.testing.fixtures import FIXTURE_SCHEMA
 
-FIXTURE = os.environ.get("SGCACHE_SCHEMA_FIXTURE", "/work/shared/fixtures/shotgun-schema")
+FIXTURE = FIXTURE_SCHEMA
 
 MINIMAL = """
 entities:

@@ -17,8 +17,9 @@ from sgcache import cli, schema_tools
 from sgcache.fieldtypes import is_cacheable
 from sgcache.schema import Schema, SchemaError
 from sgcache.schema_tools import Rule, filter_schema, filter_schema_report, parse_rules
+from sgcache.testing.fixtures import FIXTURE_SCHEMA
 
-FIXTURE = os.environ.get("SGCACHE_SCHEMA_FIXTURE", "/work/shared/fixtures/shotgun-schema")
+FIXTURE = FIXTURE_SCHEMA
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASIC_YML = os.path.join(REPO, "schema", "basic.yml")
 BASIC_RULES = os.path.join(REPO, "schema", "basic.rules")

@@ -18,8 +18,8 @@ from sgcache.store import IStore, StoreError, open_store, parse_store_url
 from sgcache.store import base, layout
 from sgcache.store.postgres import to_pyformat
 from sgcache.testing.pg import fresh_postgres_url
+from sgcache.testing.fixtures import FIXTURE_SCHEMA
 
-FIXTURE_SCHEMA = "/work/shared/fixtures/shotgun-schema"
 if not os.path.exists(FIXTURE_SCHEMA):
     FIXTURE_SCHEMA = os.path.join(
         os.path.dirname(__file__), "..", "..", "shared", "fixtures", "shotgun-schema"
