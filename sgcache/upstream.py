@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import treq
+from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
@@ -98,6 +99,7 @@ class Upstream:
         api_key: str | None = None,
         timeout: float = 120.0,
         pool: HTTPConnectionPool | None = None,
+        http: Any = None,
     ):
         self.reactor = reactor
         self.set_base_url(base_url)
@@ -107,6 +109,8 @@ class Upstream:
         self.pool = pool or HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 16
         self.pool.retryAutomatically = False
+        #: a treq HTTPClient (tests pass treq.testing.StubTreq)
+        self.http = http or HTTPClient(Agent(reactor, pool=self.pool))
 
     def set_base_url(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
@@ -120,12 +124,11 @@ class Upstream:
         self, method: str, url: str, body: bytes | None, headers: Headers | None
     ) -> UpstreamResponse:
         try:
-            response = await treq.request(
+            response = await self.http.request(
                 method,
                 url,
                 data=body,
                 headers=headers,
-                pool=self.pool,
                 reactor=self.reactor,
                 timeout=self.timeout,
                 allow_redirects=False,

@@ -384,7 +384,7 @@ class FixtureSchemaTests(EmulatorTestCase):
         version = await self.call(sg.create, "Version", {"code": "v001", "entity": shot, "sg_task": task, "project": project})
         user = await self.call(sg.create, "HumanUser", {"name": "Bob", "login": "bob"})
         note = await self.call(sg.create, "Note", {"subject": "hi", "note_links": [shot, version], "project": project})
-        custom = await self.call(sg.create, "CustomEntity01", {"code": "c1", "project": project})
+        await self.call(sg.create, "CustomEntity01", {"code": "c1", "project": project})
 
         found = await self.call(sg.find_one, "Shot", [["id", "is", shot["id"]]],
                                 ["code", "sg_sequence", "tasks", "sg_status_list", "notes", "sg_sequence.Sequence.code"])

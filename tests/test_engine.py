@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import datetime
-import os
 
 from shotgun_api3.shotgun import _translate_filters
 from twisted.trial import unittest

@@ -8,7 +8,7 @@ import sqlite3
 from typing import Any
 
 import psycopg2
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -20,10 +20,6 @@ from sgcache.store.postgres import to_pyformat
 from sgcache.testing.pg import fresh_postgres_url
 from sgcache.testing.fixtures import FIXTURE_SCHEMA
 
-if not os.path.exists(FIXTURE_SCHEMA):
-    FIXTURE_SCHEMA = os.path.join(
-        os.path.dirname(__file__), "..", "..", "shared", "fixtures", "shotgun-schema"
-    )
 
 
 def make_schema(extra_shot_fields: dict | None = None, drop: tuple[str, ...] = ()) -> Schema:
