@@ -12,6 +12,7 @@ site applies that user's permission rules to what they may see.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from collections import Counter
@@ -36,8 +37,21 @@ AUTH_TTL = 600.0
 class Cache:
     """Everything the RPC endpoint needs to answer a call."""
 
-    def __init__(self, reactor: Any, schema: Any, store: Any, upstream: Upstream):
+    def __init__(
+        self,
+        reactor: Any,
+        schema: Any,
+        store: Any,
+        upstream: Upstream,
+        now: Any = None,
+        tz: datetime.tzinfo | None = None,
+    ):
         self.reactor = reactor
+        #: the site's clock and time zone, for relative date filters
+        self.now = now or (
+            lambda: datetime.datetime.fromtimestamp(self.reactor.seconds(), datetime.timezone.utc)
+        )
+        self.tz = tz or datetime.timezone.utc
         self.schema = schema
         self.store = store
         self.upstream = upstream
@@ -106,7 +120,10 @@ class Cache:
             key = self._auth_key(auth)
             if self.serving and self._is_verified(key):
                 try:
-                    plan = plan_read(args, self.catalog, self.store.dialect, self.max_page_size())
+                    plan = plan_read(
+                        args, self.catalog, self.store.dialect, self.max_page_size(),
+                        now=self.now, tz=self.tz,
+                    )
                     result = await execute(self.store, plan, self.catalog)
                 except PassThrough as p:
                     self._count_passthrough(p.reason)

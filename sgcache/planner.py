@@ -1,65 +1,79 @@
 """The read planner: decides whether the store can answer a `read` exactly,
 and if so compiles it to SQL.
 
-`plan_read(args, catalog, dialect)` returns a `ReadPlan` or raises
-`PassThrough(reason)`. It accepts only what it can answer exactly; every
-other request goes upstream untouched. Accepted today:
+`plan_read(args, catalog, dialect, ...)` returns a `ReadPlan` or raises
+`PassThrough(reason)`. The contract is the emulator's read engine
+(docs/emulator.md, "Reads"): same rows, same order, same values, same
+paging. Anything the engine would answer with a fault, and anything the
+store cannot decide exactly, passes through to the site. Supported:
 
-* return fields: ``id``/``type``, every cached scalar field, entity fields
-  (``{type, id, name}``, links to retired entities read as null) and
-  multi_entity fields (stored order, retired items left out);
-* filters ``is``, ``is_not``, ``in``, ``not_in``, ``less_than``,
-  ``greater_than`` on scalar fields and ``is``/``is_not`` on entity fields,
-  in nested ``and``/``or`` groups, with Shotgun's NULL rules for negations
-  and case-insensitive text;
-* sorts on scalar fields (text case-insensitively), nulls last ascending and
-  first descending, ``id`` as the final tie-break;
-* paging with ``has_next_page`` / ``entity_count``; ``return_only``.
+* return fields: ``id``/``type``, every cached field (entity values as
+  ``{type, id, name}``; multi_entity in stored order with non-live items left
+  out), deep paths through entity links (``f.Type.g[.Type.h]``);
+* filters: every relation of every cacheable data type (see
+  `sgcache.relations`), in nested ``and``/``or`` groups (wire or list form),
+  deep paths through entity links (LEFT JOIN) and multi-entity links
+  (EXISTS with the engine's "any leaf" / "no leaf" rules, where an empty
+  list is one null leaf); relative dates against an injected "now" and tz;
+* sorts: every sortable type, entity fields by display name, deep keys,
+  nulls last ascending / first descending, ``id`` tie-break; keys the engine
+  ignores are ignored;
+* paging (``has_next_page`` / ``entity_count``), ``return_only``,
+  ``include_archived_projects: false``.
 
-Decisions that need the data (a link to a type the cache lacks, a row not yet
-fully loaded) are made by `sgcache.reader` while shaping rows, which falls
-back to passthrough the same way.
+Rows not fully loaded (``_complete = 0``) of any type a plan reads make the
+request pass through at run time (`sgcache.reader`), as do links whose
+target row the store lacks.
 """
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .fieldtypes import FIELD_TYPES
+from .relations import (
+    NAME_TEXT_TYPES,
+    NEGATIONS,
+    NUMBER_TYPES,
+    RELATIONS,
+    TEXT_TYPES,
+    TRUE,
+    Clock,
+    PassThrough,
+    Q,
+    Text,
+    all_of,
+    any_of,
+    col,
+    conv_date,
+    conv_datetime,
+    conv_number,
+    fmt,
+    is_int,
+    join,
+    literal,
+    negate,
+    param,
+    text_match,
+)
 from .schema import FieldSpec, Schema
 from .store import layout
 
-#: Relations accepted per kind of field.
-SCALAR_RELATIONS = {
-    "is", "is_not", "in", "not_in", "less_than", "greater_than",
-}
-ORDERED_TYPES = {
-    "number", "float", "duration", "percent", "timecode", "currency", "date", "date_time",
-}
-#: Shotgun's relation table (PROTOCOL.md), restricted to what we accept.
-ALLOWED_RELATIONS = {
-    "text": {"is", "is_not", "in", "not_in"},
-    "color": {"is", "is_not", "in", "not_in"},
-    "entity_type": {"is", "is_not", "in", "not_in"},
-    "uuid": {"is", "is_not", "in", "not_in"},
-    "list": {"is", "is_not", "in", "not_in"},
-    "status_list": {"is", "is_not", "in", "not_in"},
-    "checkbox": {"is", "is_not"},
-    "entity": {"is", "is_not"},
-}
-for _t in ORDERED_TYPES:
-    ALLOWED_RELATIONS[_t] = set(SCALAR_RELATIONS)
+__all__ = ["Catalog", "PassThrough", "ReadPlan", "Output", "LinkJoin", "plan_read"]
 
 RETURN_ONLY = {"active": 1, "retired": 0}
 
+#: Leaf data types the engine can sort on (others are ignored as keys).
+SORTABLE = TEXT_TYPES | NUMBER_TYPES | {"checkbox", "date", "date_time", "entity"}
 
-class PassThrough(Exception):
-    """The cache cannot answer this request exactly; `reason` says why."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+#: Read arguments the planner understands; any other key passes through.
+KNOWN_ARGS = frozenset(
+    """type return_fields filters return_only paging sorts api_return_image_urls
+    return_paging_info return_paging_info_without_counts include_archived_projects
+    additional_filter_presets""".split()
+)
 
 
 class Catalog:
@@ -70,25 +84,49 @@ class Catalog:
         self.ready: dict[str, set[str]] = ready or {}
 
     def is_ready(self, entity_type: str, field_name: str) -> bool:
+        if field_name == "id":
+            return self.type_ready(entity_type)
         return field_name in self.ready.get(entity_type, ())
 
     def type_ready(self, entity_type: str) -> bool:
-        return bool(self.ready.get(entity_type))
+        return entity_type in self.schema and bool(self.ready.get(entity_type))
+
+    def name_kind(self, entity_type: str) -> str | None:
+        """How links to `entity_type` get their `name` locally: ``"id"`` (the
+        type has no display name: always null), ``"text"`` (a text-like,
+        date or date_time identifier: usable in name filters and sorts),
+        ``"value"`` (a number or url identifier: returned only), or None
+        (not cached: pass through)."""
+        if not self.type_ready(entity_type):
+            return None
+        ident = self.schema.identifier(entity_type)
+        if ident == "id":
+            return "id"
+        spec = self.schema.get_field(entity_type, ident)
+        if spec is None or not self.is_ready(entity_type, ident):
+            return None
+        if spec.data_type in NAME_TEXT_TYPES:
+            return "text"
+        if spec.data_type in NUMBER_TYPES or spec.data_type == "url":
+            return "value"
+        return None
 
     def nameable(self, entity_type: str) -> bool:
         """True when links to this type can be given their `name` locally."""
-        if not self.type_ready(entity_type):
-            return False
+        return self.name_kind(entity_type) is not None
+
+    def decode_name(self, entity_type: str, raw: Any) -> Any:
+        """A stored identifier value as the link's wire `name`."""
         ident = self.schema.identifier(entity_type)
-        if ident == "id":
-            return True
+        if ident == "id" or raw is None:
+            return None
         spec = self.schema.get_field(entity_type, ident)
-        return (
-            spec is not None
-            and spec.data_type in FIELD_TYPES
-            and spec.data_type not in ("entity", "multi_entity")
-            and self.is_ready(entity_type, ident)
-        )
+        if spec is None:
+            return raw
+        value = FIELD_TYPES[spec.data_type].decode(raw)
+        if spec.data_type == "url":
+            return value.get("name") if isinstance(value, dict) else None
+        return value
 
 
 @dataclass
@@ -102,12 +140,19 @@ class LinkJoin:
 
 @dataclass
 class Output:
-    """One returned field and where its value comes from in the row."""
+    """One returned field and where its value comes from in the row.
+
+    `kind` is ``scalar``, ``entity`` or ``multi``; `null_column`, for deep
+    fields, holds the id of the row the leaf is read from (NULL: the value
+    is null whatever its type).
+    """
 
     name: str
-    spec: FieldSpec | None  # None for "id"
+    spec: FieldSpec | None
+    kind: str = "scalar"
     columns: list[int] = field(default_factory=list)
     joins: list[LinkJoin] = field(default_factory=list)
+    null_column: int | None = None
 
 
 @dataclass
@@ -118,375 +163,867 @@ class ReadPlan:
     count_sql: str | None
     count_params: list[Any]
     outputs: list[Output]
-    multi_fields: list[FieldSpec]
     #: columns of the SELECT holding id and _complete
     id_column: int
     complete_column: int
+    #: (reason, column) of tests that make the answer untrustworthy: some
+    #: row the plan reads is not fully loaded, a link to an uncached type...
+    guard_columns: list[tuple[str, int]]
+    #: the same tests, run on their own when the page is empty
+    guard_sql: str
     page_size: int | None
-    #: "has_next_page", "entity_count" or None (see `paging_info`)
+    #: "has_next_page", "entity_count" or None (see `sgcache.reader`)
     paging_mode: str | None
-    #: the original paging info flags, for shaping the reply
     want_has_next: bool
     want_count: bool
+    #: every entity type the plan reads
+    types: set[str] = field(default_factory=set)
+
+    @property
+    def multi_fields(self) -> list[FieldSpec]:
+        return [o.spec for o in self.outputs if o.kind == "multi" and o.spec is not None]
 
 
-def plan_read(args: Any, catalog: Catalog, dialect: str, max_page_size: int = 500) -> ReadPlan:
-    """Compile a wire `read` ARGS dict, or raise PassThrough."""
+def _default_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def plan_read(
+    args: Any,
+    catalog: Catalog,
+    dialect: str,
+    max_page_size: int = 500,
+    now: Callable[[], datetime.datetime] | None = None,
+    tz: datetime.tzinfo | None = None,
+) -> ReadPlan:
+    """Compile a wire `read` ARGS dict, or raise PassThrough.
+
+    `now` gives the site's current time (aware, or naive UTC) for relative
+    date filters; it is called at most once. `tz` is the site's time zone
+    for calendar arithmetic (default UTC).
+    """
     if not isinstance(args, dict):
         raise PassThrough("read arguments are not a mapping")
-    known = {
-        "type", "return_fields", "filters", "return_only", "paging", "sorts",
-        "api_return_image_urls", "return_paging_info", "return_paging_info_without_counts",
-        "include_archived_projects", "additional_filter_presets", "grouping",
-    }
-    extra = set(args) - known
+    extra = set(args) - KNOWN_ARGS
     if extra:
-        raise PassThrough(f"unknown read arguments {sorted(extra)}")
-    if args.get("grouping"):
-        raise PassThrough("grouping")
+        raise PassThrough("unknown read argument", ",".join(sorted(str(k) for k in extra)))
     if args.get("additional_filter_presets"):
         raise PassThrough("additional_filter_presets")
-    if args.get("include_archived_projects") is False:
-        raise PassThrough("include_archived_projects false")
     entity_type = args.get("type")
     if not isinstance(entity_type, str) or entity_type not in catalog.schema:
-        raise PassThrough(f"type {entity_type!r} not cached")
+        raise PassThrough("type not cached")
     if not catalog.type_ready(entity_type):
-        raise PassThrough(f"type {entity_type} not loaded yet")
-    return_only = args.get("return_only", "active")
+        raise PassThrough("type not loaded yet", entity_type)
+    return_only = args.get("return_only") or "active"
     if return_only not in RETURN_ONLY:
-        raise PassThrough(f"return_only {return_only!r}")
+        raise PassThrough("unusual return_only")
 
-    compiler = _Compiler(catalog, entity_type, dialect)
-    outputs, multi_fields = compiler.outputs(args.get("return_fields") or ["id"])
+    compiler = _Compiler(catalog, entity_type, dialect, now or _default_now, tz or datetime.timezone.utc)
+    outputs = compiler.outputs(args.get("return_fields"))
     where = compiler.filters(args.get("filters"))
     order = compiler.sorts(args.get("sorts"))
-
-    base_where = f'm."_active" = {RETURN_ONLY[return_only]}'
-    if where:
-        base_where = f"{base_where} AND ({where})"
+    conditions = [Q(f'm."_active" = {RETURN_ONLY[return_only]}')]
+    if args.get("include_archived_projects", True) is False:
+        conditions.append(compiler.not_archived())
+    if where is not None:
+        conditions.append(where)
+    base_where = join(" AND ", [fmt("({})", c) for c in conditions])
 
     paging = args.get("paging")
     page_size: int | None = None
     offset = 0
     if paging is not None:
         if not isinstance(paging, dict):
-            raise PassThrough("paging is not a mapping")
+            raise PassThrough("unusual paging")
         page_size = paging.get("entities_per_page", max_page_size)
         page = paging.get("current_page", 1)
-        if not _is_int(page_size) or not _is_int(page) or page_size < 1 or page < 1:
-            raise PassThrough("unusual paging values")
-        if page_size > max_page_size:
-            raise PassThrough("entities_per_page above the site's maximum")
+        if not is_int(page_size) or not is_int(page) or page_size < 1 or page < 1:
+            raise PassThrough("unusual paging")
+        page_size = min(page_size, max_page_size)
         offset = (page - 1) * page_size
 
     want_has_next = bool(args.get("return_paging_info_without_counts"))
     want_count = bool(args.get("return_paging_info"))
 
     table = layout.entity_table(entity_type)
+    guards = compiler.guards()
+    guard_columns = [(reason, compiler.column(f"({expr})")) for reason, expr in guards]
     select_list = ", ".join(compiler.select)
-    joins = " ".join(compiler.joins)
-    sql = f"SELECT {select_list} FROM {table} AS m {joins} WHERE {base_where} ORDER BY {order}"
-    params = compiler.join_params + compiler.where_params
+    joins = " ".join(compiler.main.joins)
+    sql = f"SELECT {select_list} FROM {table} AS m {joins} WHERE {base_where.sql} ORDER BY {order}"
     if page_size is not None:
         # one extra row tells whether a next page exists
         sql += f" LIMIT {int(page_size) + 1} OFFSET {int(offset)}"
     count_sql = None
     if want_count and not want_has_next:
-        count_sql = f"SELECT COUNT(*) FROM {table} AS m WHERE {base_where}"
+        count_sql = f"SELECT COUNT(*) FROM {table} AS m {joins} WHERE {base_where.sql}"
     return ReadPlan(
         entity_type=entity_type,
         sql=sql,
-        params=params,
+        params=list(base_where.params),
         count_sql=count_sql,
-        count_params=list(compiler.where_params),
+        count_params=list(base_where.params),
         outputs=outputs,
-        multi_fields=multi_fields,
         id_column=0,
         complete_column=1,
+        guard_columns=guard_columns,
+        guard_sql="SELECT " + ", ".join(f"({expr})" for _, expr in guards),
         page_size=page_size,
         paging_mode="has_next_page" if want_has_next else ("entity_count" if want_count else None),
         want_has_next=want_has_next,
         want_count=want_count,
+        types=set(compiler.types),
     )
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# -- paths ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hop:
+    spec: FieldSpec
+    target: str
+
+
+@dataclass(frozen=True)
+class Path:
+    text: str
+    hops: tuple[Hop, ...]
+    leaf: FieldSpec
+    #: the entity type holding the leaf field
+    leaf_type: str
+
+    @property
+    def through_multi(self) -> bool:
+        return any(h.spec.data_type == "multi_entity" for h in self.hops)
+
+
+class _Scope:
+    """Where LEFT JOINs go: the main query, or one EXISTS subquery."""
+
+    def __init__(self) -> None:
+        self.joins: list[str] = []
+        self._known: dict[tuple[str, str, str, bool], str] = {}
+
+
+def _normalize_filters(filters: Any) -> Any:
+    """The client-side list form as the wire form, like the engine."""
+    if filters is None:
+        return None
+    if isinstance(filters, (list, tuple)):
+        return {"logical_operator": "and", "conditions": [_normalize_condition(f) for f in filters]}
+    if isinstance(filters, dict):
+        return _normalize_condition(filters)
+    raise PassThrough("unusual filters")
+
+
+def _normalize_condition(cond: Any) -> Any:
+    if isinstance(cond, (list, tuple)):
+        if len(cond) < 2:
+            raise PassThrough("unusual filter condition")
+        values = list(cond[2:])
+        if len(values) == 1 and isinstance(values[0], (list, tuple)):
+            values = list(values[0])
+        return {"path": cond[0], "relation": cond[1], "values": values}
+    if isinstance(cond, dict):
+        if "filter_operator" in cond:
+            op = cond.get("filter_operator")
+            if op in ("all", "and"):
+                logical = "and"
+            elif op in ("any", "or"):
+                logical = "or"
+            else:
+                raise PassThrough("unusual logical operator")
+            subs = cond.get("filters")
+            if not isinstance(subs, (list, tuple)):
+                raise PassThrough("unusual filter group")
+            return {"logical_operator": logical, "conditions": [_normalize_condition(f) for f in subs]}
+        if "logical_operator" in cond:
+            subs = cond.get("conditions")
+            if not isinstance(subs, (list, tuple)):
+                raise PassThrough("unusual filter group")
+            return {
+                "logical_operator": cond["logical_operator"],
+                "conditions": [_normalize_condition(c) for c in subs],
+            }
+        return cond
+    raise PassThrough("unusual filter condition")
 
 
 class _Compiler:
-    def __init__(self, catalog: Catalog, entity_type: str, dialect: str):
+    def __init__(
+        self,
+        catalog: Catalog,
+        entity_type: str,
+        dialect: str,
+        now: Callable[[], datetime.datetime],
+        tz: datetime.tzinfo,
+    ):
         self.catalog = catalog
         self.schema = catalog.schema
         self.entity_type = entity_type
         self.dialect = dialect
+        self.text = Text(dialect)
+        self._now = now
+        self._clock: Clock | None = None
+        self.tz = tz
         self.select: list[str] = ['m."id"', 'm."_complete"']
-        self.joins: list[str] = []
-        self.join_params: list[Any] = []
-        self.where_params: list[Any] = []
+        self.main = _Scope()
+        self.types: set[str] = {entity_type}
+        #: (table, type column, allowed types) whose other links matter
+        self.foreign: set[tuple[str, str, str]] = set()
         self._aliases = 0
 
     # -- helpers -----------------------------------------------------------
-    def _field(self, name: Any, purpose: str) -> FieldSpec:
-        if not isinstance(name, str):
-            raise PassThrough(f"{purpose} field name is not a string")
-        if "." in name:
-            raise PassThrough(f"deep {purpose} field {name}")
-        spec = self.schema.get_field(self.entity_type, name)
-        if spec is None:
-            raise PassThrough(f"{purpose} field {self.entity_type}.{name} not in the cached schema")
-        if spec.data_type not in FIELD_TYPES:
-            raise PassThrough(f"{purpose} field {self.entity_type}.{name} is {spec.data_type}, not cached")
-        if not self.catalog.is_ready(self.entity_type, name):
-            raise PassThrough(f"{purpose} field {self.entity_type}.{name} not ready")
-        return spec
-
-    def _column(self, name: str) -> int:
-        self.select.append(name)
+    def column(self, expr: str) -> int:
+        self.select.append(expr)
         return len(self.select) - 1
 
-    def _alias(self) -> str:
+    def alias(self, prefix: str = "j") -> str:
         self._aliases += 1
-        return f"j{self._aliases}"
+        return f"{prefix}{self._aliases}"
 
-    def _lower(self, expr: str) -> str:
-        return f"LOWER({expr})"
+    def clock(self) -> Clock:
+        if self._clock is None:
+            self._clock = Clock(self._now(), self.tz)
+        return self._clock
+
+    def need_type(self, entity_type: str) -> None:
+        """The plan reads rows of `entity_type`: it must be loaded."""
+        if entity_type not in self.schema:
+            raise PassThrough("linked type not cached", entity_type)
+        if not self.catalog.type_ready(entity_type):
+            raise PassThrough("linked type not loaded yet", entity_type)
+        self.types.add(entity_type)
+
+    def guards(self) -> list[tuple[str, str]]:
+        """(reason, SQL true when the plan cannot be trusted) pairs."""
+        out = [(
+            "rows not fully loaded yet",
+            " OR ".join(
+                f'EXISTS (SELECT 1 FROM {layout.entity_table(t)} WHERE "_complete" = 0)'
+                for t in sorted(self.types)
+            ),
+        )]
+        if self.foreign:
+            out.append((
+                "links to uncached types",
+                " OR ".join(
+                    f"EXISTS (SELECT 1 FROM {table} WHERE {column} NOT IN ({types}))"
+                    for table, column, types in sorted(self.foreign)
+                ),
+            ))
+        return out
+
+    def watch_foreign(self, spec: FieldSpec) -> None:
+        """The relation depends on whether *every* link of `spec` is live or
+        on its name: a stored link to a type outside the cached link types
+        (the cached schema may list fewer than the site) makes the answer
+        unknown, so the plan checks that no such link exists."""
+        types = ", ".join(literal(t) for t in spec.link_types) or "NULL"
+        if spec.data_type == "multi_entity":
+            self.foreign.add((layout.multi_table(spec.entity_type, spec.name), "child_type", types))
+        else:
+            self.foreign.add(
+                (layout.entity_table(spec.entity_type), layout.link_type_column(spec.name), types)
+            )
+
+    def resolve(self, path: Any, purpose: str) -> Path:
+        """Parse ``field[.Type.field...]`` like the engine, against the
+        cached schema; anything it does not know passes through."""
+        if not isinstance(path, str) or not path:
+            raise PassThrough(f"unusual {purpose} field")
+        parts = path.split(".")
+        if len(parts) % 2 == 0:
+            raise PassThrough(f"unusual {purpose} field")
+        hops = []
+        current = self.entity_type
+        for i in range(0, len(parts) - 1, 2):
+            spec = self.schema.get_field(current, parts[i])
+            target = parts[i + 1]
+            if spec is None:
+                raise PassThrough(f"{purpose} field not cached", f"{current}.{parts[i]}")
+            if not spec.is_link:
+                raise PassThrough(f"{purpose} path through a non-link field", f"{current}.{parts[i]}")
+            if target not in self.schema:
+                raise PassThrough("linked type not cached", target)
+            if not spec.link_types or target not in spec.link_types:
+                raise PassThrough(f"{purpose} path names a type the field does not link", f"{current}.{parts[i]}")
+            hops.append(Hop(spec, target))
+            current = target
+        leaf = self.schema.get_field(current, parts[-1])
+        if leaf is None:
+            raise PassThrough(f"{purpose} field not cached", f"{current}.{parts[-1]}")
+        return Path(path, tuple(hops), leaf, current)
+
+    def require_ready(self, path: Path, purpose: str) -> None:
+        current = self.entity_type
+        for hop in path.hops:
+            if not self.catalog.is_ready(current, hop.spec.name):
+                raise PassThrough(f"{purpose} field not ready", f"{current}.{hop.spec.name}")
+            self.need_type(hop.target)
+            current = hop.target
+        leaf = path.leaf
+        if leaf.data_type not in FIELD_TYPES and leaf.name != "id":
+            raise PassThrough(f"{purpose} field of an uncached data type", leaf.data_type)
+        if not self.catalog.is_ready(current, leaf.name):
+            raise PassThrough(f"{purpose} field not ready", f"{current}.{leaf.name}")
+
+    def hop_join(self, scope: _Scope, alias: str, hop: Hop) -> str:
+        """LEFT JOIN the live target of an entity hop; its alias."""
+        key = (alias, hop.spec.name, hop.target, True)
+        found = scope._known.get(key)
+        if found is not None:
+            return found
+        new = self.alias()
+        scope.joins.append(
+            f"LEFT JOIN {layout.entity_table(hop.target)} AS {new} "
+            f"ON {col(new, 'id')} = {col(alias, hop.spec.name + '__id')} "
+            f"AND {col(alias, hop.spec.name + '__type')} = {literal(hop.target)} "
+            f'AND {new}."_active" = 1'
+        )
+        scope._known[key] = new
+        return new
+
+    def walk(self, scope: _Scope, alias: str, hops: tuple[Hop, ...]) -> str:
+        for hop in hops:
+            assert hop.spec.data_type == "entity"
+            alias = self.hop_join(scope, alias, hop)
+        return alias
 
     # -- return fields -----------------------------------------------------
-    def outputs(self, return_fields: Any) -> tuple[list[Output], list[FieldSpec]]:
-        if not isinstance(return_fields, list):
-            raise PassThrough("return_fields is not a list")
+    def outputs(self, return_fields: Any) -> list[Output]:
+        if return_fields is None:
+            return_fields = ["id"]
+        if not isinstance(return_fields, (list, tuple)):
+            raise PassThrough("unusual return_fields")
         outputs: list[Output] = []
-        multi: list[FieldSpec] = []
         seen = set()
         for name in return_fields:
+            if name in ("id", "type"):
+                continue
+            if not isinstance(name, str):
+                raise PassThrough("unusual return field")
             if name in seen:
                 continue
             seen.add(name)
-            if name in ("id", "type"):
-                continue
-            spec = self._field(name, "return")
+            path = self.resolve(name, "return")
+            if path.through_multi:
+                # the engine returns null; a real site may return a list
+                raise PassThrough("deep return field through a multi-entity field")
+            self.require_ready(path, "return")
+            spec = path.leaf
+            alias = self.walk(self.main, "m", path.hops)
             out = Output(name, spec)
-            if spec.data_type == "multi_entity":
+            if path.hops:
+                out.null_column = self.column(col(alias, "id"))
+            if spec.name == "id":
+                out.columns.append(self.column(col(alias, "id")))
+            elif spec.data_type == "multi_entity":
+                out.kind = "multi"
                 for target in spec.link_types:
-                    if target in self.schema and not self.catalog.nameable(target):
-                        raise PassThrough(f"names of {target} links not cached")
-                multi.append(spec)
+                    if target in self.schema and self.catalog.type_ready(target):
+                        self.types.add(target)
+                out.columns.append(self.column(col(alias, "id")))
             elif spec.data_type == "entity":
-                out.columns.append(self._column(f'm.{layout.link_type_column(name)}'))
-                out.columns.append(self._column(f'm.{layout.link_id_column(name)}'))
-                for target in spec.link_types:
-                    if target not in self.schema or not self.catalog.nameable(target):
-                        continue  # a row linking there falls back at run time
-                    alias = self._alias()
-                    ident = self.schema.identifier(target)
-                    self.joins.append(
-                        f"LEFT JOIN {layout.entity_table(target)} AS {alias} "
-                        f"ON m.{layout.link_type_column(name)} = ? "
-                        f"AND {alias}.\"id\" = m.{layout.link_id_column(name)}"
-                    )
-                    self.join_params.append(target)
-                    join = LinkJoin(target, alias, ident)
-                    out.joins.append(join)
-                    out.columns.append(self._column(f'{alias}."id"'))
-                    out.columns.append(self._column(f'{alias}."_active"'))
-                    if ident != "id":
-                        out.columns.append(self._column(f"{alias}.{layout.scalar_column(ident)}"))
+                out.kind = "entity"
+                self.entity_output(out, alias, spec)
             else:
-                out.columns.append(self._column(f"m.{layout.scalar_column(name)}"))
+                out.columns.append(self.column(col(alias, spec.name)))
             outputs.append(out)
-        return outputs, multi
+        return outputs
+
+    def entity_output(self, out: Output, alias: str, spec: FieldSpec) -> None:
+        out.columns.append(self.column(col(alias, spec.name + "__type")))
+        out.columns.append(self.column(col(alias, spec.name + "__id")))
+        for target in spec.link_types:
+            if self.catalog.name_kind(target) is None:
+                continue  # a row linking there passes through at run time
+            self.types.add(target)
+            new = self.alias("n")
+            ident = self.schema.identifier(target)
+            self.main.joins.append(
+                f"LEFT JOIN {layout.entity_table(target)} AS {new} "
+                f"ON {col(new, 'id')} = {col(alias, spec.name + '__id')} "
+                f"AND {col(alias, spec.name + '__type')} = {literal(target)}"
+            )
+            out.joins.append(LinkJoin(target, new, ident))
+            out.columns.append(self.column(col(new, "id")))
+            out.columns.append(self.column(f'{new}."_active"'))
+            if ident != "id":
+                out.columns.append(self.column(col(new, ident)))
 
     # -- filters -----------------------------------------------------------
-    def filters(self, filters: Any) -> str:
-        if filters is None:
-            return ""
-        if isinstance(filters, list):
-            raise PassThrough("filters in client-side list form")
-        return self._group(filters)
+    def filters(self, filters: Any) -> Q | None:
+        wire = _normalize_filters(filters)
+        if wire is None:
+            return None
+        return self.group_or_condition(self.main, "m", self.entity_type, wire)
 
-    def _group(self, group: Any) -> str:
-        if not isinstance(group, dict):
-            raise PassThrough("filter group is not a mapping")
-        op = group.get("logical_operator", "and")
-        if op not in ("and", "or"):
-            raise PassThrough(f"logical_operator {op!r}")
-        conditions = group.get("conditions")
-        if not isinstance(conditions, list):
-            raise PassThrough("filter conditions is not a list")
-        if not conditions:
-            # Shotgun: an empty group (and or or) matches everything
-            return "1 = 1"
-        parts = []
-        for cond in conditions:
-            if isinstance(cond, dict) and "conditions" in cond:
-                parts.append(f"({self._group(cond)})")
-            else:
-                parts.append(f"({self._condition(cond)})")
-        return f" {op.upper()} ".join(parts)
-
-    def _condition(self, cond: Any) -> str:
-        if not isinstance(cond, dict) or set(cond) - {"path", "relation", "values"}:
+    def group_or_condition(self, scope: _Scope, alias: str, etype: str, cond: Any) -> Q:
+        if not isinstance(cond, dict):
             raise PassThrough("unusual filter condition")
-        path, relation, values = cond.get("path"), cond.get("relation"), cond.get("values")
-        if not isinstance(values, list):
-            raise PassThrough("filter values is not a list")
-        if path == "id":
-            return self._scalar_condition("id", "number", relation, values)
-        spec = self._field(path, "filter")
-        allowed = ALLOWED_RELATIONS.get(spec.data_type, set())
-        if relation not in allowed:
-            raise PassThrough(f"relation {relation} on {spec.data_type} field {path}")
-        if spec.data_type == "entity":
-            return self._entity_condition(spec, relation, values)
-        return self._scalar_condition(path, spec.data_type, relation, values)
+        if "logical_operator" in cond:
+            op = cond["logical_operator"]
+            if op not in ("and", "or"):
+                raise PassThrough("unusual logical operator")
+            parts = [self.group_or_condition(scope, alias, etype, c) for c in cond["conditions"]]
+            if not parts:
+                return TRUE  # an empty group matches everything
+            return all_of(parts) if op == "and" else any_of(parts)
+        if "path" not in cond or "relation" not in cond:
+            raise PassThrough("unusual filter condition")
+        return self.condition(scope, alias, cond["path"], cond["relation"], cond.get("values", []))
 
-    def _encode(self, data_type: str, value: Any) -> Any:
-        ftype = FIELD_TYPES[data_type]
+    def condition(self, scope: _Scope, alias: str, path_text: Any, relation: Any, values: Any) -> Q:
+        path = self.resolve(path_text, "filter")
+        leaf = path.leaf
+        if not isinstance(values, (list, tuple)):
+            values = [values]
+        values = list(values)
+        allowed = RELATIONS.get(leaf.data_type, frozenset())
+        if not isinstance(relation, str) or relation not in allowed:
+            raise PassThrough("relation not valid for the field", f"{leaf.data_type} {relation}")
+        self.require_ready(path, "filter")
+        negated = relation in NEGATIONS
+        positive = NEGATIONS.get(relation, relation)
+        q, _ = self.match(scope, alias, path.hops, path.leaf, path.leaf_type, positive, values)
+        return negate(q) if negated else q
+
+    def match(
+        self,
+        scope: _Scope,
+        alias: str,
+        hops: tuple[Hop, ...],
+        leaf: FieldSpec,
+        leaf_type: str,
+        relation: str,
+        values: list,
+    ) -> tuple[Q, bool]:
+        """A positive relation over the leaf set reached by `hops` from
+        `alias`: true when any leaf matches. Also says whether the relation
+        matches a null leaf."""
+        for i, hop in enumerate(hops):
+            if hop.spec.data_type != "multi_entity":
+                continue
+            owner = self.walk(scope, alias, hops[:i])
+            owner_type = hops[i - 1].target if i else self.entity_type
+            sub = _Scope()
+            a, t = self.alias("a"), self.alias("t")
+            inner, null_match = self.match(sub, t, hops[i + 1:], leaf, leaf_type, relation, values)
+            assoc = layout.multi_table(owner_type, hop.spec.name)
+            head = (
+                f"FROM {assoc} AS {a} JOIN {layout.entity_table(hop.target)} AS {t} "
+                f'ON {col(t, "id")} = {a}.child_id AND {t}."_active" = 1'
+            )
+            link = f"{a}.parent_id = {col(owner, 'id')} AND {a}.child_type = {literal(hop.target)}"
+            joins = " ".join(sub.joins)
+            q = fmt(f"EXISTS (SELECT 1 {head} {joins} WHERE {link} AND ({{}}))", inner)
+            if null_match:
+                q = any_of([q, Q(f"NOT EXISTS (SELECT 1 {head} WHERE {link})")])
+            return q, null_match
+        owner = self.walk(scope, alias, hops)
+        return self.leaf(owner, leaf, relation, values)
+
+    # -- leaf relations ----------------------------------------------------
+    def leaf(self, alias: str, spec: FieldSpec, relation: str, values: list) -> tuple[Q, bool]:
+        dtype = spec.data_type
+        name = spec.name
+        if name == "id":
+            dtype = "number"
+        if dtype in TEXT_TYPES:
+            return self.text_leaf(col(alias, name), relation, values)
+        if dtype in NUMBER_TYPES:
+            return self.ordered_leaf(col(alias, name), relation, values, conv_number)
+        if dtype == "checkbox":
+            want = self.one(values)
+            if want is None:
+                want = False
+            if not isinstance(want, bool):
+                raise PassThrough("filter value of the wrong type", "checkbox")
+            return Q(f"COALESCE({col(alias, name)}, 0) = {1 if want else 0}"), not want
+        if dtype == "date":
+            return self.date_leaf(col(alias, name), relation, values)
+        if dtype == "date_time":
+            return self.datetime_leaf(col(alias, name), relation, values)
+        if dtype == "entity":
+            return self.entity_leaf(alias, spec, relation, values)
+        if dtype == "multi_entity":
+            return self.multi_leaf(alias, spec, relation, values)
+        if dtype == "tag_list":
+            return self.tag_leaf(col(alias, name), relation, values)
+        raise PassThrough("filter on an uncached data type", dtype)
+
+    @staticmethod
+    def one(values: list) -> Any:
+        if len(values) != 1:
+            raise PassThrough("wrong number of filter values")
+        return values[0]
+
+    def text_leaf(self, expr: str, relation: str, values: list) -> tuple[Q, bool]:
+        for v in values:
+            if v is not None and not isinstance(v, str):
+                raise PassThrough("filter value of the wrong type", "text")
+        if relation == "is":
+            want = self.one(values)
+            if want is None:
+                return Q(f"{expr} IS NULL"), True
+            return text_match(self.text, expr, "is", want), False
+        if relation == "in":
+            wanted = sorted({v.lower() for v in values if v is not None})
+            with_null = any(v is None for v in values)
+            for w in wanted:
+                self.text.check_value(w)
+            parts = []
+            if wanted:
+                marks = ", ".join("?" for _ in wanted)
+                parts.append(Q(f"{self.text.lower(expr)} IN ({marks})", wanted))
+            if with_null:
+                parts.append(Q(f"{expr} IS NULL"))
+            return any_of(parts), with_null
+        want = self.one(values)
+        if want is None:
+            raise PassThrough("filter value of the wrong type", "text")
+        return text_match(self.text, expr, relation, want), False
+
+    def ordered_leaf(
+        self, expr: str, relation: str, values: list, conv: Callable[[Any], Any]
+    ) -> tuple[Q, bool]:
+        if relation == "is":
+            want = self.one(values)
+            if want is None:
+                return Q(f"{expr} IS NULL"), True
+            return fmt(f"{expr} = {{}}", param(conv(want))), False
+        if relation == "in":
+            wanted = [conv(v) for v in values if v is not None]
+            with_null = any(v is None for v in values)
+            parts = []
+            if wanted:
+                parts.append(Q(f"{expr} IN ({', '.join('?' for _ in wanted)})", wanted))
+            if with_null:
+                parts.append(Q(f"{expr} IS NULL"))
+            return any_of(parts), with_null
+        if relation in ("less_than", "greater_than"):
+            want = self.one(values)
+            if want is None:
+                raise PassThrough("filter value of the wrong type", relation)
+            op = "<" if relation == "less_than" else ">"
+            return fmt(f"{expr} {op} {{}}", param(conv(want))), False
+        if relation == "between":
+            if len(values) != 2:
+                raise PassThrough("wrong number of filter values")
+            lo, hi = values
+            lo = None if lo is None else conv(lo)
+            hi = None if hi is None else conv(hi)
+            parts = [Q(f"{expr} IS NOT NULL")]
+            if lo is not None:
+                parts.append(fmt(f"{expr} >= {{}}", param(lo)))
+            if hi is not None:
+                parts.append(fmt(f"{expr} <= {{}}", param(hi)))
+            return all_of(parts), False
+        raise PassThrough("unsupported relation", relation)
+
+    def date_leaf(self, expr: str, relation: str, values: list) -> tuple[Q, bool]:
+        if relation in ("is", "in", "less_than", "greater_than", "between"):
+            return self.ordered_leaf(expr, relation, values, conv_date)
+        lo, hi = self.clock().date_range(relation, values)
+        return Q(f"{expr} >= ? AND {expr} <= ?", [lo.isoformat(), hi.isoformat()]), False
+
+    def datetime_leaf(self, expr: str, relation: str, values: list) -> tuple[Q, bool]:
+        if relation in ("is", "in", "less_than", "greater_than", "between"):
+            return self.ordered_leaf(expr, relation, values, conv_datetime)
+        clock = self.clock()
+        fmt_dt = conv_datetime_naive
+        if relation.startswith("in_calendar_"):
+            lo_d, hi_d = clock.date_range(relation, values)
+            start = clock.local_midnight_utc(lo_d)
+            end = clock.local_midnight_utc(hi_d + datetime.timedelta(days=1))
+            return Q(f"{expr} >= ? AND {expr} < ?", [fmt_dt(start), fmt_dt(end)]), False
+        n, unit = clock.relative_args(values)
+        try:
+            if relation == "in_last":
+                lo = clock.shift_datetime(-n, unit)
+                return Q(f"{expr} > ? AND {expr} <= ?", [fmt_dt(lo), fmt_dt(clock.now_utc)]), False
+            if relation == "in_next":
+                hi = clock.shift_datetime(n, unit)
+                return Q(f"{expr} >= ? AND {expr} < ?", [fmt_dt(clock.now_utc), fmt_dt(hi)]), False
+        except (OverflowError, ValueError):
+            raise PassThrough("relative date out of range") from None
+        raise PassThrough("unsupported relation", relation)
+
+    # -- links ---------------------------------------------------------------
+    def link_value(self, value: Any) -> tuple[str, int] | None:
         if value is None:
             return None
-        if data_type in ("number", "duration", "percent", "timecode"):
-            if not _is_int(value):
-                raise PassThrough(f"non-integer value for a {data_type} filter")
-        elif data_type in ("float", "currency"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise PassThrough(f"non-numeric value for a {data_type} filter")
-        elif data_type == "checkbox":
-            if not isinstance(value, bool):
-                raise PassThrough("non-boolean value for a checkbox filter")
-        elif not isinstance(value, str):
-            raise PassThrough(f"non-string value for a {data_type} filter")
-        try:
-            return ftype.encode(value)
-        except (ValueError, TypeError):
-            raise PassThrough(f"value {value!r} not valid for a {data_type} filter")
+        if not isinstance(value, dict) or not isinstance(value.get("type"), str) or "id" not in value:
+            raise PassThrough("filter value of the wrong type", "entity")
+        if not is_int(value["id"]):
+            raise PassThrough("filter value of the wrong type", "entity id")
+        self.need_type(value["type"])
+        return value["type"], value["id"]
 
-    def _scalar_condition(self, path: str, data_type: str, relation: Any, values: list) -> str:
-        col = f"m.{layout.scalar_column(path)}"
-        textual = FIELD_TYPES[data_type].textual
-        expr = self._lower(col) if textual else col
-
-        def param(value: Any) -> str:
-            encoded = self._encode(data_type, value)
-            if textual:
-                encoded = encoded.lower()
-            self.where_params.append(encoded)
-            return "?"
-
-        if relation in ("is", "is_not"):
-            if len(values) != 1:
-                raise PassThrough(f"{relation} with {len(values)} values")
-            value = values[0]
-            if data_type == "checkbox":
-                if value is None:
-                    raise PassThrough("checkbox compared with null")
-                sql = f"{col} = {param(value)}"
-                return sql if relation == "is" else f"NOT ({sql})"
-            if value is None:
-                return f"{col} IS NULL" if relation == "is" else f"{col} IS NOT NULL"
-            if relation == "is":
-                return f"{expr} = {param(value)}"
-            return f"({col} IS NULL OR {expr} <> {param(value)})"
-        if relation in ("in", "not_in"):
-            if not values:
-                raise PassThrough(f"{relation} with no values")
-            non_null = [v for v in values if v is not None]
-            has_null = len(non_null) != len(values)
-            placeholders = ", ".join(param(v) for v in non_null)
-            if relation == "in":
-                parts = []
-                if non_null:
-                    parts.append(f"{expr} IN ({placeholders})")
-                if has_null:
-                    parts.append(f"{col} IS NULL")
-                return " OR ".join(parts)
-            if not non_null:
-                return f"{col} IS NOT NULL"
-            if has_null:
-                return f"({col} IS NOT NULL AND {expr} NOT IN ({placeholders}))"
-            return f"({col} IS NULL OR {expr} NOT IN ({placeholders}))"
-        if relation in ("less_than", "greater_than"):
-            if len(values) != 1 or values[0] is None:
-                raise PassThrough(f"{relation} needs one non-null value")
-            op = "<" if relation == "less_than" else ">"
-            return f"{col} {op} {param(values[0])}"
-        raise PassThrough(f"relation {relation!r}")
-
-    def _alive(self, spec: FieldSpec) -> str:
-        """SQL true when the entity field holds a link to a live entity."""
-        type_col = f"m.{layout.link_type_column(spec.name)}"
-        id_col = f"m.{layout.link_id_column(spec.name)}"
-        parts = []
+    def link_types(self, spec: FieldSpec) -> tuple[str, ...]:
+        """The types a link field may hold; every one must be loaded when a
+        relation depends on which links are live."""
         for target in spec.link_types:
-            if target not in self.schema or not self.catalog.type_ready(target):
-                raise PassThrough(f"link target type {target} of {spec.name} not cached")
-            self.where_params.append(target)
-            parts.append(
-                f"({type_col} = ? AND EXISTS (SELECT 1 FROM {layout.entity_table(target)} AS t "
-                f'WHERE t."id" = {id_col} AND t."_active" = 1))'
-            )
-        return "(" + " OR ".join(parts) + ")" if parts else "(1 = 0)"
+            self.need_type(target)
+        return spec.link_types
 
-    def _entity_condition(self, spec: FieldSpec, relation: str, values: list) -> str:
-        if len(values) != 1:
-            raise PassThrough(f"{relation} with {len(values)} values")
-        value = values[0]
-        type_col = f"m.{layout.link_type_column(spec.name)}"
-        id_col = f"m.{layout.link_id_column(spec.name)}"
-        if value is None:
-            alive = self._alive(spec)
-            if relation == "is":
-                return f"({id_col} IS NULL OR NOT {alive})"
-            return f"({id_col} IS NOT NULL AND {alive})"
-        if not isinstance(value, dict) or not _is_int(value.get("id")) or not isinstance(value.get("type"), str):
-            raise PassThrough("entity filter value is not a {type, id} link")
-        target = value["type"]
-        if target not in self.schema or not self.catalog.type_ready(target):
-            raise PassThrough(f"entity filter on uncached type {target}")
-        self.where_params.extend([target, value["id"], value["id"]])
-        match = (
-            f"({type_col} = ? AND {id_col} = ? AND EXISTS (SELECT 1 FROM "
-            f'{layout.entity_table(target)} AS t WHERE t."id" = ? AND t."_active" = 1))'
+    def live_target(self, etype: str, id_expr: str, extra: str = "") -> str:
+        t = self.alias("l")
+        return (
+            f"EXISTS (SELECT 1 FROM {layout.entity_table(etype)} AS {t} "
+            f'WHERE {col(t, "id")} = {id_expr} AND {t}."_active" = 1{extra})'
         )
+
+    def entity_is(self, alias: str, spec: FieldSpec, link: tuple[str, int]) -> Q:
+        type_col, id_col = col(alias, spec.name + "__type"), col(alias, spec.name + "__id")
+        return Q(
+            f"{id_col} = ? AND {type_col} = {literal(link[0])} AND {self.live_target(link[0], id_col)}",
+            [link[1]],
+        )
+
+    def entity_live(self, alias: str, spec: FieldSpec) -> Q:
+        """True (never NULL) when the field holds a live link."""
+        self.watch_foreign(spec)
+        type_col, id_col = col(alias, spec.name + "__type"), col(alias, spec.name + "__id")
+        parts = [
+            Q(f"{type_col} = {literal(t)} AND {self.live_target(t, id_col)}")
+            for t in self.link_types(spec)
+        ]
+        return fmt("COALESCE({}, FALSE)", any_of(parts))
+
+    def name_test(self, spec: FieldSpec, relation: str, values: list) -> Callable[[str, str], Q | None]:
+        """(target type, alias of the target row) -> the name test, or None
+        when that type's links have no name (never match)."""
+        want = self.one(values)
+        if not isinstance(want, str):
+            raise PassThrough("filter value of the wrong type", relation)
+
+        def test(target: str, t: str) -> Q | None:
+            kind = self.catalog.name_kind(target)
+            if kind == "id":
+                return None
+            if kind != "text":
+                raise PassThrough("link names not comparable locally", target)
+            return text_match(self.text, col(t, self.schema.identifier(target)), relation, want)
+
+        return test
+
+    def entity_leaf(self, alias: str, spec: FieldSpec, relation: str, values: list) -> tuple[Q, bool]:
+        type_col, id_col = col(alias, spec.name + "__type"), col(alias, spec.name + "__id")
         if relation == "is":
-            return match
-        # a null link is "not" every entity (SQL NULL would drop the row)
-        return f"({id_col} IS NULL OR NOT {match})"
+            link = self.link_value(self.one(values))
+            if link is None:
+                return negate(self.entity_live(alias, spec)), True
+            return self.entity_is(alias, spec, link), False
+        if relation == "in":
+            links = [self.link_value(v) for v in values]
+            parts = [self.entity_is(alias, spec, link) for link in dict.fromkeys(links) if link is not None]
+            with_null = None in links
+            if with_null:
+                parts.append(negate(self.entity_live(alias, spec)))
+            return any_of(parts), with_null
+        if relation == "type_is":
+            want = self.one(values)
+            if want is None:
+                return negate(self.entity_live(alias, spec)), True
+            if not isinstance(want, str):
+                raise PassThrough("filter value of the wrong type", "type_is")
+            self.need_type(want)
+            return Q(f"{type_col} = {literal(want)} AND {self.live_target(want, id_col)}"), False
+        test = self.name_test(spec, relation, values)
+        self.watch_foreign(spec)
+        parts = []
+        for target in self.link_types(spec):
+            t = self.alias("l")
+            cond = test(target, t)
+            if cond is None:
+                continue
+            parts.append(
+                fmt(
+                    f"{type_col} = {literal(target)} AND EXISTS (SELECT 1 FROM "
+                    f"{layout.entity_table(target)} AS {t} WHERE {col(t, 'id')} = {id_col} "
+                    f'AND {t}."_active" = 1 AND ({{}}))',
+                    cond,
+                )
+            )
+        return any_of(parts), False
+
+    def items(self, alias: str, spec: FieldSpec, target: str, extra: Q | None = None) -> Q:
+        """EXISTS a live item of type `target` in a multi_entity field
+        (and matching `extra`, a test on the item's row ``t``)."""
+        a, t = self.alias("a"), self.alias("t")
+        assoc = layout.multi_table(spec.entity_type, spec.name)
+        sql = (
+            f"EXISTS (SELECT 1 FROM {assoc} AS {a} JOIN {layout.entity_table(target)} AS {t} "
+            f'ON {col(t, "id")} = {a}.child_id AND {t}."_active" = 1 '
+            f"WHERE {a}.parent_id = {col(alias, 'id')} AND {a}.child_type = {literal(target)}"
+        )
+        if extra is None:
+            return Q(sql + ")")
+        return fmt(sql + " AND ({}))", extra(t) if callable(extra) else extra)
+
+    def multi_contains(self, alias: str, spec: FieldSpec, link: tuple[str, int]) -> Q:
+        a, t = self.alias("a"), self.alias("t")
+        assoc = layout.multi_table(spec.entity_type, spec.name)
+        return Q(
+            f"{col(alias, 'id')} IN (SELECT {a}.parent_id FROM {assoc} AS {a} "
+            f"JOIN {layout.entity_table(link[0])} AS {t} "
+            f'ON {col(t, "id")} = {a}.child_id AND {t}."_active" = 1 '
+            f"WHERE {a}.child_id = ? AND {a}.child_type = {literal(link[0])})",
+            [link[1]],
+        )
+
+    def multi_empty(self, alias: str, spec: FieldSpec) -> Q:
+        self.watch_foreign(spec)
+        return negate(any_of([self.items(alias, spec, t) for t in self.link_types(spec)]))
+
+    def multi_leaf(self, alias: str, spec: FieldSpec, relation: str, values: list) -> tuple[Q, bool]:
+        if relation == "is":
+            link = self.link_value(self.one(values))
+            if link is None:
+                return self.multi_empty(alias, spec), True
+            return self.multi_contains(alias, spec, link), False
+        if relation == "in":
+            links = [self.link_value(v) for v in values]
+            parts = [self.multi_contains(alias, spec, link) for link in dict.fromkeys(links) if link is not None]
+            with_null = None in links
+            if with_null:
+                parts.append(self.multi_empty(alias, spec))
+            return any_of(parts), with_null
+        if relation == "type_is":
+            want = self.one(values)
+            if want is None:
+                return self.multi_empty(alias, spec), True
+            if not isinstance(want, str):
+                raise PassThrough("filter value of the wrong type", "type_is")
+            self.need_type(want)
+            return self.items(alias, spec, want), False
+        if relation == "name_contains":
+            test = self.name_test(spec, relation, values)
+            self.watch_foreign(spec)
+            parts = []
+            for target in self.link_types(spec):
+                probe = test(target, "x")  # validates the type before building SQL
+                if probe is None:
+                    continue
+                parts.append(self.items(alias, spec, target, lambda t, target=target: test(target, t)))
+            return any_of(parts), False
+        raise PassThrough("unsupported relation", relation)
+
+    def tag_leaf(self, expr: str, relation: str, values: list) -> tuple[Q, bool]:
+        want = self.one(values)
+        if relation == "is" and want is None:
+            return Q(f"({expr} IS NULL OR {expr} = '[]')"), True
+        if not isinstance(want, str):
+            raise PassThrough("filter value of the wrong type", "tag_list")
+        if self.dialect == "postgresql":
+            each, item = f"json_array_elements_text(({expr})::json) AS tg(v)", "tg.v"
+        else:
+            each, item = f"json_each({expr}) AS tg", "tg.value"
+        cond = text_match(self.text, item, "is" if relation == "is" else "contains", want)
+        return fmt(f"EXISTS (SELECT 1 FROM {each} WHERE {{}})", cond), False
+
+    # -- include_archived_projects: false -------------------------------------
+    def not_archived(self) -> Q:
+        if self.entity_type == "Project":
+            if not self.catalog.is_ready("Project", "archived"):
+                raise PassThrough("Project.archived not cached")
+            return Q('COALESCE(m."archived", 0) = 0')
+        spec = self.schema.get_field(self.entity_type, "project")
+        if spec is None:
+            raise PassThrough("include_archived_projects false without a cached project field")
+        if spec.data_type != "entity":
+            return TRUE
+        if not self.catalog.is_ready(self.entity_type, "project"):
+            raise PassThrough("filter field not ready", f"{self.entity_type}.project")
+        self.need_type("Project")
+        if not self.catalog.is_ready("Project", "archived"):
+            raise PassThrough("Project.archived not cached")
+        return Q(
+            'NOT EXISTS (SELECT 1 FROM "Project" AS ap WHERE ap."id" = m."project__id" '
+            "AND m.\"project__type\" = 'Project' AND ap.\"_active\" = 1 AND ap.\"archived\" = 1)"
+        )
 
     # -- sorts -------------------------------------------------------------
     def sorts(self, sorts: Any) -> str:
-        keys: list[str] = []
-        has_id = False
         if sorts is None:
             sorts = []
-        if not isinstance(sorts, list):
-            raise PassThrough("sorts is not a list")
+        if not isinstance(sorts, (list, tuple)):
+            raise PassThrough("unusual sorts")
+        keys: list[str] = []
+        has_id = False
         for sort in sorts:
-            if not isinstance(sort, dict) or set(sort) - {"field_name", "direction"}:
-                raise PassThrough("unusual sort")
-            name = sort.get("field_name")
-            direction = sort.get("direction", "asc")
-            if direction not in ("asc", "desc"):
-                raise PassThrough(f"sort direction {direction!r}")
-            sql_dir = "ASC" if direction == "asc" else "DESC"
-            if name == "id":
-                keys.append(f'm."id" {sql_dir}')
-                has_id = True
-                break  # id is unique: later keys cannot matter
-            spec = self._field(name, "sort")
-            ftype = FIELD_TYPES[spec.data_type]
-            if not ftype.sortable:
-                raise PassThrough(f"sort on {spec.data_type} field {name}")
-            col = f"m.{layout.scalar_column(name)}"
-            nulls = "NULLS LAST" if direction == "asc" else "NULLS FIRST"
-            if ftype.textual:
-                # case-insensitively, then by the exact characters (codepoints)
-                collate = ' COLLATE "C"' if self.dialect == "postgresql" else ""
-                keys.append(f"{self._lower(col)}{collate} {sql_dir} {nulls}")
-                keys.append(f"{col}{collate} {sql_dir} {nulls}")
+            if not isinstance(sort, dict):
+                raise PassThrough("unusual sorts")
+            name = sort.get("field_name", sort.get("column"))
+            direction = sort.get("direction") or "asc"
+            if not isinstance(direction, str) or direction.lower() not in ("asc", "desc"):
+                raise PassThrough("unusual sorts")
+            desc = direction.lower() == "desc"
+            path = self.resolve(name, "sort")
+            dtype = "number" if path.leaf.name == "id" else path.leaf.data_type
+            if path.through_multi or dtype not in SORTABLE:
+                continue  # the engine ignores keys it cannot sort by
+            if has_id:
+                continue  # id is unique: later keys cannot matter
+            self.require_ready(path, "sort")
+            alias = self.walk(self.main, "m", path.hops)
+            sql_dir = "DESC" if desc else "ASC"
+            nulls = "NULLS FIRST" if desc else "NULLS LAST"
+            leaf = path.leaf
+            if leaf.name == "id":
+                keys.append(f"{col(alias, 'id')} {sql_dir} {nulls}")
+                if not path.hops:
+                    has_id = True
+            elif dtype in TEXT_TYPES:
+                expr = col(alias, leaf.name)
+                keys.append(f"{self.text.collate(self.text.lower(expr))} {sql_dir} {nulls}")
+                keys.append(f"{self.text.collate(expr)} {sql_dir} {nulls}")
+            elif dtype == "checkbox":
+                expr = f"COALESCE({col(alias, leaf.name)}, 0)"
+                if path.hops:
+                    expr = f"CASE WHEN {col(alias, 'id')} IS NULL THEN NULL ELSE {expr} END"
+                keys.append(f"{expr} {sql_dir} {nulls}")
+            elif dtype == "entity":
+                name = self.link_name_expr(alias, leaf)
+                keys.append(f"{self.text.collate(self.text.lower(name))} {sql_dir} {nulls}")
+                keys.append(f"{self.text.collate(name)} {sql_dir} {nulls}")
             else:
-                keys.append(f"{col} {sql_dir} {nulls}")
+                keys.append(f"{col(alias, leaf.name)} {sql_dir} {nulls}")
         if not has_id:
             keys.append('m."id" ASC')
         return ", ".join(keys)
+
+    def link_name_expr(self, alias: str, spec: FieldSpec) -> str:
+        """The display name of the live target of an entity field (NULL
+        when null, not live, or nameless), via one LEFT JOIN per type."""
+        names = []
+        self.watch_foreign(spec)
+        for target in self.link_types(spec):
+            kind = self.catalog.name_kind(target)
+            if kind == "id":
+                continue
+            if kind != "text":
+                raise PassThrough("link names not sortable locally", target)
+            new = self.alias("s")
+            self.main.joins.append(
+                f"LEFT JOIN {layout.entity_table(target)} AS {new} "
+                f"ON {col(new, 'id')} = {col(alias, spec.name + '__id')} "
+                f"AND {col(alias, spec.name + '__type')} = {literal(target)} "
+                f'AND {new}."_active" = 1'
+            )
+            names.append(col(new, self.schema.identifier(target)))
+        if not names:
+            return "CAST(NULL AS TEXT)"
+        if len(names) == 1:
+            return names[0]
+        return f"COALESCE({', '.join(names)})"
+
+
+def conv_datetime_naive(value: datetime.datetime) -> str:
+    if value.year < 1000:
+        raise PassThrough("relative date out of range")
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+

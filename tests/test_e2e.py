@@ -181,10 +181,14 @@ class EndToEndMixin:
         self.assertEqual([r["id"] for r in result], [201])
 
     async def test_reads_the_planner_rejects_pass_through(self):
-        await self.assertPassedThrough("find", "Shot", [["code", "contains", "01"]], ["code"])
-        await self.assertPassedThrough("find", "Shot", [], ["code", "sg_sequence.Sequence.code"])
         await self.assertPassedThrough("find", "Shot", [], ["image"])
-        await self.assertPassedThrough("find", "Shot", [], ["code"], include_archived_projects=False)
+        await self.assertPassedThrough("find", "Task", [], ["task_assignees.HumanUser.login"])
+        await self.assertPassedThrough("find", "HumanUser", [], ["name"], include_archived_projects=False)
+
+    async def test_exact_reads_served_locally(self):
+        await self.assertLocal("find", "Shot", [["code", "contains", "01"]], ["code"])
+        await self.assertLocal("find", "Shot", [], ["code", "sg_sequence.Sequence.code"])
+        await self.assertLocal("find", "Shot", [], ["code"], include_archived_projects=False)
 
     async def test_unknown_type_gives_the_sites_fault(self):
         with self.assertRaises(shotgun_api3.Fault) as direct:
