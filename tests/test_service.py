@@ -1,0 +1,64 @@
+"""sgcache.service: start-up order and the initial load."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThread
+from twisted.trial import unittest
+
+from sgcache.schema import Schema
+from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon
+from sgcache.testing.harness import client, start_emulator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA = Schema.load(os.path.join(ROOT, "schema", "basic.yml"))
+
+
+class InitialLoadTests(unittest.TestCase):
+    def test_reads_pass_through_until_the_store_is_loaded(self):
+        async def go():
+            site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT, ("user", "key")]))
+            self.addCleanup(lambda: defer.ensureDeferred(site.stop()))
+            site.emulator.seed([{"type": "Shot", "fields": {"code": f"sh{i}"}} for i in range(5)])
+            # slow site: the initial load takes a while
+            site.emulator.set_latency(0.05)
+            url = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
+            daemon = await start_daemon(SCHEMA, site.url, url, wait_loaded=False)
+            self.addCleanup(lambda: defer.ensureDeferred(daemon.stop()))
+            sg = client(daemon.url, "user", "key")
+            self.addCleanup(sg.close)
+            self.assertFalse(daemon.cache.serving)
+            first = await deferToThread(sg.find, "Shot", [], ["code"])
+            second = await deferToThread(sg.find, "Shot", [], ["code"])
+            self.assertEqual(len(first), 5)
+            self.assertEqual(first, second)
+            self.assertGreaterEqual(
+                daemon.cache.passthrough_reasons["not serving yet (initial load)"], 1
+            )
+            self.assertEqual(daemon.cache.counters["read.local"], 0)
+            await daemon.service.loaded
+            self.assertTrue(daemon.cache.serving)
+            site.emulator.set_latency(0)
+            self.assertEqual(await deferToThread(sg.find, "Shot", [], ["code"]), first)
+            self.assertEqual(daemon.cache.counters["read.local"], 1)
+
+        return defer.ensureDeferred(go())
+
+    def test_a_loaded_store_is_not_scanned_again_on_restart(self):
+        async def go():
+            site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT]))
+            self.addCleanup(lambda: defer.ensureDeferred(site.stop()))
+            site.emulator.seed([{"type": "Shot", "fields": {"code": "a"}}])
+            url = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
+            daemon = await start_daemon(SCHEMA, site.url, url)
+            await daemon.stop()
+            reads_before = site.emulator.counters().get("read", 0)
+            daemon = await start_daemon(SCHEMA, site.url, url)
+            self.addCleanup(lambda: defer.ensureDeferred(daemon.stop()))
+            self.assertTrue(daemon.cache.serving)
+            # only the event poller's reads, no scan of the 20 types
+            self.assertLess(site.emulator.counters().get("read", 0) - reads_before, 5)
+
+        return defer.ensureDeferred(go())
