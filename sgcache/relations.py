@@ -305,7 +305,12 @@ def calendar_range(today: datetime.date, unit: str, offset: int) -> tuple[dateti
 
 
 class Clock:
-    """One request's "now" (naive UTC, whole seconds) and the site's tz."""
+    """One request's "now" (naive UTC, whole seconds) and the site's tz.
+
+    The emulator's engine computes the same periods on its own
+    (`sgcache.testing.filters`); the two are kept separate on purpose, so
+    the differential tests compare two implementations, not one with itself.
+    """
 
     def __init__(self, now: datetime.datetime, tz: datetime.tzinfo):
         if now.tzinfo is not None:

@@ -30,58 +30,10 @@ Predicate = Callable[[Row], bool]
 
 # -- data type families -------------------------------------------------------
 
-TEXT_TYPES = frozenset(["text", "color", "entity_type", "uuid", "list", "status_list"])
-NUMBER_TYPES = frozenset(["number", "float", "percent", "duration", "timecode", "currency"])
-
-_TEXT_RELATIONS = frozenset(
-    "is is_not contains not_contains starts_with ends_with in not_in".split()
-)
-_NUMBER_RELATIONS = frozenset(
-    "is is_not less_than greater_than between not_between in not_in".split()
-)
-_DATE_RELATIONS = frozenset(
-    """is is_not greater_than less_than in_last not_in_last in_next not_in_next
-    in_calendar_day in_calendar_week in_calendar_month in_calendar_year
-    between in not_in""".split()
-)
-
-#: Relations accepted per data type.
-RELATIONS: dict[str, frozenset[str]] = {
-    "text": _TEXT_RELATIONS,
-    "color": _TEXT_RELATIONS,
-    "entity_type": _TEXT_RELATIONS,
-    "uuid": _TEXT_RELATIONS,
-    "list": frozenset("is is_not in not_in".split()),
-    "status_list": frozenset("is is_not in not_in".split()),
-    "checkbox": frozenset(["is", "is_not"]),
-    "date": _DATE_RELATIONS,
-    "date_time": _DATE_RELATIONS,
-    "entity": frozenset(
-        """is is_not type_is type_is_not name_contains name_not_contains name_is
-        name_starts_with name_ends_with in not_in""".split()
-    ),
-    "multi_entity": frozenset(
-        "is is_not type_is type_is_not name_contains name_not_contains in not_in".split()
-    ),
-    "tag_list": frozenset("is is_not name_contains name_not_contains".split()),
-    "image": frozenset(["is", "is_not"]),
-}
-for _t in NUMBER_TYPES:
-    RELATIONS[_t] = _NUMBER_RELATIONS
-
-#: Negated relation -> the positive relation it is the complement of.
-NEGATIONS = {
-    "is_not": "is",
-    "not_in": "in",
-    "not_contains": "contains",
-    "not_between": "between",
-    "name_not_contains": "name_contains",
-    "type_is_not": "type_is",
-    "not_in_last": "in_last",
-    "not_in_next": "in_next",
-}
-
-UNITS = ("HOUR", "DAY", "WEEK", "MONTH", "YEAR")
+# Shotgun's relation table (PROTOCOL.md) is one fact shared with the cache's
+# planner: the two differ in how they evaluate a relation, never in which
+# relations exist.
+from sgcache.relations import NEGATIONS, NUMBER_TYPES, RELATIONS, TEXT_TYPES, UNITS  # noqa: E402
 
 
 # -- storage-form normalizers -------------------------------------------------
