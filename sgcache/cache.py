@@ -194,6 +194,8 @@ class Cache:
             ),
             "reads_local": self.counters.get("read.local", 0),
             "passthrough": self.counters.get("passthrough", 0),
+            # why reads went upstream: reason -> count (the 20 commonest)
+            "passthrough_reasons": dict(self.passthrough_reasons.most_common(20)),
             "event_lag_seconds": None,
         }
         for source in self.status_sources:
