@@ -45,6 +45,8 @@ def register_scan(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", required=True,
                         help="read every entity of the types (active and retired), remove rows the site no longer has")
     parser.add_argument("--types", default=None, help="comma-separated entity types (default: all cached types)")
+    parser.add_argument("--projects", default=None,
+                        help="comma-separated Project ids: only entities of these projects")
     parser.set_defaults(func=run_scan)
 
 
@@ -59,6 +61,10 @@ def run_scan(args: argparse.Namespace) -> int:
         unknown = [t for t in types if t not in schema]
         if unknown:
             raise CommandError(f"--types: not in the schema: {', '.join(unknown)}")
+    try:
+        projects = [int(p) for p in args.projects.split(",")] if getattr(args, "projects", None) else None
+    except ValueError:
+        raise CommandError(f"--projects: expected comma-separated ids, got {args.projects!r}")
     outcome: dict[str, Any] = {}
 
     async def main(reactor: Any) -> None:
@@ -71,8 +77,9 @@ def run_scan(args: argparse.Namespace) -> int:
         try:
             await store.open()
             await store.sync_schema(schema)
-            scanner = Scanner(reactor, schema, store, upstream, progress=lambda m: print(m, flush=True))
-            outcome["count"] = await scanner.full_scan(types)
+            scanner = Scanner(reactor, schema, store, upstream, progress=lambda m: print(m, flush=True),
+                              max_failures=6)
+            outcome["count"] = await scanner.full_scan(types, projects=projects)
         except Exception as e:  # reported as one line below
             outcome["error"] = f"{e.__class__.__name__}: {e}"
         finally:
@@ -116,6 +123,9 @@ def run_status(args: argparse.Namespace) -> int:
                     "fields": len(fields),
                 }
             report["types"] = types
+            from .admin_sync import sync_report
+
+            report["sync"] = await sync_report(store, reactor.seconds(), sorted(states))
         except Exception as e:
             report["error"] = f"{e.__class__.__name__}: {e}"
         finally:
@@ -128,9 +138,15 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
     print(f"event cursor: {report['event_cursor']}")
+    sync = report["sync"]
+    print(f"last event created at: {sync['last_event_created_at']} (lag {sync['event_lag_seconds']}s); "
+          f"holes: {sync['holes'] or 'none'}; last poll error: {sync['last_poll_error'] or 'none'}")
+    if sync["rescan_requested"] or sync["scan_pending"]:
+        print(f"rescan requested: {sync['rescan_requested']}; scan pending: {sync['scan_pending']}")
     for etype, info in report["types"].items():
         print(f"{etype:28} {info['rows']:>9} rows ({info['retired']} retired)  "
-              f"fields ready {info['fields_ready']}/{info['fields']}")
+              f"fields ready {info['fields_ready']}/{info['fields']}  "
+              f"watermark {sync['watermarks'].get(etype, '-')}")
     return 0
 
 

@@ -194,6 +194,7 @@ COMMANDS: list[tuple[str, Union[Register, str]]] = [
     ("schema", register_schema),
     ("scan", "sgcache.admin:register_scan"),
     ("status", "sgcache.admin:register_status"),
+    ("log", "sgcache.admin_sync:register_log"), ("reprocess", "sgcache.admin_sync:register_reprocess"),
 ]
 
 

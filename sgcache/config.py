@@ -96,6 +96,10 @@ SETTINGS = [
     Setting("api-key", None, "The cache's own API script key."),
     Setting("listen", "tcp:8010:interface=127.0.0.1", "Twisted endpoint to serve clients on.", _listen),
     Setting("poll-interval", 2.0, "Seconds between event-log polls (none while catching up).", _positive("poll-interval")),
+    Setting("scan-interval", 600.0, "Seconds between incremental scans (changes events miss).", _positive("scan-interval")),
+    Setting("scan-overlap", 60.0, "Seconds an incremental scan reaches back before its watermark.", _positive("scan-overlap")),
+    Setting("hole-timeout", 300.0, "Seconds to wait for a missing event id before giving it up.", _positive("hole-timeout")),
+    Setting("update-log-days", 7.0, "Days the update log (sgcache log) is kept.", _positive("update-log-days")),
     Setting("info-refresh", 300.0, "Seconds between refreshes of the site's info.", _positive("info-refresh")),
     Setting("demo", False, "Run an in-process emulator with a demo project as the site.", _bool, flag=True),
 ]

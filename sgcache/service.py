@@ -19,11 +19,13 @@ from twisted.web.server import Site
 
 from .cache import Cache
 from .config import ConfigError, Options, resolve
+from .freshness import Freshness
 from .poller import EventPoller
 from .rpc import RPCResource
 from .scanner import Scanner
 from .schema import Schema, SchemaError
 from .store import layout, open_store
+from .updatelog import Pruner
 from .upstream import Upstream
 
 log = Logger()
@@ -44,11 +46,24 @@ class SgcacheService(service.MultiService):
             reactor, settings["shotgun"], settings["script_name"], settings["api_key"]
         )
         self.cache = Cache(reactor, schema, self.store, self.upstream)
-        self.scanner = Scanner(reactor, schema, self.store, self.upstream)
-        self.poller = EventPoller(
-            reactor, schema, self.store, self.upstream, interval=settings["poll_interval"]
+        # sync: poller + scanner share a fence against same-second stale re-reads
+        freshness = Freshness()
+        self.scanner = Scanner(
+            reactor, schema, self.store, self.upstream,
+            overlap=settings.get("scan_overlap", 60.0),
+            interval=settings.get("scan_interval", 600.0),
+            freshness=freshness,
         )
+        self.poller = EventPoller(
+            reactor, schema, self.store, self.upstream,
+            interval=settings["poll_interval"],
+            hole_timeout=settings.get("hole_timeout", 300.0),
+            on_gap=self.scanner.request_incremental,
+            freshness=freshness,
+        )
+        self.pruner = Pruner(reactor, self.store, days=settings.get("update_log_days", 7.0))
         self.cache.status_sources.append(self.poller.status)
+        self.cache.status_sources.append(self.scanner.status)
         self.ready: defer.Deferred = defer.Deferred()
         self.loaded: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
@@ -85,8 +100,8 @@ class SgcacheService(service.MultiService):
         await self.cache.refresh_catalog()
         await self.cache.refresh_info()
         # the cursor is fixed before any scan, so no change between the scan
-        # and the first poll is missed
-        await self.poller.initialize()
+        # and the first poll is missed; upstream trouble here is waited out
+        await self._retrying("reading the event cursor", self.poller.initialize)
         self.listener.setServiceParent(self)
         port = await self.listener._waitingForPort
         self.port = port
@@ -96,6 +111,9 @@ class SgcacheService(service.MultiService):
         await self._initial_load()
 
     async def _initial_load(self) -> None:
+        await self.scanner.load_watermarks()
+        # a scan a crash interrupted goes on where it stopped
+        await self._retrying("resuming an interrupted scan", self.scanner.resume)
         states = await self.store.field_states()
         pending = sorted(
             etype for etype, fields in states.items()
@@ -107,10 +125,30 @@ class SgcacheService(service.MultiService):
             await self.scanner.full_scan(pending)
             await self.cache.refresh_catalog()
         self.poller.start()
+        self.scanner.start()
+        self.pruner.start()
         self.cache.serving = True
         self.cache.loading_message = "serving"
         log.info("store loaded; serving reads from the cache")
         self.loaded.callback(None)
+
+    async def _retrying(self, what: str, op: Any) -> Any:
+        """`op()` retried with exponential back-off until it succeeds (or
+        the service stops)."""
+        from .backoff import Backoff, Sleeper, describe
+
+        backoff, sleeper = Backoff(1.0, 60.0), Sleeper(self.reactor)
+        while True:
+            try:
+                return await op()
+            except Exception as e:
+                if not self.running:
+                    raise
+                delay = backoff.next_delay()
+                log.warn("{what} failed ({error}); retrying in {delay:.0f}s",
+                         what=what, error=describe(e), delay=delay)
+                self.cache.loading_message = f"{what}: {describe(e)} (retrying)"
+                await sleeper.sleep(delay)
 
     def _start_failed(self, failure: Any) -> None:
         log.failure("sgcache failed to start", failure)
@@ -122,8 +160,9 @@ class SgcacheService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
-        self.poller.stop()
+        stopping = [self.poller.stop(), self.scanner.stop(), self.pruner.stop()]
         yield super().stopService()
+        yield defer.DeferredList(stopping, consumeErrors=True)
         yield defer.ensureDeferred(self.upstream.close())
         yield defer.ensureDeferred(self.store.close())
 

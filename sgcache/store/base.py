@@ -158,7 +158,68 @@ def bookkeeping_ddl(dialect: Dialect) -> list[str]:
         "CREATE TABLE IF NOT EXISTS _sgcache_fields ("
         "entity_type TEXT NOT NULL, field_name TEXT NOT NULL, data_type TEXT NOT NULL, "
         "link_types TEXT, state TEXT NOT NULL, PRIMARY KEY (entity_type, field_name))",
+    ] + update_log_ddl(dialect)
+
+
+# -- the update log ---------------------------------------------------------------
+# What apply changed, written in the same transaction (sgcache.updatelog reads
+# and prunes it): one row per applied change, with where it came from.
+
+
+def update_log_ddl(dialect: Dialect) -> list[str]:
+    seq = "INTEGER PRIMARY KEY" if dialect.name == "sqlite" else "BIGSERIAL PRIMARY KEY"
+    return [
+        f"CREATE TABLE IF NOT EXISTS _sgcache_updates (seq {seq}, entity_type TEXT NOT NULL, "
+        f"entity_id {dialect.id_type} NOT NULL, fields TEXT, source TEXT, "
+        f"event_id {dialect.id_type}, at DOUBLE PRECISION NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS ix__sgcache_updates__entity "
+        "ON _sgcache_updates (entity_type, entity_id)",
+        "CREATE INDEX IF NOT EXISTS ix__sgcache_updates__at ON _sgcache_updates (at)",
     ]
+
+
+async def write_update_log(cur: SQLCursor, entries: list[tuple], now: float) -> None:
+    """Insert (entity_type, entity_id, fields, source, event_id) entries."""
+    for start in range(0, len(entries), 100):
+        chunk = entries[start : start + 100]
+        params: list[Any] = []
+        for entry in chunk:
+            params.extend(entry)
+            params.append(now)
+        await cur.execute(
+            "INSERT INTO _sgcache_updates (entity_type, entity_id, fields, source, event_id, at) "
+            "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)),
+            params,
+        )
+
+
+async def prune_update_log(cur: SQLCursor, before: float) -> int:
+    """Delete update-log entries older than `before`; how many went."""
+    rows = await cur.execute("SELECT COUNT(*) FROM _sgcache_updates WHERE at < ?", [before])
+    await cur.execute("DELETE FROM _sgcache_updates WHERE at < ?", [before])
+    return int(rows[0][0]) if rows else 0
+
+
+def clock_now(reactor: Any) -> float:
+    """The store's notion of now for update-log entries (its reactor's clock)."""
+    if reactor is None:
+        import time
+
+        return time.time()
+    return float(reactor.seconds())
+
+
+def _log_entry(change: EntityChange, what: str | None = None) -> tuple:
+    fields = getattr(change, "changed_fields", None)
+    if what is None:
+        if fields:
+            what = ",".join(sorted(fields))
+        elif change.complete:
+            what = "*"
+        else:
+            what = ",".join(sorted(set(change.fields) | set(change.multi_add) | set(change.multi_remove)))
+    event_id = change.event_id if change.event_id is not None else getattr(change, "log_event_id", None)
+    return (change.entity_type, int(change.entity_id), what, change.source, event_id)
 
 
 async def ensure_layout(cur: SQLCursor, where: str) -> None:
@@ -344,6 +405,58 @@ def multi_table_ddl(spec: FieldSpec, dialect: Dialect) -> list[str]:
     ]
 
 
+# -- indexes the read planner relies on (sgcache.planner) ----------------------
+
+
+def read_index_ddl(
+    entity_type: str, identifier: str, specs: list[FieldSpec], dialect: Dialect
+) -> list[str]:
+    """Indexes for the read planner's query shapes:
+
+    * partial: rows not fully loaded (the planner checks there are none);
+    * partial, per link field: links to types outside the field's cached
+      link types (the planner checks there are none before trusting
+      "is None" / name relations / sorts by name);
+    * the lowered identifier (``code`` / ``content`` / ``name``...), with the
+      planner's exact lowering expression, for case-insensitive ``is``/``in``.
+      (SQLite: ``lower`` is the store's Python function, registered as
+      deterministic; write to the file only through the store.)
+    """
+    table = layout.entity_table(entity_type)
+    out = [
+        f"CREATE INDEX IF NOT EXISTS {index_name(dialect, entity_type, '_incomplete')} "
+        f'ON {table} ("id") WHERE "_complete" = 0'
+    ]
+    for spec in specs:
+        if spec.data_type not in ("entity", "multi_entity"):
+            if spec.name == identifier and FIELD_TYPES[spec.data_type].textual:
+                column = layout.scalar_column(spec.name)
+                if dialect.name == "postgresql":
+                    expr = f"lower(replace({column}, '\u0130', 'i\u0307'))"
+                else:
+                    expr = f"lower({column})"
+                out.append(
+                    f"CREATE INDEX IF NOT EXISTS {index_name(dialect, entity_type, spec.name, 'lower')} "
+                    f"ON {table} (({expr}))"
+                )
+            continue
+        types = ", ".join(f"'{layout.quote(t)[1:-1]}'" for t in spec.link_types) or "NULL"
+        digest = hashlib.sha1(types.encode()).hexdigest()[:8]
+        if spec.data_type == "entity":
+            target, column = table, layout.link_type_column(spec.name)
+            name = index_name(dialect, entity_type, spec.name, "foreign", digest)
+        else:
+            target, column = layout.multi_table(entity_type, spec.name), "child_type"
+            name = index_name(
+                dialect, layout.multi_table_name(entity_type, spec.name), "foreign", digest
+            )
+        out.append(
+            f"CREATE INDEX IF NOT EXISTS {name} ON {target} ({column}) "
+            f"WHERE {column} NOT IN ({types})"
+        )
+    return out
+
+
 def _fits(spec: FieldSpec, dialect: Dialect) -> bool:
     """False when a name this field needs would be truncated by the server."""
     if not dialect.max_identifier:
@@ -492,6 +605,8 @@ async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
             )
         for stmt in entity_index_ddl(etype, columns, dialect):
             await cur.execute(stmt)
+        for stmt in read_index_ddl(etype, entity.identifier, specs, dialect):
+            await cur.execute(stmt)
 
     for etype in sorted(set(recorded_types) | set(recorded)):
         if etype in schema:
@@ -516,6 +631,8 @@ class ApplyResult:
     skipped_event: int = 0
     unknown_types: int = 0
     ignored_fields: int = 0
+    #: update-log entries (see write_update_log)
+    log: list[tuple] = field(default_factory=list)
 
 
 def _link(value: Any, where: str) -> tuple[str, int]:
@@ -549,9 +666,11 @@ async def apply_changes(
     synced: Synced,
     changes: Sequence[EntityChange],
     state: dict[str, str] | None = None,
+    now: float | None = None,
 ) -> ApplyResult:
     """Write `changes` (and `state`) through `cur`, inside the caller's
-    transaction. Raises on bad values; the caller then rolls back."""
+    transaction. Raises on bad values; the caller then rolls back. With
+    `now` (epoch seconds), what was applied goes to the update log too."""
     result = ApplyResult()
     lock = cur.dialect.lock_suffix
 
@@ -560,10 +679,10 @@ async def apply_changes(
     for change in changes:
         if change.entity_type in synced.types:
             wanted.setdefault(change.entity_type, set()).add(int(change.entity_id))
-    rows: dict[tuple[str, int], list[Any]] = {}  # -> [_event_id, updated_at]
+    rows: dict[tuple[str, int], list[Any]] = {}  # -> [_event_id, updated_at, _active]
     for etype, id_set in wanted.items():
         has_updated = synced.data_type(etype, "updated_at") == "date_time"
-        cols = '"id", "_event_id", ' + ('"updated_at"' if has_updated else "NULL")
+        cols = '"id", "_event_id", ' + ('"updated_at"' if has_updated else "NULL") + ', "_active"'
         id_list = sorted(id_set)
         for start in range(0, len(id_list), _CHUNK):
             chunk = id_list[start : start + _CHUNK]
@@ -573,7 +692,7 @@ async def apply_changes(
                 f'WHERE "id" IN ({marks}){lock}',
                 chunk,
             ):
-                rows[(etype, int(row[0]))] = [row[1], row[2]]
+                rows[(etype, int(row[0]))] = [row[1], row[2], row[3]]
 
     for change in changes:
         etype = change.entity_type
@@ -589,6 +708,8 @@ async def apply_changes(
 
     if state:
         await write_state(cur, state)
+    if now is not None and result.log:
+        await write_update_log(cur, result.log, now)
     log.debug(
         "apply: {applied} applied, {stale} stale, {old_event} older than stored event, "
         "{unknown} uncached types, {ignored} uncached fields",
@@ -625,6 +746,8 @@ async def _apply_one(
             )
         rows.pop(key, None)
         result.applied += 1
+        if row is not None:
+            result.log.append(_log_entry(change, "(deleted)"))
         return
 
     if (
@@ -681,8 +804,16 @@ async def _apply_one(
             f"VALUES ({marks})",
             params,
         )
-        rows[key] = [change.event_id, values.get("updated_at")]
+        rows[key] = [change.event_id, values.get("updated_at"), 1 if change.active is None else int(bool(change.active))]
+        result.log.append(_log_entry(change))
     else:
+        if (
+            change.source != "scan"
+            or ("updated_at" in values and values["updated_at"] != row[1])
+            or (change.active is not None and int(bool(change.active)) != int(row[2]))
+        ):
+            # scans re-read unchanged rows: only what moved is logged
+            result.log.append(_log_entry(change))
         sets = dict(values)
         if change.active is not None:
             sets["_active"] = int(bool(change.active))
@@ -699,6 +830,8 @@ async def _apply_one(
             row[0] = change.event_id
         if "updated_at" in values:
             row[1] = values["updated_at"]
+        if change.active is not None:
+            row[2] = int(bool(change.active))
 
     for fname, links in multi_set.items():
         mtable = layout.multi_table(etype, fname)

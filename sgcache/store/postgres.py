@@ -424,9 +424,18 @@ class PostgresStore:
         async def work(cur: _Cursor) -> base.ApplyResult:
             synced = await base.current_synced(cur, self._synced)
             self._synced = synced
-            return await base.apply_changes(cur, synced, changes, state)
+            return await base.apply_changes(
+                cur, synced, changes, state, now=base.clock_now(self._reactor)
+            )
 
         return (await self._transaction("apply", work)).applied
+
+    @base.returns_deferred
+    async def prune_update_log(self, before: float) -> int:
+        """Drop update-log entries older than `before` (epoch seconds)."""
+        return await self._transaction(
+            "prune_update_log", lambda cur: base.prune_update_log(cur, before)
+        )
 
     @base.returns_deferred
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

@@ -164,9 +164,16 @@ class SQLiteStore:
     ) -> int:
         async def work(cur: _Cursor) -> base.ApplyResult:
             synced = self._synced_now(cur)
-            return await base.apply_changes(cur, synced, changes, state)
+            return await base.apply_changes(
+                cur, synced, changes, state, now=base.clock_now(self._reactor)
+            )
 
         return self._transaction(work).applied
+
+    @base.returns_deferred
+    async def prune_update_log(self, before: float) -> int:
+        """Drop update-log entries older than `before` (epoch seconds)."""
+        return self._transaction(lambda cur: base.prune_update_log(cur, before))
 
     @base.returns_deferred
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:

@@ -1,0 +1,184 @@
+"""Admin commands for sync: ``sgcache log TYPE ID`` (the update log of one
+entity) and ``sgcache reprocess --events FROM..TO [--kind KIND]`` (re-read
+the entities a range of events names and apply them again), plus the sync
+part of ``sgcache status`` (`sync_report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from .admin import _STORE_SETTINGS, _add_settings, _react, _settings
+from .cli import CommandError
+from .schema import Schema, SchemaError
+
+
+def _schema(settings: dict[str, Any]) -> Schema:
+    try:
+        return Schema.load(settings["schema"])
+    except SchemaError as e:
+        raise CommandError(f"--schema: {e}")
+
+
+# -- sgcache log ---------------------------------------------------------------
+
+
+def register_log(parser: argparse.ArgumentParser) -> None:
+    """Show what the cache changed on one entity, when and why (the update log)."""
+    _add_settings(parser, ("config", "schema", "db"))
+    parser.add_argument("entity_type", metavar="TYPE")
+    parser.add_argument("entity_id", metavar="ID", type=int)
+    parser.add_argument("--limit", type=int, default=200, help="newest entries to show (default 200)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run_log)
+
+
+def run_log(args: argparse.Namespace) -> int:
+    settings = _settings(args, need_upstream=False)
+    outcome: dict[str, Any] = {}
+
+    async def main(reactor: Any) -> None:
+        from . import updatelog
+        from .store import open_store
+
+        store = open_store(settings["db"], reactor)
+        try:
+            await store.open()
+            outcome["entries"] = await updatelog.entries(store, args.entity_type, args.entity_id, args.limit)
+        except Exception as e:
+            outcome["error"] = f"{e.__class__.__name__}: {e}"
+        finally:
+            await store.close()
+
+    _react(main)
+    if "error" in outcome:
+        raise CommandError(f"log failed: {outcome['error']}")
+    entries = outcome["entries"]
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    if not entries:
+        print(f"no update-log entries for {args.entity_type} {args.entity_id}")
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"]))
+        event = f" event {e['event_id']}" if e["event_id"] is not None else ""
+        print(f"{when}Z  {e['source']:<11}{event:<14} {e['fields']}")
+    return 0
+
+
+# -- sgcache reprocess ------------------------------------------------------------
+
+
+def _event_range(text: str) -> tuple[int, int]:
+    try:
+        low, _, high = text.partition("..")
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FROM..TO event ids, got {text!r}")
+    if first > last:
+        raise argparse.ArgumentTypeError(f"empty event range {text!r}")
+    return first, last
+
+
+def register_reprocess(parser: argparse.ArgumentParser) -> None:
+    """Apply a range of events again (re-read the entities they name from the site)."""
+    _add_settings(parser, _STORE_SETTINGS)
+    parser.add_argument("--events", required=True, type=_event_range, metavar="FROM..TO",
+                        help="event ids, inclusive")
+    parser.add_argument("--kind", default=None, metavar="KIND",
+                        help="only events of this kind: new, change, retirement, revival")
+    parser.set_defaults(func=run_reprocess)
+
+
+async def reprocess(
+    reactor: Any, schema: Schema, store: Any, upstream: Any, first: int, last: int, kind: str | None = None
+) -> dict[str, int]:
+    """Re-apply events `first`..`last`; counts of events and entities."""
+    from .poller import EVENT_FIELDS, EventPoller, event_kind
+
+    poller = EventPoller(reactor, schema, store, upstream)
+    counts = {"events": 0, "entities": 0}
+    after = first - 1
+    while True:
+        result = await upstream.call("read", {
+            "type": "EventLogEntry",
+            "return_fields": EVENT_FIELDS,
+            "filters": {"logical_operator": "and", "conditions": [
+                {"path": "id", "relation": "greater_than", "values": [after]},
+                {"path": "id", "relation": "less_than", "values": [last + 1]}]},
+            "sorts": [{"field_name": "id", "direction": "asc"}],
+            "paging": {"entities_per_page": 500, "current_page": 1},
+            "return_only": "active",
+        })
+        events = list(result.get("entities") or [])
+        if not events:
+            return counts
+        after = int(events[-1]["id"])
+        chosen = [e for e in events if kind is None or (event_kind(e)[1] or "").lower() == kind.lower()]
+        changes = await poller.refetch(poller.collect(chosen, count=False))
+        await store.apply(changes)
+        counts["events"] += len(chosen)
+        counts["entities"] += len(changes)
+        if after >= last:
+            return counts
+
+
+def run_reprocess(args: argparse.Namespace) -> int:
+    settings = _settings(args, need_upstream=True)
+    schema = _schema(settings)
+    first, last = args.events
+    outcome: dict[str, Any] = {}
+
+    async def main(reactor: Any) -> None:
+        from .store import open_store
+        from .upstream import Upstream
+
+        store = open_store(settings["db"], reactor)
+        upstream = Upstream(reactor, settings["shotgun"], settings["script_name"], settings["api_key"])
+        try:
+            await store.open()
+            await store.sync_schema(schema)
+            outcome.update(await reprocess(reactor, schema, store, upstream, first, last, args.kind))
+        except Exception as e:
+            outcome["error"] = f"{e.__class__.__name__}: {e}"
+        finally:
+            await upstream.close()
+            await store.close()
+
+    _react(main)
+    if "error" in outcome:
+        raise CommandError(f"reprocess failed: {outcome['error']}")
+    print(f"reprocessed {outcome['events']} events ({outcome['entities']} entities re-read)")
+    return 0
+
+
+# -- the sync part of sgcache status ---------------------------------------------------
+
+
+async def sync_report(store: Any, now: float, types: list[str]) -> dict[str, Any]:
+    """Event cursor and its age, holes, last poll error, scan state and
+    watermarks, as stored (the daemon's `info` has the live view)."""
+    from .poller import CURSOR_TIME_KEY, HOLES_KEY, LAST_ERROR_KEY, RESCAN_KEY, parse_wire_time
+    from .scanner import PENDING_KEY, WATERMARK_PREFIX
+
+    created = await store.get_state(CURSOR_TIME_KEY)
+    when = parse_wire_time(created)
+    holes = await store.get_state(HOLES_KEY)
+    error = await store.get_state(LAST_ERROR_KEY)
+    watermarks = {}
+    for etype in types:
+        value = await store.get_state(WATERMARK_PREFIX + etype)
+        if value:
+            watermarks[etype] = value
+    return {
+        "last_event_created_at": created or None,
+        "event_lag_seconds": None if when is None else round(now - when, 1),
+        "holes": sorted(int(h) for h in json.loads(holes or "{}")),
+        "last_poll_error": json.loads(error)[1] if error else None,
+        "rescan_requested": json.loads(await store.get_state(RESCAN_KEY) or "null"),
+        "scan_pending": json.loads(await store.get_state(PENDING_KEY) or "null"),
+        "watermarks": watermarks,
+    }

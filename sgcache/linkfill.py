@@ -1,0 +1,97 @@
+"""Server-side effects and incomplete rows: after an apply, find the link
+targets (entity and multi-entity values) of cached types that the store
+lacks, and fetch them, so reads of the linking rows can be served locally
+(the reader passes a read through while a link target is missing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from twisted.logger import Logger
+
+from .changes import EntityChange
+from .fetch import fetch_by_ids
+from .schema import Schema
+from .store import layout
+
+log = Logger()
+
+
+def link_targets(schema: Schema, changes: Sequence[EntityChange]) -> dict[str, set[int]]:
+    """Every (cached type, id) the changes link to."""
+    out: dict[str, set[int]] = {}
+    for change in changes:
+        if change.delete or change.entity_type not in schema:
+            continue
+        values = list(change.fields.values()) + [
+            v for group in (change.multi_add, change.multi_remove) for v in group.values()
+        ]
+        for value in values:
+            links = value if isinstance(value, list) else [value]
+            for link in links:
+                if (
+                    isinstance(link, dict)
+                    and link.get("type") in schema
+                    and isinstance(link.get("id"), int)
+                ):
+                    out.setdefault(link["type"], set()).add(link["id"])
+    return out
+
+
+async def missing_targets(store: Any, wanted: dict[str, set[int]]) -> dict[str, set[int]]:
+    """The subset of `wanted` the store holds no row for."""
+    out: dict[str, set[int]] = {}
+    for etype, ids in sorted(wanted.items()):
+        id_list = sorted(ids)
+        have: set[int] = set()
+        for start in range(0, len(id_list), 500):
+            chunk = id_list[start : start + 500]
+            try:
+                rows = await store.fetch(
+                    f'SELECT "id" FROM {layout.entity_table(etype)} '
+                    f'WHERE "id" IN ({", ".join("?" for _ in chunk)})',
+                    chunk,
+                )
+            except Exception:
+                rows = [(i,) for i in chunk]  # type not stored: nothing to fill
+            have.update(int(r[0]) for r in rows)
+        missing = ids - have
+        if missing:
+            out[etype] = missing
+    return out
+
+
+async def fill_missing_links(
+    store: Any,
+    schema: Schema,
+    upstream: Any,
+    changes: Sequence[EntityChange],
+    source: str,
+    limit: int = 500,
+    rounds: int = 2,
+) -> int:
+    """Fetch and apply missing link targets of `changes` (at most `limit`
+    entities per round, a few rounds for targets of targets); how many
+    entities were fetched. Targets the site does not return are left alone."""
+    fetched = 0
+    batch = list(changes)
+    for _ in range(rounds):
+        missing = await missing_targets(store, link_targets(schema, batch))
+        if not missing:
+            break
+        batch = []
+        budget = limit
+        for etype, ids in sorted(missing.items()):
+            chosen = sorted(ids)[:budget]
+            budget -= len(chosen)
+            if chosen:
+                batch.extend(await fetch_by_ids(upstream, schema, etype, chosen, source))
+            if budget <= 0:
+                break
+        if not batch:
+            break
+        await store.apply(batch)
+        fetched += len(batch)
+        log.debug("fetched {count} missing link targets", count=len(batch))
+    return fetched

@@ -1,0 +1,83 @@
+"""The update log: what apply changed, when, and why.
+
+`sgcache.store.base.apply_changes` writes one ``_sgcache_updates`` row per
+applied change in the same transaction as the change itself: entity type
+and id, the fields (``*`` for a whole re-read row, the event's attribute
+names for an event, ``(deleted)``), the source (``event`` / ``scan`` /
+``passthrough``), the event id and the time. Scans log only rows that moved
+(new, newer ``updated_at``, retired or revived), so a periodic re-read of
+unchanged rows does not flood it.
+
+This module reads it (`entries`, for ``sgcache log``) and keeps it to a
+configurable age (`Pruner`, for the daemon).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from .backoff import Sleeper, describe
+
+log = Logger()
+
+DAY = 86400.0
+
+
+async def entries(store: Any, entity_type: str, entity_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """The newest `limit` entries about one entity, oldest first."""
+    rows = await store.fetch(
+        "SELECT seq, fields, source, event_id, at FROM _sgcache_updates "
+        "WHERE entity_type = ? AND entity_id = ? ORDER BY seq DESC LIMIT ?",
+        [entity_type, int(entity_id), int(limit)],
+    )
+    out = [
+        {"seq": int(seq), "fields": fields, "source": source, "event_id": event_id, "at": float(at)}
+        for seq, fields, source, event_id, at in rows
+    ]
+    out.reverse()
+    return out
+
+
+class Pruner:
+    """Deletes update-log entries older than `days`, every `every` seconds."""
+
+    def __init__(self, reactor: Any, store: Any, days: float = 7.0, every: float = 3600.0):
+        self.reactor = reactor
+        self.store = store
+        self.days = days
+        self.every = every
+        self.pruned = 0
+        self._sleeper = Sleeper(reactor)
+        self._running = False
+        self._loop: defer.Deferred | None = None
+
+    async def prune(self) -> int:
+        before = self.reactor.seconds() - self.days * DAY
+        count = await self.store.prune_update_log(before)
+        self.pruned += count
+        if count:
+            log.info("update log: pruned {count} entries older than {days} days", count=count, days=self.days)
+        return count
+
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        self._loop = defer.ensureDeferred(self._run())
+
+    def stop(self) -> defer.Deferred:
+        self._running = False
+        self._sleeper.wake()
+        loop, self._loop = self._loop, None
+        return loop if loop is not None else defer.succeed(None)
+
+    async def _run(self) -> None:
+        while self._running:
+            try:
+                await self.prune()
+            except Exception as e:
+                log.warn("update log pruning failed: {error}", error=describe(e))
+            await self._sleeper.sleep(self.every)

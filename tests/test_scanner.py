@@ -1,0 +1,247 @@
+"""The scanner against the emulator over HTTP: full scans (hard deletes,
+projects), incremental scans (watermarks, changes made without events,
+retirements that do not move updated_at), resuming after a crash, stale
+pages refused, missing link targets fetched, back-off, update log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from sgcache import updatelog
+from sgcache.poller import EventPoller
+from sgcache.scanner import PENDING_KEY, PROGRESS_PREFIX, WATERMARK_PREFIX, Scanner
+from sgcache.schema import Schema
+from sgcache.store import open_store
+from sgcache.testing.daemon import CACHE_SCRIPT
+from sgcache.testing.harness import start_emulator
+from sgcache.testing.pg import fresh_postgres_url
+from sgcache.testing.syncdump import differences, emulator_dump, store_dump
+from sgcache.upstream import Upstream
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA = Schema.load(os.path.join(ROOT, "schema", "basic.yml"))
+TYPES = ["Project", "Sequence", "Shot", "Task", "HumanUser", "Asset", "ApiUser"]
+P1, P2 = {"type": "Project", "id": 1}, {"type": "Project", "id": 2}
+
+
+class Crash(Exception):
+    pass
+
+
+class ScannerMixin:
+    async def store_url(self) -> str:
+        raise NotImplementedError
+
+    def setUp(self):
+        return defer.ensureDeferred(self._setUp())
+
+    async def _setUp(self):
+        self.site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT]), page_size=7)
+        self.addCleanup(lambda: defer.ensureDeferred(self.site.stop()))
+        self.emulator = self.site.emulator
+        self.emulator.seed(
+            [{"type": "Project", "id": p, "fields": {"name": f"P{p}"}} for p in (1, 2)]
+            + [{"type": "Shot", "id": 100 + i, "fields": {"code": f"sh{i:03d}", "project": P1 if i % 3 else P2}}
+               for i in range(30)]
+            + [{"type": "Task", "id": 500 + i, "fields": {"content": f"t{i}", "project": P1,
+                                                          "entity": {"type": "Shot", "id": 100 + i}}}
+               for i in range(10)]
+        )
+        self.store = open_store(await self.store_url(), reactor)
+        await self.store.open()
+        self.addCleanup(lambda: self.store.close())
+        await self.store.sync_schema(SCHEMA)
+        self.upstream = Upstream(reactor, self.site.url, *CACHE_SCRIPT)
+        self.addCleanup(lambda: defer.ensureDeferred(self.upstream.close()))
+        self.scanner = self.make_scanner()
+
+    def make_scanner(self, **kw) -> Scanner:
+        kw.setdefault("page_size", 7)
+        return Scanner(reactor, SCHEMA, self.store, self.upstream, **kw)
+
+    async def assertSynced(self, types=TYPES):
+        ours = await store_dump(self.store, SCHEMA, types, mark_ready=True)
+        theirs = emulator_dump(self.emulator, SCHEMA, types)
+        self.assertEqual(differences(ours, theirs), [])
+
+    async def test_full_scan_loads_and_removes_hard_deletes(self):
+        self.emulator.delete("Shot", 105)
+        self.assertEqual(await self.scanner.full_scan(TYPES), 42 + len(self.emulator.db["ApiUser"]))
+        await self.assertSynced()
+        states = await self.store.field_states()
+        self.assertEqual(set(states["Shot"].values()), {"ready"})
+        self.assertTrue(await self.store.get_state(WATERMARK_PREFIX + "Shot"))
+        self.assertEqual(await self.store.get_state(PENDING_KEY), "")
+        # hard deletes (gone from the site altogether), at the start, middle and end
+        for eid in (110, 113, 129, 115):
+            del self.emulator.db["Shot"][eid]
+        await self.scanner.full_scan(["Shot"])
+        await self.assertSynced()
+        self.assertEqual(self.scanner.removed, 4)
+
+    async def test_full_scan_of_some_projects(self):
+        await self.scanner.full_scan(TYPES)
+        del self.emulator.db["Shot"][101]  # project 1
+        del self.emulator.db["Shot"][102]  # project 1
+        del self.emulator.db["Shot"][103]  # project 2: not scanned, stays
+        self.emulator.update("Shot", 104, {"code": "p1 change"})
+        await self.scanner.full_scan(["Shot", "Project", "HumanUser"], projects=[1])
+        ids = {r[0] for r in await self.store.fetch('SELECT id FROM "Shot"', [])}
+        self.assertNotIn(101, ids)
+        self.assertNotIn(102, ids)
+        self.assertIn(103, ids)
+        rows = await self.store.fetch('SELECT code FROM "Shot" WHERE id = 104', [])
+        self.assertEqual(rows, [("p1 change",)])
+
+    async def test_incremental_scan_sees_changes_made_without_events(self):
+        await self.scanner.full_scan(TYPES)
+        # move the watermarks well past the seeded rows' updated_at
+        self.emulator.advance_clock(600)
+        for etype, eid in (("Shot", 100), ("Task", 500)):
+            self.emulator.update(etype, eid, {"description" if etype == "Shot" else "content": "bump"})
+        await self.scanner.incremental_scan(TYPES)
+        self.assertEqual(self.scanner.reconciled, 0)
+        self.emulator.advance_clock(120)
+        self.emulator.set_generate_events(False)
+        self.emulator.update("Shot", 110, {"code": "quiet"})
+        self.emulator.create("Shot", {"code": "new quiet", "project": P1})
+        self.emulator.delete("Shot", 111)   # no updated_at change: found by the fingerprint
+        self.emulator.delete("Task", 505)
+        self.emulator.revive("Task", 505)
+        self.emulator.delete("Task", 506)
+        reads = self.emulator.counters().get("read", 0)
+        await self.scanner.incremental_scan(TYPES)
+        await self.assertSynced()
+        self.assertGreater(self.scanner.reconciled, 0)
+        # the incremental read only what moved (plus the overlap), not everything
+        self.assertLess(self.emulator.counters()["read"] - reads, 30)
+
+    async def test_resume_after_a_crash(self):
+        await self.scanner.full_scan(TYPES)
+        original = self.scanner._page
+        calls = []
+
+        async def crashing(*args, **kw):
+            calls.append(1)
+            if len(calls) == 3:
+                raise Crash()
+            return await original(*args, **kw)
+
+        self.scanner._page = crashing
+        self.scanner.max_failures = 1
+        for eid in (111, 128):  # hard deletes before and after the crash point
+            del self.emulator.db["Shot"][eid]
+        self.emulator.update("Shot", 127, {"code": "changed"})
+        with self.assertRaises(Exception):
+            await self.scanner.full_scan(["Shot"])
+        progress = json.loads(await self.store.get_state(PROGRESS_PREFIX + "Shot"))
+        self.assertGreater(progress["after_id"], 100)
+        # a new process resumes from the saved page
+        self.scanner = self.make_scanner()
+        reads = self.emulator.counters()["read"]
+        self.assertIsNotNone(await self.scanner.resume())
+        await self.assertSynced(["Shot"])
+        self.assertEqual(self.scanner.removed, 2)
+        self.assertIsNone(await self.scanner.resume())
+
+    def hold_first_page(self, scanner: Scanner) -> tuple[defer.Deferred, defer.Deferred]:
+        """Make the scanner's first page read wait (after reading) until the
+        returned `release` fires; `read` fires once the page was read."""
+        original = scanner._read
+        read, release = defer.Deferred(), defer.Deferred()
+
+        async def slow(*args, **kw):
+            result = await original(*args, **kw)
+            if not read.called:
+                read.callback(None)
+                await release
+            return result
+
+        scanner._read = slow
+        return read, release
+
+    async def test_slow_scan_page_with_older_data_does_not_win(self):
+        await self.scanner.full_scan(TYPES)
+        poller = EventPoller(reactor, SCHEMA, self.store, self.upstream, freshness=None)
+        await poller.initialize()
+        read, release = self.hold_first_page(self.scanner)
+        scan = self.scanner.full_scan(["Shot"])  # first page read with the old values
+        await read
+        self.emulator.advance_clock(5)
+        self.emulator.update("Shot", 100, {"code": "newer"})
+        await poller.poll()
+        release.callback(None)
+        await scan
+        rows = await self.store.fetch('SELECT code FROM "Shot" WHERE id = 100', [])
+        self.assertEqual(rows, [("newer",)])
+
+    async def test_same_second_stale_page_refused_by_the_fence(self):
+        await self.scanner.full_scan(TYPES)
+        poller = EventPoller(reactor, SCHEMA, self.store, self.upstream, freshness=self.scanner.freshness)
+        await poller.initialize()
+        self.emulator.set_clock(self.emulator.now())  # frozen: everything in one second
+        read, release = self.hold_first_page(self.scanner)
+        scan = self.scanner.full_scan(["Shot"])
+        await read
+        self.emulator.update("Shot", 100, {"code": "same second"})
+        await poller.poll()
+        release.callback(None)
+        await scan
+        rows = await self.store.fetch('SELECT code FROM "Shot" WHERE id = 100', [])
+        self.assertEqual(rows, [("same second",)])
+        self.assertGreater(self.scanner.freshness.dropped, 0)
+
+    async def test_missing_link_targets_are_fetched(self):
+        await self.scanner.full_scan(["Shot", "Project"])
+        self.emulator.advance_clock(120)
+        self.emulator.update("Shot", 100, {"sg_sequence": self.emulator.create("Sequence", {"code": "SQ"})})
+        await self.scanner.incremental_scan(["Shot"])
+        rows = await self.store.fetch('SELECT code FROM "Sequence"', [])
+        self.assertEqual(rows, [("SQ",)])
+
+    async def test_failures_back_off_and_recover(self):
+        clock = task.Clock()
+        scanner = self.make_scanner()
+        scanner._sleeper.reactor = clock
+        self.emulator.fail_next(2, status=502, methods=["read"])
+        scan = scanner.full_scan(["Shot", "ApiUser", "Project", "Task"])
+        while scanner.errors < 1:
+            await task.deferLater(reactor, 0.01, lambda: None)
+        clock.advance(1)
+        while scanner.errors < 2:
+            await task.deferLater(reactor, 0.01, lambda: None)
+        clock.advance(2)
+        self.assertEqual(await scan, 40 + len(self.emulator.db["ApiUser"]) + 2)
+        await self.assertSynced(["Shot"])
+
+    async def test_update_log(self):
+        await self.scanner.full_scan(TYPES)
+        entries = await updatelog.entries(self.store, "Shot", 100)
+        self.assertEqual([(e["source"], e["fields"]) for e in entries], [("scan", "*")])
+        await self.scanner.full_scan(TYPES)  # nothing moved: nothing logged
+        self.assertEqual(len(await updatelog.entries(self.store, "Shot", 100)), 1)
+        poller = EventPoller(reactor, SCHEMA, self.store, self.upstream)
+        await poller.initialize()
+        self.emulator.advance_clock(5)
+        self.emulator.update("Shot", 100, {"code": "c", "description": "d"})
+        await poller.poll()
+        last = (await updatelog.entries(self.store, "Shot", 100))[-1]
+        self.assertEqual((last["source"], last["fields"]), ("event", "code,description"))
+        self.assertEqual(last["event_id"], poller.cursor)
+        self.assertGreater(await self.store.prune_update_log(reactor.seconds() + 1), 40)
+        self.assertEqual(await updatelog.entries(self.store, "Shot", 100), [])
+
+
+class SQLiteScannerTests(ScannerMixin, unittest.TestCase):
+    async def store_url(self) -> str:
+        return "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
+
+
+class PostgresScannerTests(ScannerMixin, unittest.TestCase):
+    async def store_url(self) -> str:
+        return await fresh_postgres_url(self)
