@@ -9,6 +9,7 @@ run the initial full scan if the store has never been loaded.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -69,6 +70,8 @@ class SgcacheService(service.MultiService):
         self._starting: defer.Deferred | None = None
         #: fires when the upstream is up (the demo's in-process emulator)
         self.upstream_ready: defer.Deferred | None = None
+        #: under twistd: a start-up failure stops the process with one line
+        self.exit_on_start_failure = False
         site = Site(RPCResource(self.cache).resource())
         site.displayTracebacks = False
         self.site = site
@@ -94,7 +97,10 @@ class SgcacheService(service.MultiService):
     async def _start(self) -> None:
         if self.upstream_ready is not None:
             self.upstream.set_base_url(await self.upstream_ready)
-        await self.store.open()
+        try:
+            await self.store.open()
+        except Exception as e:
+            raise ConfigError(f"--db: cannot open the store: {e}") from e
         added = await self.store.sync_schema(self.schema)
         log.info("store {dialect} ready; schema sync: {added}", dialect=self.store.dialect, added=added)
         await self.cache.refresh_catalog()
@@ -151,7 +157,18 @@ class SgcacheService(service.MultiService):
                 await sleeper.sleep(delay)
 
     def _start_failed(self, failure: Any) -> None:
-        log.failure("sgcache failed to start", failure)
+        if failure.check(ConfigError):
+            log.error("sgcache failed to start: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("sgcache failed to start", failure)
+        if self.exit_on_start_failure:
+            sys.stderr.write(f"sgcache: {failure.getErrorMessage()}\n")
+            # twistd has no exit status of its own: leave with 1 once the
+            # services are stopped, so systemd sees a failure
+            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+            if self.reactor.running:
+                self.reactor.stop()
+            return
         if not self.ready.called:
             self.ready.errback(failure)
         elif not self.loaded.called:
@@ -165,6 +182,12 @@ class SgcacheService(service.MultiService):
         yield defer.DeferredList(stopping, consumeErrors=True)
         yield defer.ensureDeferred(self.upstream.close())
         yield defer.ensureDeferred(self.store.close())
+
+
+def _exit_failed() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def build(settings: dict[str, Any], reactor: Any) -> service.MultiService:
@@ -195,7 +218,9 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         reactor = default_reactor
     try:
         settings = resolve(dict(options))
-        return build(settings, reactor)
+        parent = build(settings, reactor)
+        parent.daemon.exit_on_start_failure = True  # type: ignore[attr-defined]
+        return parent
     except ConfigError as e:
         sys.stderr.write(f"sgcache: {e}\n")
         raise SystemExit(2)

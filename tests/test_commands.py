@@ -55,6 +55,20 @@ class TwistdTests(unittest.TestCase):
 
         return defer.ensureDeferred(go())
 
+    def test_unreachable_store_stops_with_one_line_and_status_1(self):
+        async def go():
+            out, err, code = await python(
+                *TWISTD, "-n", "--pidfile=", "sgcache", "--schema", BASIC,
+                "--shotgun", "http://127.0.0.1:1", "--script-name", "a", "--api-key", "b",
+                "--db", "postgresql://postgres@127.0.0.1:5432/sgcache_no_such_database",
+            )
+            self.assertEqual(code, 1)
+            text = out.decode() + err.decode()
+            self.assertIn("sgcache: --db: cannot open the store", text)
+            self.assertNotIn("Traceback", text)
+
+        return defer.ensureDeferred(go())
+
     def test_bad_schema_file_is_one_clear_line(self):
         path = os.path.abspath(self.mktemp())
         with open(path, "w") as fh:
