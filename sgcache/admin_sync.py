@@ -38,6 +38,8 @@ def register_log(parser: argparse.ArgumentParser) -> None:
 
 def run_log(args: argparse.Namespace) -> int:
     settings = _settings(args, need_upstream=False)
+    if args.entity_type not in _schema(settings):
+        raise CommandError(f"log: {args.entity_type!r} is not an entity type of the schema")
     outcome: dict[str, Any] = {}
 
     async def main(reactor: Any) -> None:
@@ -72,21 +74,28 @@ def run_log(args: argparse.Namespace) -> int:
 # -- sgcache reprocess ------------------------------------------------------------
 
 
+KINDS = ("new", "change", "retirement", "revival")
+
+
 def _event_range(text: str) -> tuple[int, int]:
+    # checked by the handler, not as an argparse type: a usage error would
+    # print the whole usage, not the one line CommandError gives
+    low, sep, high = text.partition("..")
     try:
-        low, _, high = text.partition("..")
-        first, last = int(low), int(high or low)
+        if not sep:
+            raise ValueError(text)
+        first, last = int(low), int(high)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected FROM..TO event ids, got {text!r}")
+        raise CommandError(f"--events: expected FROM..TO event ids, got {text!r}")
     if first > last:
-        raise argparse.ArgumentTypeError(f"empty event range {text!r}")
+        raise CommandError(f"--events: empty event range {text!r}")
     return first, last
 
 
 def register_reprocess(parser: argparse.ArgumentParser) -> None:
     """Apply a range of events again (re-read the entities they name from the site)."""
     _add_settings(parser, _STORE_SETTINGS)
-    parser.add_argument("--events", required=True, type=_event_range, metavar="FROM..TO",
+    parser.add_argument("--events", required=True, metavar="FROM..TO",
                         help="event ids, inclusive")
     parser.add_argument("--kind", default=None, metavar="KIND",
                         help="only events of this kind: new, change, retirement, revival")
@@ -127,9 +136,11 @@ async def reprocess(
 
 
 def run_reprocess(args: argparse.Namespace) -> int:
+    first, last = _event_range(args.events)
+    if args.kind is not None and args.kind.lower() not in KINDS:
+        raise CommandError(f"--kind: expected one of {', '.join(KINDS)}, got {args.kind!r}")
     settings = _settings(args, need_upstream=True)
     schema = _schema(settings)
-    first, last = args.events
     outcome: dict[str, Any] = {}
 
     async def main(reactor: Any) -> None:
