@@ -184,7 +184,7 @@ class InProcessMixin:
                         else:
                             work.direct(method, args)
                             work.count("quiet" if quiet else "direct")
-                    except Exception as e:  # a refused op (e.g. revive of a live row) is fine
+                    except Exception:  # a refused op (e.g. revive of a live row) is fine
                         work.count("refused")
                     finally:
                         self.emulator.set_generate_events(True)

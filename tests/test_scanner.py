@@ -143,7 +143,6 @@ class ScannerMixin:
         self.assertGreater(progress["after_id"], 100)
         # a new process resumes from the saved page
         self.scanner = self.make_scanner()
-        reads = self.emulator.counters()["read"]
         self.assertIsNotNone(await self.scanner.resume())
         await self.assertSynced(["Shot"])
         self.assertEqual(self.scanner.removed, 2)
