@@ -17,6 +17,7 @@ Shotgun's behaviour is unknown or differs is listed in docs/emulator.md
 
 from __future__ import annotations
 
+import bisect
 import copy
 import datetime
 from typing import Any, Callable
@@ -86,12 +87,25 @@ class ReadEngine:
         predicate = self._compiler("read").compile(entity_type, args.get("filters"))
         fields = self._return_fields(entity_type, args.get("return_fields"))
         keys = self._sort_keys(entity_type, args.get("sorts"))
-        rows = self._select(
-            entity_type,
-            predicate,
-            retired=(return_only == "retired"),
-            include_archived=args.get("include_archived_projects", True) is not False,
-        )
+        retired = return_only == "retired"
+        include_archived = args.get("include_archived_projects", True) is not False
+        paging = args.get("paging")
+        if paging is not None and not args.get("return_paging_info") and _by_id_only(args.get("sorts")):
+            # Fast path for id-ordered pages (scans, event polls): walk ids
+            # upward from any top-level "id greater_than N" and stop once the
+            # page and one more row are found. Same result as the general path.
+            per_page, current = self._paging(paging)
+            wanted = current * per_page + 1
+            rows = self._select_by_id(
+                entity_type, predicate, retired, include_archived, _id_floor(args.get("filters")), wanted
+            )
+            start = (current - 1) * per_page
+            page, has_next = rows[start:start + per_page], len(rows) > start + per_page
+            return {
+                "entities": [self._render_row(entity_type, row, fields) for row in page],
+                "paging_info": {"has_next_page": has_next},
+            }
+        rows = self._select(entity_type, predicate, retired=retired, include_archived=include_archived)
         rows = _sort(rows, keys)
 
         total = len(rows)
@@ -198,6 +212,33 @@ class ReadEngine:
                 continue
             if predicate(row):
                 out.append(row)
+        return out
+
+    def _select_by_id(
+        self,
+        entity_type: str,
+        predicate: Callable[[Row], bool],
+        retired: bool,
+        include_archived: bool,
+        floor: int | None,
+        limit: int,
+    ) -> list[Row]:
+        """Up to `limit` matching rows in id order, ids above `floor`."""
+        archived = None if include_archived else self._archived_test(entity_type)
+        table = self.db.get(entity_type) or {}
+        ids = sorted(table)
+        position = bisect.bisect_right(ids, floor) if floor is not None else 0
+        out: list[Row] = []
+        for entity_id in ids[position:]:
+            row = table[entity_id]
+            if bool(row.get("__retired")) != retired:
+                continue
+            if archived is not None and archived(row):
+                continue
+            if predicate(row):
+                out.append(row)
+                if len(out) >= limit:
+                    break
         return out
 
     def _archived_test(self, entity_type: str) -> Callable[[Row], bool] | None:
@@ -437,6 +478,38 @@ class ReadEngine:
 
 
 # -- helpers ------------------------------------------------------------------
+
+def _by_id_only(sorts: Any) -> bool:
+    """True when the order is plain ascending id."""
+    return not sorts or (
+        isinstance(sorts, list)
+        and len(sorts) == 1
+        and isinstance(sorts[0], dict)
+        and sorts[0].get("field_name") == "id"
+        and sorts[0].get("direction", "asc") == "asc"
+    )
+
+
+def _id_floor(filters: Any) -> int | None:
+    """N of a top-level ``id greater_than N`` in an `and` group (a seek
+    bound only: the full predicate is still applied to every row)."""
+    if not isinstance(filters, dict) or filters.get("logical_operator", "and") != "and":
+        return None
+    floor = None
+    for cond in filters.get("conditions") or []:
+        if (
+            isinstance(cond, dict)
+            and cond.get("path") == "id"
+            and cond.get("relation") == "greater_than"
+            and isinstance(cond.get("values"), list)
+            and len(cond["values"]) == 1
+            and isinstance(cond["values"][0], int)
+            and not isinstance(cond["values"][0], bool)
+        ):
+            value = cond["values"][0]
+            floor = value if floor is None else max(floor, value)
+    return floor
+
 
 def _wrap(value: Any) -> SortKey:
     return _NULL if value is None else (0, value)
