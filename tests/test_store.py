@@ -451,6 +451,165 @@ class StoreTestsMixin:
         await again.apply([EntityChange("Shot", 2, {"code": "b"})])
         self.assertEqual(await again.count("Shot"), 2)
 
+    # -- set-based apply: a batch writes exactly what its changes one by one do --
+    async def dump(self, store: Any, ids: range, offset: int) -> tuple:
+        marks = ", ".join("?" * len(ids))
+        cols = ('"id", "_active", "_complete", "_event_id", "code", "description", '
+                '"sg_cut_in", "sg_sequence__type", "sg_sequence__id", "updated_at"')
+        rows = await store.fetch(
+            f'SELECT {cols} FROM "Shot" WHERE "id" IN ({marks}) ORDER BY "id"', list(ids)
+        )
+        links = await store.fetch(
+            f'SELECT parent_id, child_type, child_id, position FROM "Shot__assets" '
+            f"WHERE parent_id IN ({marks}) ORDER BY parent_id, position", list(ids)
+        )
+        logged = await store.fetch(
+            f"SELECT entity_id, fields, source, event_id FROM _sgcache_updates "
+            f"WHERE entity_type = 'Shot' AND entity_id IN ({marks}) ORDER BY seq", list(ids)
+        )
+        return (
+            [(r[0] - offset, *r[1:]) for r in rows],
+            [(r[0] - offset, *r[1:]) for r in links],
+            [(r[0] - offset, *r[1:]) for r in logged],
+        )
+
+    def random_changes(self, rng: Any, offset: int, count: int) -> list[EntityChange]:
+        out = []
+        for _ in range(count):
+            eid = offset + rng.randint(1, 6)
+            kind = rng.choice(["full", "full", "partial", "partial", "delete", "add", "remove", "mixed"])
+            stamp = f"2024-01-01T00:00:{rng.randint(0, 9):02d}Z" if rng.random() < 0.8 else None
+            event_id = rng.choice([None, None, rng.randint(1, 30)])
+            active = rng.choice([None, None, True, False])
+            source = rng.choice(["scan", "event", "passthrough"])
+            links = [A(rng.randint(1, 8)) for _ in range(rng.randint(0, 4))]
+            if kind == "delete":
+                change = EntityChange("Shot", eid, delete=True, event_id=event_id, source=source)
+            elif kind == "full":
+                fields = {
+                    "code": f"c{rng.randint(0, 99)}", "description": rng.choice([None, "d"]),
+                    "sg_cut_in": rng.randint(0, 9),
+                    "sg_sequence": rng.choice([None, {"type": "Sequence", "id": rng.randint(1, 3)}]),
+                    "assets": links, "updated_at": stamp,
+                }
+                change = EntityChange("Shot", eid, fields, active=active, updated_at=stamp,
+                                      event_id=event_id, complete=True, source=source)
+            elif kind == "partial":
+                names = rng.sample(["code", "description", "sg_cut_in", "updated_at", "assets"], 2)
+                values = {"code": f"p{rng.randint(0, 99)}", "description": "x",
+                          "sg_cut_in": rng.randint(0, 9), "updated_at": stamp, "assets": links}
+                change = EntityChange("Shot", eid, {n: values[n] for n in names}, active=active,
+                                      updated_at=stamp, event_id=event_id, source=source)
+            else:
+                change = EntityChange("Shot", eid, updated_at=stamp, event_id=event_id, source=source)
+                if kind in ("add", "mixed"):
+                    change.multi_add = {"assets": links}
+                if kind in ("remove", "mixed"):
+                    change.multi_remove = {"assets": [A(rng.randint(1, 8)) for _ in range(2)]}
+            out.append(change)
+        return out
+
+    async def test_batch_same_as_one_by_one(self) -> None:
+        import random
+
+        store = await self.synced()
+        for seed in range(12):
+            rng = random.Random(seed)
+            batch_base, single_base = 1000 * (2 * seed + 1), 1000 * (2 * seed + 2)
+            # some stored state first (with links), identical on both sides
+            for base_id in (batch_base, single_base):
+                await store.apply([
+                    EntityChange("Shot", base_id + i, {"code": "s", "assets": [A(i), A(i + 1)],
+                                                        "updated_at": "2024-01-01T00:00:04Z"},
+                                 updated_at="2024-01-01T00:00:04Z", event_id=5, complete=True)
+                    for i in (1, 2, 3)
+                ])
+            changes = self.random_changes(rng, 0, 25)
+
+            def moved(base_id: int) -> list[EntityChange]:
+                return [
+                    EntityChange(**{**c.__dict__, "entity_id": c.entity_id + base_id}) for c in changes
+                ]
+
+            applied = await store.apply(moved(batch_base))
+            one_by_one = 0
+            for change in moved(single_base):
+                one_by_one += await store.apply([change])
+            self.assertEqual(applied, one_by_one, f"seed {seed}")
+            self.assertEqual(
+                await self.dump(store, range(batch_base + 1, batch_base + 7), batch_base),
+                await self.dump(store, range(single_base + 1, single_base + 7), single_base),
+                f"seed {seed}",
+            )
+
+    async def test_batch_of_distinct_entities_same_as_one_by_one(self) -> None:
+        # no entity twice: PostgreSQL plans and writes such a batch in parts
+        import random
+
+        store = await self.synced()
+        rng = random.Random(7)
+        count = 300
+        for base_id in (10_000, 20_000):
+            await store.apply([
+                EntityChange("Shot", base_id + i, {"code": "s", "assets": [A(i % 5), A(i % 5 + 1)],
+                                                    "updated_at": "2024-01-01T00:00:04Z"},
+                             updated_at="2024-01-01T00:00:04Z", event_id=5, complete=True)
+                for i in range(1, count + 1, 2)
+            ])
+        changes = []
+        for eid in rng.sample(range(1, count + 1), count):
+            change = self.random_changes(rng, 0, 1)[0]
+            change.entity_id = eid
+            changes.append(change)
+        changes.insert(150, EntityChange("Nope", 1, {"code": "x"}))
+
+        def moved(base_id: int) -> list[EntityChange]:
+            return [EntityChange(**{**c.__dict__, "entity_id": c.entity_id + base_id}) for c in changes]
+
+        applied = await store.apply(moved(10_000), state={"k": "v"})
+        one_by_one = 0
+        for change in moved(20_000):
+            one_by_one += await store.apply([change])
+        self.assertEqual(applied, one_by_one)
+        self.assertGreater(applied, 100)
+        self.assertEqual(
+            await self.dump(store, range(10_001, 10_001 + count), 10_000),
+            await self.dump(store, range(20_001, 20_001 + count), 20_000),
+        )
+        self.assertEqual(await store.get_state("k"), "v")
+
+    async def test_bad_value_of_skipped_change_is_ignored(self) -> None:
+        store = await self.synced()
+        await store.apply([EntityChange("Shot", 1, {"code": "a", "updated_at": "2024-01-02T00:00:00Z"},
+                                        updated_at="2024-01-02T00:00:00Z", event_id=9)])
+        stale = EntityChange("Shot", 1, {"sg_cut_in": "not a number"}, updated_at="2024-01-01T00:00:00Z")
+        old_event = EntityChange("Shot", 1, {"sg_cut_in": "nope"}, event_id=3)
+        self.assertEqual(await store.apply([stale, old_event]), 0)
+        with self.assertRaises(ValueError):
+            await store.apply([EntityChange("Shot", 2, {"code": "b"}),
+                               EntityChange("Shot", 1, {"sg_cut_in": "nope"})])
+        self.assertEqual(await store.ids("Shot"), [1])
+
+    async def test_large_batch_is_chunked(self) -> None:
+        store = await self.synced()
+        many = [
+            EntityChange("Shot", i, {"code": f"c{i}", "assets": [A(i), A(i + 1)]}, complete=True)
+            for i in range(1, 1301)
+        ]
+        self.assertEqual(await store.apply(many), 1300)
+        self.assertEqual(await store.count("Shot"), 1300)
+        partial = [EntityChange("Shot", i, {"description": "d"}, multi_add={"assets": [A(0)]})
+                   for i in range(1, 1301)]
+        self.assertEqual(await store.apply(partial), 1300)
+        self.assertEqual(await self.row(store, 1300, "code", "description"), ("c1300", "d"))
+        self.assertEqual(await self.links(store, 1300), [("Asset", 1300, 0), ("Asset", 1301, 1), ("Asset", 0, 2)])
+        rows = await store.fetch('SELECT COUNT(*) FROM "Shot__assets"', [])
+        self.assertEqual(rows[0][0], 3900)
+        self.assertEqual(await store.apply([EntityChange("Shot", i, delete=True) for i in range(1, 1301)]), 1300)
+        self.assertEqual(await store.count("Shot"), 0)
+        rows = await store.fetch('SELECT COUNT(*) FROM "Shot__assets"', [])
+        self.assertEqual(rows[0][0], 0)
+
 
 class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
     async def store_url(self) -> str:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -121,6 +122,12 @@ class Dialect:
     lock_suffix: str
     #: longest identifier the server keeps intact (0: no limit)
     max_identifier: int
+    #: multi-row inserts may ship their rows as one JSON parameter
+    #: (``jsonb_array_elements``) instead of thousands of literals
+    json_rows: bool = False
+    #: apply writes a batch in parts of this many changes, planning each part
+    #: while the server runs the previous one's statements (0: one part)
+    part_size: int = 0
 
     def column_type(self, data_type: str) -> str:
         ftype = FIELD_TYPES[data_type]
@@ -130,7 +137,9 @@ class Dialect:
 
 
 SQLITE = Dialect("sqlite", "INTEGER", "INTEGER", "", 0)
-POSTGRESQL = Dialect("postgresql", "BIGINT", "SMALLINT", " FOR UPDATE", 63)
+POSTGRESQL = Dialect(
+    "postgresql", "BIGINT", "SMALLINT", " FOR UPDATE", 63, json_rows=True, part_size=125
+)
 
 
 class SQLCursor(Protocol):
@@ -178,19 +187,22 @@ def update_log_ddl(dialect: Dialect) -> list[str]:
     ]
 
 
+_LOG_COLUMNS = ("entity_type", "entity_id", "fields", "source", "event_id", "at")
+
+
+def _log_types(dialect: Dialect) -> tuple[str, ...]:
+    return ("TEXT", dialect.id_type, "TEXT", "TEXT", dialect.id_type, "DOUBLE PRECISION")
+
+
 async def write_update_log(cur: SQLCursor, entries: list[tuple], now: float) -> None:
     """Insert (entity_type, entity_id, fields, source, event_id) entries."""
-    for start in range(0, len(entries), 100):
-        chunk = entries[start : start + 100]
-        params: list[Any] = []
-        for entry in chunk:
-            params.extend(entry)
-            params.append(now)
-        await cur.execute(
-            "INSERT INTO _sgcache_updates (entity_type, entity_id, fields, source, event_id, at) "
-            "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)),
-            params,
-        )
+    await _run_pipelined(
+        cur,
+        _insert_statements(
+            cur.dialect, "_sgcache_updates", _LOG_COLUMNS, [[*e, now] for e in entries],
+            types=_log_types(cur.dialect),
+        ),
+    )
 
 
 async def prune_update_log(cur: SQLCursor, before: float) -> int:
@@ -249,13 +261,18 @@ async def ensure_layout(cur: SQLCursor, where: str) -> None:
         )
 
 
-async def _put(cur: SQLCursor, table: str, items: dict[str, str]) -> None:
+def _put_statements(table: str, items: dict[str, str]) -> Iterator[tuple[str, list[Any]]]:
     for key, value in sorted(items.items()):
-        await cur.execute(
+        yield (
             f"INSERT INTO {table} (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             [key, None if value is None else str(value)],
         )
+
+
+async def _put(cur: SQLCursor, table: str, items: dict[str, str]) -> None:
+    for sql, params in _put_statements(table, items):
+        await cur.execute(sql, params)
 
 
 async def write_state(cur: SQLCursor, items: dict[str, str]) -> None:
@@ -659,6 +676,65 @@ def _links(values: Any, where: str) -> list[tuple[str, int]]:
 
 
 _CHUNK = 500
+#: bound parameters per statement (SQLite's default limit is 32766)
+_MAX_PARAMS = 32000
+
+
+def _per_statement(width: int) -> int:
+    """Rows per multi-row statement of `width` parameters a row."""
+    return max(1, min(_CHUNK, _MAX_PARAMS // max(1, width)))
+
+
+@dataclass
+class _RowPlan:
+    """The net write apply makes to one entity row, decided in Python and
+    flushed set-based at the end of the batch."""
+
+    #: delete the row stored before this batch
+    delete: bool = False
+    #: every column of a row (re)created in this batch
+    insert: dict[str, Any] | None = None
+    #: columns to set on the row stored before this batch
+    sets: dict[str, Any] | None = None
+
+
+@dataclass
+class _MultiPlan:
+    """The net write to one parent's links in one association table."""
+
+    #: drop every stored link of the parent first (parent deleted / list set)
+    replace: bool
+    #: the links stored before this batch (link -> position), when not replaced
+    base: dict[tuple[str, int], int]
+    #: the links after this batch (link -> position)
+    final: dict[tuple[str, int], int]
+
+
+@dataclass
+class _Plan:
+    rows: dict[tuple[str, int], _RowPlan] = field(default_factory=dict)
+    #: (type, field, parent id) -> plan
+    multi: dict[tuple[str, str, int], _MultiPlan] = field(default_factory=dict)
+    #: ids stored before this batch, per (type, id)
+    stored: set[tuple[str, int]] = field(default_factory=set)
+    #: stored links of the parents whose links get deltas: (type, field, id) -> links
+    stored_links: dict[tuple[str, str, int], dict[tuple[str, int], int]] = field(
+        default_factory=dict
+    )
+
+    def row(self, key: tuple[str, int]) -> _RowPlan:
+        plan = self.rows.get(key)
+        if plan is None:
+            plan = self.rows[key] = _RowPlan()
+        return plan
+
+    def links(self, etype: str, fname: str, eid: int) -> _MultiPlan:
+        key = (etype, fname, eid)
+        plan = self.multi.get(key)
+        if plan is None:
+            base = self.stored_links.get(key, {})
+            plan = self.multi[key] = _MultiPlan(False, base, dict(base))
+        return plan
 
 
 async def apply_changes(
@@ -670,42 +746,74 @@ async def apply_changes(
 ) -> ApplyResult:
     """Write `changes` (and `state`) through `cur`, inside the caller's
     transaction. Raises on bad values; the caller then rolls back. With
-    `now` (epoch seconds), what was applied goes to the update log too."""
+    `now` (epoch seconds), what was applied goes to the update log too.
+
+    Changes are decided one by one, in order, against an in-memory copy of
+    the stale-check columns (and of the links multi_add / multi_remove
+    touch); the net effect on each row and link list is then written with a
+    few set-based statements per table (one round trip each on PostgreSQL),
+    exactly as if each change had been written in turn. Values are encoded
+    while the rows are being read, and each statement is built while the
+    previous one runs."""
     result = ApplyResult()
-    lock = cur.dialect.lock_suffix
+    plan = _Plan()
 
-    # Read the stale-check columns of every row the batch touches, per type.
     wanted: dict[str, set[int]] = {}
-    for change in changes:
-        if change.entity_type in synced.types:
-            wanted.setdefault(change.entity_type, set()).add(int(change.entity_id))
-    rows: dict[tuple[str, int], list[Any]] = {}  # -> [_event_id, updated_at, _active]
-    for etype, id_set in wanted.items():
-        has_updated = synced.data_type(etype, "updated_at") == "date_time"
-        cols = '"id", "_event_id", ' + ('"updated_at"' if has_updated else "NULL") + ', "_active"'
-        id_list = sorted(id_set)
-        for start in range(0, len(id_list), _CHUNK):
-            chunk = id_list[start : start + _CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            for row in await cur.execute(
-                f"SELECT {cols} FROM {layout.entity_table(etype)} "
-                f'WHERE "id" IN ({marks}){lock}',
-                chunk,
-            ):
-                rows[(etype, int(row[0]))] = [row[1], row[2], row[3]]
-
+    deltas: dict[tuple[str, str], set[int]] = {}
     for change in changes:
         etype = change.entity_type
         fields = synced.types.get(etype)
         if fields is None:
-            result.unknown_types += 1
-            log.debug(
-                "ignoring change to uncached type {entity_type} {entity_id}",
-                entity_type=etype, entity_id=change.entity_id,
-            )
             continue
-        await _apply_one(cur, change, fields, rows, result)
+        eid = int(change.entity_id)
+        wanted.setdefault(etype, set()).add(eid)
+        for fname in (*change.multi_add, *change.multi_remove):
+            if fields.get(fname) == "multi_entity":
+                deltas.setdefault((etype, fname), set()).add(eid)
 
+    # When no entity appears twice, the batch is planned and written in parts
+    # (disjoint rows: the same writes), each part planned while the previous
+    # one's statements run; else as one part.
+    step = max(1, len(changes))
+    if cur.dialect.part_size and len(changes) > cur.dialect.part_size:
+        if len({(c.entity_type, int(c.entity_id)) for c in changes}) == len(changes):
+            step = cur.dialect.part_size
+    coders: dict[str, dict[str, Any]] = {}
+
+    def encode(change: EntityChange) -> _Encoded | None:
+        fields = synced.types.get(change.entity_type)
+        return None if fields is None else _encode(change, fields, coders)
+
+    # Start reading the rows (and links) the batch touches; encode the first
+    # parts meanwhile (an encoding error is raised only if its change is applied).
+    reading = defer.ensureDeferred(_read_stored(cur, synced, wanted, deltas, plan))
+    try:
+        first = [encode(change) for change in changes[: 2 * step]]
+    except BaseException:
+        try:
+            await reading
+        except Exception:
+            pass
+        raise
+    rows = await reading
+
+    def statements() -> Iterator[_Statement]:
+        for start in range(0, len(changes), step):
+            part = _Plan(stored=plan.stored, stored_links=plan.stored_links)
+            for i in range(start, min(start + step, len(changes))):
+                change = changes[i]
+                enc = first[i] if i < len(first) else encode(change)
+                if enc is None:
+                    result.unknown_types += 1
+                    log.debug(
+                        "ignoring change to uncached type {entity_type} {entity_id}",
+                        entity_type=change.entity_type, entity_id=change.entity_id,
+                    )
+                    continue
+                _plan_one(part, change, synced.types[change.entity_type], enc, rows, result)
+            yield from _plan_statements(cur.dialect, synced, part)
+
+    await _run_pipelined(cur, statements())
     if state:
         await write_state(cur, state)
     if now is not None and result.log:
@@ -719,19 +827,136 @@ async def apply_changes(
     return result
 
 
-async def _apply_one(
+async def _read_stored(
     cur: SQLCursor,
+    synced: Synced,
+    wanted: dict[str, set[int]],
+    deltas: dict[tuple[str, str], set[int]],
+    plan: _Plan,
+) -> dict[tuple[str, int], list[Any]]:
+    """The stale-check columns of the rows the batch touches (locked on
+    PostgreSQL), per (type, id): [_event_id, updated_at, _active]; and, into
+    `plan`, the stored links of the parents whose links get deltas."""
+    lock = cur.dialect.lock_suffix
+    rows: dict[tuple[str, int], list[Any]] = {}
+    for etype, id_set in wanted.items():
+        has_updated = synced.data_type(etype, "updated_at") == "date_time"
+        cols = '"id", "_event_id", ' + ('"updated_at"' if has_updated else "NULL") + ', "_active"'
+        id_list = sorted(id_set)
+        for start in range(0, len(id_list), _CHUNK):
+            chunk = id_list[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for row in await cur.execute(
+                f"SELECT {cols} FROM {layout.entity_table(etype)} "
+                f'WHERE "id" IN ({marks}){lock}',
+                chunk,
+            ):
+                rows[(etype, int(row[0]))] = [row[1], row[2], row[3]]
+    plan.stored = set(rows)
+    for (etype, fname), id_set in deltas.items():
+        mtable = layout.multi_table(etype, fname)
+        id_list = sorted(id_set)
+        for eid in id_list:
+            plan.stored_links[(etype, fname, eid)] = {}
+        for start in range(0, len(id_list), _CHUNK):
+            chunk = id_list[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for pid, ctype, cid, position in await cur.execute(
+                f"SELECT parent_id, child_type, child_id, position FROM {mtable} "
+                f"WHERE parent_id IN ({marks}) ORDER BY parent_id, position",
+                chunk,
+            ):
+                plan.stored_links[(etype, fname, int(pid))][(ctype, int(cid))] = int(position)
+    return rows
+
+
+@dataclass
+class _Encoded:
+    """A change's `fields` as column values, encoded once."""
+
+    values: dict[str, Any]
+    #: multi_entity field -> its new links
+    multi_set: dict[str, list[tuple[str, int]]]
+    #: uncached fields given (ignored)
+    ignored: list[str]
+    #: the error encoding met (raised if the change is applied)
+    error: BaseException | None = None
+
+
+#: how a field's value becomes columns (see _coder)
+_SCALAR, _PLAIN, _ENTITY, _MULTI = 0, 1, 2, 3
+_IDENT = FIELD_TYPES["text"].encode
+
+
+def _coder(fields: dict[str, str]) -> dict[str, tuple]:
+    """field -> (kind, ...): (_SCALAR, data type, encode), (_PLAIN,) for a
+    value stored as given, (_ENTITY, type column, id column), (_MULTI,)."""
+    out: dict[str, tuple] = {}
+    for fname, dtype in fields.items():
+        if dtype == "entity":
+            out[fname] = (_ENTITY, f"{fname}__type", f"{fname}__id")
+        elif dtype == "multi_entity":
+            out[fname] = (_MULTI,)
+        elif FIELD_TYPES[dtype].encode is _IDENT:
+            out[fname] = (_PLAIN,)
+        else:
+            out[fname] = (_SCALAR, dtype, FIELD_TYPES[dtype].encode)
+    return out
+
+
+def _encode(change: EntityChange, fields: dict[str, str], coders: dict[str, dict[str, tuple]]) -> _Encoded:
+    etype = change.entity_type
+    coder = coders.get(etype)
+    if coder is None:
+        coder = coders[etype] = _coder(fields)
+    values: dict[str, Any] = {}
+    multi_set: dict[str, list[tuple[str, int]]] = {}
+    out = _Encoded(values, multi_set, [])
+    try:
+        for fname, value in change.fields.items():
+            how = coder.get(fname)
+            if how is None or fname == "id" or fname == "type":
+                if how is None and fname != "id" and fname != "type":
+                    out.ignored.append(fname)
+                continue
+            kind = how[0]
+            if kind == _PLAIN:
+                values[fname] = value
+            elif kind == _SCALAR:
+                try:
+                    values[fname] = how[2](value)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(
+                        f"{etype} {int(change.entity_id)} {fname}: "
+                        f"cannot store {value!r} as {how[1]}: {e}"
+                    ) from None
+            elif kind == _ENTITY:
+                if value is None:
+                    values[how[1]] = values[how[2]] = None
+                else:
+                    values[how[1]], values[how[2]] = _link(
+                        value, f"{etype} {int(change.entity_id)} {fname}"
+                    )
+            else:
+                multi_set[fname] = _links(value, f"{etype} {int(change.entity_id)} {fname}")
+    except Exception as e:
+        out.error = e
+    return out
+
+
+def _plan_one(
+    plan: _Plan,
     change: EntityChange,
     fields: dict[str, str],
+    enc: _Encoded,
     rows: dict[tuple[str, int], list[Any]],
     result: ApplyResult,
 ) -> None:
+    """Decide one change against `rows` and record its writes in `plan`."""
     etype = change.entity_type
     eid = int(change.entity_id)
-    table = layout.entity_table(etype)
     key = (etype, eid)
     row = rows.get(key)
-    multi_fields = sorted(f for f, t in fields.items() if t == "multi_entity")
 
     if change.event_id is not None and row is not None and row[0] is not None:
         if int(row[0]) >= change.event_id:
@@ -739,11 +964,11 @@ async def _apply_one(
             return
 
     if change.delete:
-        await cur.execute(f'DELETE FROM {table} WHERE "id" = ?', [eid])
-        for fname in multi_fields:
-            await cur.execute(
-                f"DELETE FROM {layout.multi_table(etype, fname)} WHERE parent_id = ?", [eid]
-            )
+        target = plan.row(key)
+        target.delete = target.delete or key in plan.stored
+        target.insert = target.sets = None
+        for fname in sorted(f for f, t in fields.items() if t == "multi_entity"):
+            plan.multi[(etype, fname, eid)] = _MultiPlan(True, {}, {})
         rows.pop(key, None)
         result.applied += 1
         if row is not None:
@@ -763,48 +988,25 @@ async def _apply_one(
         )
         return
 
-    # Encode the scalar / entity columns; collect multi_entity replacements.
-    values: dict[str, Any] = {}
-    multi_set: dict[str, list[tuple[str, int]]] = {}
-    for fname, value in change.fields.items():
-        if fname in ("id", "type"):
-            continue
-        dtype = fields.get(fname)
-        if dtype is None:
-            result.ignored_fields += 1
-            log.debug(
-                "ignoring uncached field {entity_type}.{field}", entity_type=etype, field=fname
-            )
-            continue
-        where = f"{etype} {eid} {fname}"
-        if dtype == "entity":
-            if value is None:
-                values[f"{fname}__type"] = values[f"{fname}__id"] = None
-            else:
-                values[f"{fname}__type"], values[f"{fname}__id"] = _link(value, where)
-        elif dtype == "multi_entity":
-            multi_set[fname] = _links(value, where)
-        else:
-            try:
-                values[fname] = FIELD_TYPES[dtype].encode(value)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{where}: cannot store {value!r} as {dtype}: {e}") from None
+    for fname in enc.ignored:
+        result.ignored_fields += 1
+        log.debug("ignoring uncached field {entity_type}.{field}", entity_type=etype, field=fname)
+    if enc.error is not None:
+        raise enc.error
+    values = enc.values
 
+    target = plan.row(key)
     if row is None:
-        cols = ["id", "_active", "_complete", "_event_id"] + list(values)
-        params = [
-            eid,
-            1 if change.active is None else int(bool(change.active)),
-            1 if change.complete else 0,
-            change.event_id,
-        ] + list(values.values())
-        marks = ", ".join("?" * len(cols))
-        await cur.execute(
-            f"INSERT INTO {table} ({', '.join(layout.quote(c) for c in cols)}) "
-            f"VALUES ({marks})",
-            params,
-        )
-        rows[key] = [change.event_id, values.get("updated_at"), 1 if change.active is None else int(bool(change.active))]
+        active = 1 if change.active is None else int(bool(change.active))
+        target.insert = {
+            "id": eid,
+            "_active": active,
+            "_complete": 1 if change.complete else 0,
+            "_event_id": change.event_id,
+            **values,
+        }
+        target.sets = None
+        rows[key] = [change.event_id, values.get("updated_at"), active]
         result.log.append(_log_entry(change))
     else:
         if (
@@ -822,10 +1024,12 @@ async def _apply_one(
         if change.event_id is not None:
             sets["_event_id"] = change.event_id
         if sets:
-            assignments = ", ".join(f"{layout.quote(c)} = ?" for c in sets)
-            await cur.execute(
-                f'UPDATE {table} SET {assignments} WHERE "id" = ?', list(sets.values()) + [eid]
-            )
+            if target.insert is not None:
+                target.insert.update(sets)
+            elif target.sets is None:
+                target.sets = sets
+            else:
+                target.sets.update(sets)
         if change.event_id is not None:
             row[0] = change.event_id
         if "updated_at" in values:
@@ -833,58 +1037,216 @@ async def _apply_one(
         if change.active is not None:
             row[2] = int(bool(change.active))
 
-    for fname, links in multi_set.items():
-        mtable = layout.multi_table(etype, fname)
-        await cur.execute(f"DELETE FROM {mtable} WHERE parent_id = ?", [eid])
-        # one multi-row INSERT per chunk: fewer round trips on PostgreSQL
-        for start in range(0, len(links), _CHUNK // 4):
-            chunk = links[start : start + _CHUNK // 4]
-            params: list[Any] = []
-            for position, (ctype, cid) in enumerate(chunk, start):
-                params.extend((eid, ctype, cid, position))
-            await cur.execute(
-                f"INSERT INTO {mtable} (parent_id, child_type, child_id, position) VALUES "
-                + ", ".join(["(?, ?, ?, ?)"] * len(chunk)),
-                params,
-            )
-    await _multi_deltas(cur, change, fields, result)
+    for fname, links in enc.multi_set.items():
+        plan.multi[(etype, fname, eid)] = _MultiPlan(
+            True, {}, {link: position for position, link in enumerate(links)}
+        )
+    if change.multi_add or change.multi_remove:
+        _plan_multi_deltas(plan, change, fields, result)
     result.applied += 1
 
 
-async def _multi_deltas(
-    cur: SQLCursor, change: EntityChange, fields: dict[str, str], result: ApplyResult
+def _plan_multi_deltas(
+    plan: _Plan, change: EntityChange, fields: dict[str, str], result: ApplyResult
 ) -> None:
     etype, eid = change.entity_type, int(change.entity_id)
     for fname, added in sorted(change.multi_add.items()):
         if fields.get(fname) != "multi_entity":
             result.ignored_fields += 1
             continue
-        mtable = layout.multi_table(etype, fname)
-        existing = await cur.execute(
-            f"SELECT child_type, child_id, position FROM {mtable} WHERE parent_id = ?", [eid]
-        )
-        have = {(r[0], int(r[1])) for r in existing}
-        position = max((int(r[2]) for r in existing), default=-1) + 1
-        for link in _links(added, f"{etype} {eid} {fname}"):
-            if link in have:
+        links = _links(added, f"{etype} {eid} {fname}")
+        final = plan.links(etype, fname, eid).final
+        position = max(final.values(), default=-1) + 1
+        for link in links:
+            if link in final:
                 continue
-            await cur.execute(
-                f"INSERT INTO {mtable} (parent_id, child_type, child_id, position) "
-                "VALUES (?, ?, ?, ?)",
-                [eid, link[0], link[1], position],
-            )
-            have.add(link)
+            final[link] = position
             position += 1
     for fname, removed in sorted(change.multi_remove.items()):
         if fields.get(fname) != "multi_entity":
             result.ignored_fields += 1
             continue
+        links = _links(removed, f"{etype} {eid} {fname}")
+        final = plan.links(etype, fname, eid).final
+        for link in links:
+            final.pop(link, None)
+
+
+_Statement = tuple[str, list[Any]]
+
+
+async def _run_pipelined(cur: SQLCursor, statements: Iterator[_Statement]) -> None:
+    """Run `statements` in order, building each (the generator's work) while
+    the previous one runs on the server."""
+    pending: defer.Deferred | None = None
+    try:
+        for sql, params in statements:
+            if pending is not None:
+                await pending
+            pending = defer.ensureDeferred(cur.execute(sql, params))
+    except BaseException:
+        if pending is not None and not pending.called:
+            try:
+                await pending
+            except Exception:
+                pass
+        raise
+    if pending is not None:
+        await pending
+
+
+def _plan_statements(dialect: Dialect, synced: Synced, plan: _Plan) -> Iterator[_Statement]:
+    """The statements that write `plan`: per table, deletes, then inserts,
+    then updates, each as multi-row statements."""
+    deletes: dict[str, list[int]] = {}
+    inserts: dict[tuple[str, tuple[str, ...]], list[list[Any]]] = {}
+    updates: dict[tuple[str, tuple[str, ...]], list[list[Any]]] = {}
+    for (etype, eid), target in plan.rows.items():
+        if target.delete:
+            deletes.setdefault(etype, []).append(eid)
+        if target.insert is not None:
+            cols = tuple(target.insert)
+            inserts.setdefault((etype, cols), []).append(list(target.insert.values()))
+        elif target.sets:
+            cols = ("id", *target.sets)
+            updates.setdefault((etype, cols), []).append([eid, *target.sets.values()])
+
+    for etype, id_list in deletes.items():
+        table = layout.entity_table(etype)
+        for start in range(0, len(id_list), _CHUNK):
+            chunk = id_list[start : start + _CHUNK]
+            yield f'DELETE FROM {table} WHERE "id" IN ({", ".join("?" * len(chunk))})', chunk
+    for (etype, cols), value_rows in inserts.items():
+        yield from _insert_statements(
+            dialect, layout.entity_table(etype), cols, value_rows,
+            types=_sql_types(dialect, synced.types[etype], cols),
+        )
+    for (etype, cols), value_rows in updates.items():
+        # every row exists (and is locked): the upsert always updates, and
+        # sets only the columns its changes gave
+        assignments = ", ".join(
+            f"{layout.quote(c)} = excluded.{layout.quote(c)}" for c in cols[1:]
+        )
+        yield from _insert_statements(
+            dialect, layout.entity_table(etype), cols, value_rows,
+            f' ON CONFLICT ("id") DO UPDATE SET {assignments}',
+            _sql_types(dialect, synced.types[etype], cols),
+        )
+
+    link_deletes: dict[tuple[str, str], list[int]] = {}
+    link_removes: dict[tuple[str, str], list[list[Any]]] = {}
+    link_inserts: dict[tuple[str, str], list[list[Any]]] = {}
+    for (etype, fname, eid), mplan in plan.multi.items():
+        where = (etype, fname)
+        if mplan.replace:
+            link_deletes.setdefault(where, []).append(eid)
+            kept: dict[tuple[str, int], int] = {}
+        else:
+            kept = mplan.base
+            for link, position in mplan.base.items():
+                if mplan.final.get(link) != position:
+                    link_removes.setdefault(where, []).append([eid, link[0], link[1]])
+        for link, position in mplan.final.items():
+            if kept.get(link) != position:
+                link_inserts.setdefault(where, []).append([eid, link[0], link[1], position])
+    for (etype, fname), id_list in link_deletes.items():
         mtable = layout.multi_table(etype, fname)
-        for ctype, cid in _links(removed, f"{etype} {eid} {fname}"):
-            await cur.execute(
-                f"DELETE FROM {mtable} WHERE parent_id = ? AND child_type = ? AND child_id = ?",
-                [eid, ctype, cid],
+        for start in range(0, len(id_list), _CHUNK):
+            chunk = id_list[start : start + _CHUNK]
+            yield f"DELETE FROM {mtable} WHERE parent_id IN ({', '.join('?' * len(chunk))})", chunk
+    for (etype, fname), triples in link_removes.items():
+        mtable = layout.multi_table(etype, fname)
+        step = _per_statement(3)
+        for start in range(0, len(triples), step):
+            chunk = triples[start : start + step]
+            yield (
+                f"DELETE FROM {mtable} WHERE (parent_id, child_type, child_id) IN (VALUES "
+                + ", ".join(["(?, ?, ?)"] * len(chunk)) + ")",
+                [p for triple in chunk for p in triple],
             )
+    for (etype, fname), value_rows in link_inserts.items():
+        yield from _insert_statements(
+            dialect, layout.multi_table(etype, fname),
+            ("parent_id", "child_type", "child_id", "position"), value_rows,
+            types=(dialect.id_type, "TEXT", dialect.id_type, "INTEGER"),
+        )
+
+
+
+def _insert_statements(
+    dialect: Dialect,
+    table: str,
+    cols: tuple[str, ...],
+    value_rows: list[list[Any]],
+    suffix: str = "",
+    types: Sequence[str] | None = None,
+) -> Iterator[_Statement]:
+    """Multi-row ``INSERT INTO table (cols) VALUES ...`` (+ `suffix`), chunked
+    within the bound-parameter limit. Where the dialect allows and the SQL
+    `types` of the columns are given, rows whose values are what their
+    columns hold (int / float / str / None) go as one JSON parameter instead,
+    far less to format and parse than thousands of literals."""
+    names = ", ".join(layout.quote(c) for c in cols)
+    if dialect.json_rows and types is not None and value_rows:
+        doc = _json_rows(types, value_rows)
+        if doc is not None:
+            casts = ", ".join(f"(r->>{i})::{sqltype}" for i, sqltype in enumerate(types))
+            yield (
+                f"INSERT INTO {table} ({names}) SELECT {casts} "
+                f"FROM jsonb_array_elements(?::jsonb) AS r{suffix}",
+                [doc],
+            )
+            return
+    head = f"INSERT INTO {table} ({names}) VALUES "
+    mark = "(" + ", ".join("?" * len(cols)) + ")"
+    step = _per_statement(len(cols))
+    for start in range(0, len(value_rows), step):
+        chunk = value_rows[start : start + step]
+        yield head + ", ".join([mark] * len(chunk)) + suffix, [p for values in chunk for p in values]
+
+
+_NONE = type(None)
+#: Python types a column of each SQL type takes unchanged through JSON
+_JSON_TYPES = {
+    "BIGINT": frozenset([int, _NONE]),
+    "INTEGER": frozenset([int, _NONE]),
+    "SMALLINT": frozenset([int, _NONE]),
+    "DOUBLE PRECISION": frozenset([int, float, _NONE]),
+    "TEXT": frozenset([str, _NONE]),
+}
+
+
+def _json_rows(types: Sequence[str], value_rows: list[list[Any]]) -> str | None:
+    """`value_rows` as one JSON array of arrays, or None when some value is
+    not plainly what its column holds (a bool, bytes, NaN, text in a number
+    column...): those rows go as literals."""
+    for sqltype, column in zip(types, zip(*value_rows)):
+        allowed = _JSON_TYPES.get(sqltype)
+        if allowed is None or not set(map(type, column)) <= allowed:
+            return None
+    try:
+        return json.dumps(value_rows, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except ValueError:
+        return None
+
+
+def _sql_types(dialect: Dialect, fields: dict[str, str], cols: Sequence[str]) -> list[str] | None:
+    """The SQL types of entity-table columns (None if one is unknown)."""
+    out = []
+    for col in cols:
+        if col in ("id", "_event_id"):
+            out.append(dialect.id_type)
+        elif col in ("_active", "_complete"):
+            out.append(dialect.flag_type)
+        elif col in fields and fields[col] not in ("entity", "multi_entity"):
+            out.append(dialect.column_type(fields[col]))
+        elif col.endswith("__type") and fields.get(col[:-6]) == "entity":
+            out.append("TEXT")
+        elif col.endswith("__id") and fields.get(col[:-4]) == "entity":
+            out.append(dialect.id_type)
+        else:
+            return None
+    return out
 
 
 # -- small shared queries ----------------------------------------------------------
