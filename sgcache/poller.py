@@ -38,10 +38,10 @@ import time
 from collections import Counter
 from typing import Any, Callable, Iterable
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from .backoff import Backoff, Sleeper, describe
+from .backoff import Backoff, describe
 from .changes import SOURCE_EVENT, EntityChange
 from .fetch import fetch_by_ids
 from .freshness import Freshness
@@ -117,9 +117,8 @@ class EventPoller:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self._lock = defer.DeferredLock()
-        self._sleeper = Sleeper(reactor)
-        self._running = False
-        self._loop: defer.Deferred | None = None
+        self._loop: task.LoopingCall | None = None
+        self._done: defer.Deferred = defer.succeed(None)
 
     # -- lifecycle -----------------------------------------------------------
     async def initialize(self) -> int:
@@ -139,32 +138,38 @@ class EventPoller:
         return self.cursor
 
     def start(self) -> None:
-        """Poll every `interval` seconds (at once while catching up)."""
-        if self._running:
+        """Poll with a LoopingCall every `interval` seconds (a poll itself
+        reads on without pausing while it catches up); after a failure the
+        next poll waits an exponentially backed-off delay instead."""
+        if self._loop is not None and self._loop.running:
             return
-        self._running = True
-        self._loop = defer.ensureDeferred(self._run())
-        self._loop.addErrback(lambda f: log.failure("event poller stopped", f))
+        self._loop = task.LoopingCall(self._tick)
+        self._loop.clock = self.reactor
+        self._done = self._loop.start(self.interval, now=True)
+        self._done.addErrback(lambda f: log.failure("event poller stopped", f))
 
     def stop(self) -> defer.Deferred:
-        """Stop polling; fires when the loop has ended."""
-        self._running = False
-        self._sleeper.wake()
+        """Stop polling; fires once a poll in progress has ended."""
         loop, self._loop = self._loop, None
-        return loop if loop is not None else defer.succeed(None)
+        if loop is None or not loop.running:
+            return defer.succeed(None)
+        loop.stop()
+        done = defer.Deferred()
+        self._done.addBoth(lambda _: done.callback(None))
+        return done
 
-    async def _run(self) -> None:
-        while self._running:
-            try:
-                await self.poll()
-            except Exception as e:
-                delay = self.backoff.next_delay()
-                self._failed(e, delay)
-            else:
-                self.backoff.reset()
-                delay = self.interval
-            if self._running:
-                await self._sleeper.sleep(delay)
+    async def _tick(self) -> None:
+        loop = self._loop
+        try:
+            await self.poll()
+        except Exception as e:
+            delay = self.backoff.next_delay()
+            self._failed(e, delay)
+        else:
+            self.backoff.reset()
+            delay = self.interval
+        if loop is not None:
+            loop.interval = delay
 
     def _failed(self, error: BaseException, delay: float) -> None:
         self.errors += 1
