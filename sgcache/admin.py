@@ -65,30 +65,15 @@ def run_scan(args: argparse.Namespace) -> int:
         projects = [int(p) for p in args.projects.split(",")] if getattr(args, "projects", None) else None
     except ValueError:
         raise CommandError(f"--projects: expected comma-separated ids, got {args.projects!r}")
-    outcome: dict[str, Any] = {}
 
-    async def main(reactor: Any) -> None:
+    async def scan(reactor: Any, store: Any, upstream: Any) -> int:
         from .scanner import Scanner
-        from .store import open_store
-        from .upstream import Upstream
 
-        store = open_store(settings["db"], reactor)
-        upstream = Upstream(reactor, settings["shotgun"], settings["script_name"], settings["api_key"])
-        try:
-            await store.open()
-            await store.sync_schema(schema)
-            scanner = Scanner(reactor, schema, store, upstream, progress=lambda m: print(m, flush=True),
-                              max_failures=6)
-            outcome["count"] = await scanner.full_scan(types, projects=projects)
-        except Exception as e:  # reported as one line below
-            outcome["error"] = f"{e.__class__.__name__}: {e}"
-        finally:
-            await upstream.close()
-            await store.close()
+        scanner = Scanner(reactor, schema, store, upstream, progress=lambda m: print(m, flush=True),
+                          max_failures=6)
+        return await scanner.full_scan(types, projects=projects)
 
-    _react(main)
-    if "error" in outcome:
-        raise CommandError(f"scan failed: {outcome['error']}")
+    run_on_store("scan", settings, scan, schema=schema, with_site=True)
     return 0
 
 
@@ -101,39 +86,28 @@ def register_status(parser: argparse.ArgumentParser) -> None:
 
 def run_status(args: argparse.Namespace) -> int:
     settings = _settings(args, need_upstream=False)
-    report: dict[str, Any] = {}
 
-    async def main(reactor: Any) -> None:
+    async def collect(reactor: Any, store: Any, upstream: Any) -> dict[str, Any]:
+        from .admin_sync import sync_report
         from .poller import CURSOR_KEY
-        from .store import open_store
 
-        store = open_store(settings["db"], reactor)
-        try:
-            await store.open()
-            states = await store.field_states()
-            report["event_cursor"] = await store.get_state(CURSOR_KEY)
-            types = {}
-            for etype in sorted(states):
-                fields = states[etype]
-                ready = sum(1 for s in fields.values() if s == "ready")
-                types[etype] = {
-                    "rows": await store.count(etype),
-                    "retired": await store.count(etype, active=False),
-                    "fields_ready": ready,
-                    "fields": len(fields),
-                }
-            report["types"] = types
-            from .admin_sync import sync_report
+        states = await store.field_states()
+        types = {}
+        for etype in sorted(states):
+            fields = states[etype]
+            types[etype] = {
+                "rows": await store.count(etype),
+                "retired": await store.count(etype, active=False),
+                "fields_ready": sum(1 for state in fields.values() if state == "ready"),
+                "fields": len(fields),
+            }
+        return {
+            "event_cursor": await store.get_state(CURSOR_KEY),
+            "types": types,
+            "sync": await sync_report(store, reactor.seconds(), sorted(states)),
+        }
 
-            report["sync"] = await sync_report(store, reactor.seconds(), sorted(states))
-        except Exception as e:
-            report["error"] = f"{e.__class__.__name__}: {e}"
-        finally:
-            await store.close()
-
-    _react(main)
-    if "error" in report:
-        raise CommandError(f"status failed: {report['error']}")
+    report = run_on_store("status", settings, collect)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
@@ -148,6 +122,44 @@ def run_status(args: argparse.Namespace) -> int:
               f"fields ready {info['fields_ready']}/{info['fields']}  "
               f"watermark {sync['watermarks'].get(etype, '-')}")
     return 0
+
+
+def run_on_store(
+    what: str,
+    settings: dict[str, Any],
+    work: Any,
+    schema: Schema | None = None,
+    with_site: bool = False,
+) -> Any:
+    """Open the store (syncing `schema` into it when given) and, with
+    `with_site`, the upstream client; return ``await work(reactor, store,
+    upstream)``; close both. Any failure becomes one `CommandError` line."""
+    outcome: dict[str, Any] = {}
+
+    async def main(reactor: Any) -> None:
+        from .store import open_store
+        from .upstream import Upstream
+
+        store = open_store(settings["db"], reactor)
+        upstream = None
+        if with_site:
+            upstream = Upstream(reactor, settings["shotgun"], settings["script_name"], settings["api_key"])
+        try:
+            await store.open()
+            if schema is not None:
+                await store.sync_schema(schema)
+            outcome["result"] = await work(reactor, store, upstream)
+        except Exception as e:  # reported as one line below
+            outcome["error"] = f"{e.__class__.__name__}: {e}"
+        finally:
+            if upstream is not None:
+                await upstream.close()
+            await store.close()
+
+    _react(main)
+    if "error" in outcome:
+        raise CommandError(f"{what} failed: {outcome['error']}")
+    return outcome["result"]
 
 
 def _react(main: Any) -> None:

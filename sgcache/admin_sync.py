@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from .admin import _STORE_SETTINGS, _add_settings, _react, _settings
+from .admin import _STORE_SETTINGS, _add_settings, _settings, run_on_store
 from .cli import CommandError
 from .schema import Schema, SchemaError
 
@@ -40,25 +40,13 @@ def run_log(args: argparse.Namespace) -> int:
     settings = _settings(args, need_upstream=False)
     if args.entity_type not in _schema(settings):
         raise CommandError(f"log: {args.entity_type!r} is not an entity type of the schema")
-    outcome: dict[str, Any] = {}
 
-    async def main(reactor: Any) -> None:
+    async def read_log(reactor: Any, store: Any, upstream: Any) -> Any:
         from . import updatelog
-        from .store import open_store
 
-        store = open_store(settings["db"], reactor)
-        try:
-            await store.open()
-            outcome["entries"] = await updatelog.entries(store, args.entity_type, args.entity_id, args.limit)
-        except Exception as e:
-            outcome["error"] = f"{e.__class__.__name__}: {e}"
-        finally:
-            await store.close()
+        return await updatelog.entries(store, args.entity_type, args.entity_id, args.limit)
 
-    _react(main)
-    if "error" in outcome:
-        raise CommandError(f"log failed: {outcome['error']}")
-    entries = outcome["entries"]
+    entries = run_on_store("log", settings, read_log)
     if args.json:
         print(json.dumps(entries, indent=2))
         return 0
@@ -141,27 +129,11 @@ def run_reprocess(args: argparse.Namespace) -> int:
         raise CommandError(f"--kind: expected one of {', '.join(KINDS)}, got {args.kind!r}")
     settings = _settings(args, need_upstream=True)
     schema = _schema(settings)
-    outcome: dict[str, Any] = {}
 
-    async def main(reactor: Any) -> None:
-        from .store import open_store
-        from .upstream import Upstream
+    async def run(reactor: Any, store: Any, upstream: Any) -> dict[str, Any]:
+        return await reprocess(reactor, schema, store, upstream, first, last, args.kind)
 
-        store = open_store(settings["db"], reactor)
-        upstream = Upstream(reactor, settings["shotgun"], settings["script_name"], settings["api_key"])
-        try:
-            await store.open()
-            await store.sync_schema(schema)
-            outcome.update(await reprocess(reactor, schema, store, upstream, first, last, args.kind))
-        except Exception as e:
-            outcome["error"] = f"{e.__class__.__name__}: {e}"
-        finally:
-            await upstream.close()
-            await store.close()
-
-    _react(main)
-    if "error" in outcome:
-        raise CommandError(f"reprocess failed: {outcome['error']}")
+    outcome = run_on_store("reprocess", settings, run, schema=schema, with_site=True)
     print(f"reprocessed {outcome['events']} events ({outcome['entities']} entities re-read)")
     return 0
 
