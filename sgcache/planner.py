@@ -622,8 +622,42 @@ class _Compiler:
             if null_match:
                 q = any_of([q, Q(f"NOT EXISTS (SELECT 1 {head} WHERE {link})")])
             return q, null_match
+        if hops:
+            target = self.alias("d")
+            q, null_match = self.leaf(target, leaf, relation, values)
+            if not null_match:
+                # a broken chain cannot match: test the chain as nested IN
+                # (...) sets, which every planner drives from the selective
+                # end (SQLite never reorders a LEFT JOIN chain)
+                return self.chain_in(alias, hops, target, q), False
         owner = self.walk(scope, alias, hops)
         return self.leaf(owner, leaf, relation, values)
+
+    def chain_in(self, alias: str, hops: tuple[Hop, ...], target: str, q: Q) -> Q:
+        """True when the live chain of entity `hops` from `alias` ends in a
+        row (aliased `target`) where `q` holds -- `q` must be false on a
+        missing row, as the LEFT JOIN form would then read NULLs."""
+        last = hops[-1].target
+        sub = fmt(
+            f"SELECT {col(target, 'id')} FROM {layout.entity_table(last)} AS {target} "
+            f'WHERE {target}."_active" = 1 AND ({{}})',
+            q,
+        )
+        for i in range(len(hops) - 1, 0, -1):
+            hop, owner = hops[i], self.alias("d")
+            sub = fmt(
+                f"SELECT {col(owner, 'id')} FROM {layout.entity_table(hops[i - 1].target)} AS {owner} "
+                f'WHERE {owner}."_active" = 1 '
+                f"AND {col(owner, hop.spec.name + '__type')} = {literal(hop.target)} "
+                f"AND {col(owner, hop.spec.name + '__id')} IN ({{}})",
+                sub,
+            )
+        first = hops[0]
+        return fmt(
+            f"{col(alias, first.spec.name + '__type')} = {literal(first.target)} "
+            f"AND {col(alias, first.spec.name + '__id')} IN ({{}})",
+            sub,
+        )
 
     # -- leaf relations ----------------------------------------------------
     def leaf(self, alias: str, spec: FieldSpec, relation: str, values: list) -> tuple[Q, bool]:
@@ -979,7 +1013,7 @@ class _Compiler:
                     has_id = True
             elif dtype in TEXT_TYPES:
                 expr = col(alias, leaf.name)
-                keys.append(f"{self.text.collate(self.text.lower(expr))} {sql_dir} {nulls}")
+                keys.append(f"{self.text.lower(expr)} {sql_dir} {nulls}")
                 keys.append(f"{self.text.collate(expr)} {sql_dir} {nulls}")
             elif dtype == "checkbox":
                 expr = f"COALESCE({col(alias, leaf.name)}, 0)"
@@ -988,7 +1022,7 @@ class _Compiler:
                 keys.append(f"{expr} {sql_dir} {nulls}")
             elif dtype == "entity":
                 name = self.link_name_expr(alias, leaf)
-                keys.append(f"{self.text.collate(self.text.lower(name))} {sql_dir} {nulls}")
+                keys.append(f"{self.text.lower(name)} {sql_dir} {nulls}")
                 keys.append(f"{self.text.collate(name)} {sql_dir} {nulls}")
             else:
                 keys.append(f"{col(alias, leaf.name)} {sql_dir} {nulls}")

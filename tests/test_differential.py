@@ -299,6 +299,8 @@ def paths(etype: str, depth: int = 2, through_multi: bool = True) -> list[tuple[
 
 PATHS = {t: paths(t) for t in set(QUERY_TYPES)}
 SHALLOW = {t: [p for p in PATHS[t] if p[0].count(".") <= 2] for t in PATHS}
+#: filters two entity hops deep (entity.Shot.sg_sequence.Sequence.code)
+DEEP = {t: [p for p in paths(t, through_multi=False) if p[0].count(".") == 4] for t in PATHS}
 
 
 class Pools:
@@ -355,7 +357,8 @@ def _number(draw: Any, dtype: str) -> Any:
 
 @st.composite
 def condition(draw: Any, pools: Pools, etype: str) -> list:
-    path, spec = draw(st.sampled_from(SHALLOW[etype]))
+    deep = DEEP[etype] and draw(st.integers(0, 9)) == 0
+    path, spec = draw(st.sampled_from(DEEP[etype] if deep else SHALLOW[etype]))
     dtype = "number" if spec.name == "id" else spec.data_type
     relations = sorted(RELATIONS.get(dtype, ()))
     if not relations:

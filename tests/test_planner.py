@@ -151,7 +151,7 @@ class CompiledShapeTests(unittest.TestCase):
         self.assertIn('instr(lower(m."code"), ?) > 0', p.sql)
         self.assertIn("a%_b", p.params)
         p = plan(read("Shot", [cond("code", "ends_with", "X_")]), dialect="postgresql")
-        self.assertIn("right(lower(replace(m.\"code\", 'İ', 'i̇')), 2) = ?", p.sql)
+        self.assertIn("right((lower(replace(m.\"code\", 'İ', 'i̇')) COLLATE \"C\"), 2) = ?", p.sql)
 
     def test_negations_are_complements(self):
         p = plan(read("Shot", [cond("code", "not_contains", "a")]))
@@ -298,7 +298,12 @@ class PostgresPlannerStoreTests(StoreMixin, unittest.TestCase):
     async def _more_rows(self) -> None:
         """Enough rows that the cost-based planner prefers selective indexes."""
         changes = [
-            EntityChange("Shot", 1000 + i, {"code": f"bulk{i}", "project": {"type": "Project", "id": 1}},
+            EntityChange("Sequence", 1000 + i, {"code": f"seq{i}"}, active=True, complete=True)
+            for i in range(300)
+        ] + [
+            EntityChange("Shot", 1000 + i, {"code": f"bulk{i}", "project": {"type": "Project", "id": 1},
+                                            "sg_sequence": {"type": "Sequence", "id": 1000 + i % 300},
+                                            "created_at": f"2024-03-{1 + i % 28:02d}T10:00:00Z"},
                          active=True, complete=True)
             for i in range(3000)
         ] + [
@@ -323,8 +328,8 @@ class PostgresPlannerStoreTests(StoreMixin, unittest.TestCase):
     async def _main_shapes_use_indexes(self):
         await self._more_rows()
         shapes = [
-            ("by code", read("Shot", [cond("code", "is", "SH_2")], ["code"]), "ix_Shot__code__lower"),
-            ("by code in", read("Shot", [cond("code", "in", "sh%1", "x")], ["code"]), "ix_Shot__code__lower"),
+            ("by code", read("Shot", [cond("code", "is", "SH_2")], ["code"]), "ix_Shot__code__folded"),
+            ("by code in", read("Shot", [cond("code", "in", "sh%1", "x")], ["code"]), "ix_Shot__code__folded"),
             ("by id", read("Shot", [cond("id", "is", 2)], ["code"]), "Shot_pkey"),
             ("by entity link", read("Task", [cond("entity", "is", {"type": "Shot", "id": 1})], ["content"]),
              "ix_Task__entity"),
@@ -332,6 +337,18 @@ class PostgresPlannerStoreTests(StoreMixin, unittest.TestCase):
              "ix_Task__task_assignees__child"),
             # the run-time guards are answered from partial indexes
             ("guards", read("Task", [cond("entity", "is", None)]), "ix_Task__entity__foreign"),
+            # a deep-link filter is driven from the far end of the chain
+            ("deep link", read("Task", [cond("entity.Shot.sg_sequence.Sequence.code", "is", "SEQ7")], ["content"]),
+             "ix_Sequence__code__folded"),
+            ("deep link, middle hop", read("Task", [cond("entity.Shot.sg_sequence.Sequence.code", "is", "SEQ7")]),
+             "ix_Shot__sg_sequence"),
+            # a sorted page reads the identifier's folded index in order
+            ("sorted page", read("Shot", None, ["code"], sorts=[{"field_name": "code", "direction": "desc"}],
+                                 paging={"entities_per_page": 100, "current_page": 5}),
+             "ix_Shot__code__folded"),
+            ("relative date", read("Shot", [cond("created_at", "in_last", 1, "DAY")], ["code"]),
+             "ix_Shot__created_at"),
+            ("retired only", read("Shot", None, ["code"], return_only="retired"), "ix_Shot___retired"),
         ]
         for name, args, index in shapes:
             plan_text = self.explain(args)

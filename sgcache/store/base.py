@@ -387,14 +387,20 @@ def entity_table_ddl(entity_type: str, specs: list[FieldSpec], dialect: Dialect)
 def entity_index_ddl(entity_type: str, columns: set[str], dialect: Dialect) -> list[str]:
     table = layout.entity_table(entity_type)
     out = [
-        f"CREATE INDEX IF NOT EXISTS {index_name(dialect, entity_type, '_active')} "
-        f'ON {table} ("_active")'
+        # retired rows are few: a partial index serves return_only=retired
+        # (a full index on the flag only tempts planners into using it)
+        f"DROP INDEX IF EXISTS {index_name(dialect, entity_type, '_active')}",
+        f"CREATE INDEX IF NOT EXISTS {index_name(dialect, entity_type, '_retired')} "
+        f'ON {table} ("id") WHERE "_active" = 0',
     ]
-    if "updated_at" in columns:
-        out.append(
-            f"CREATE INDEX IF NOT EXISTS {index_name(dialect, entity_type, 'updated_at')} "
-            f'ON {table} ("updated_at")'
-        )
+    # updated_at: the scanner's watermarks; both: "what is new" filters
+    # (in_last / greater_than on the bookkeeping dates)
+    for name in ("updated_at", "created_at"):
+        if name in columns:
+            out.append(
+                f"CREATE INDEX IF NOT EXISTS {index_name(dialect, entity_type, name)} "
+                f"ON {table} ({layout.quote(name)})"
+            )
     return out
 
 
@@ -434,10 +440,12 @@ def read_index_ddl(
     * partial, per link field: links to types outside the field's cached
       link types (the planner checks there are none before trusting
       "is None" / name relations / sorts by name);
-    * the lowered identifier (``code`` / ``content`` / ``name``...), with the
-      planner's exact lowering expression, for case-insensitive ``is``/``in``.
-      (SQLite: ``lower`` is the store's Python function, registered as
-      deterministic; write to the file only through the store.)
+    * the identifier (``code`` / ``content`` / ``name``...) folded with the
+      planner's exact lowering expression (PostgreSQL: compared by code
+      point, ``COLLATE "C"``), then raw: serves case-insensitive ``is`` /
+      ``in`` and sorts on the identifier. (SQLite: ``lower`` is the store's
+      Python function, registered as deterministic; write to the file only
+      through the store.)
     """
     table = layout.entity_table(entity_type)
     out = [
@@ -449,12 +457,16 @@ def read_index_ddl(
             if spec.name == identifier and FIELD_TYPES[spec.data_type].textual:
                 column = layout.scalar_column(spec.name)
                 if dialect.name == "postgresql":
-                    expr = f"lower(replace({column}, '\u0130', 'i\u0307'))"
+                    keys = (
+                        f"(lower(replace({column}, '\u0130', 'i\u0307'))) COLLATE \"C\", "
+                        f'{column} COLLATE "C"'
+                    )
                 else:
-                    expr = f"lower({column})"
+                    keys = f"(lower({column})), {column}"
+                out.append(f"DROP INDEX IF EXISTS {index_name(dialect, entity_type, spec.name, 'lower')}")
                 out.append(
-                    f"CREATE INDEX IF NOT EXISTS {index_name(dialect, entity_type, spec.name, 'lower')} "
-                    f"ON {table} (({expr}))"
+                    f"CREATE INDEX IF NOT EXISTS {index_name(dialect, entity_type, spec.name, 'folded')} "
+                    f"ON {table} ({keys})"
                 )
             continue
         types = ", ".join(f"'{layout.quote(t)[1:-1]}'" for t in spec.link_types) or "NULL"
