@@ -23,6 +23,7 @@ from twisted.web.http_headers import Headers
 
 from . import __version__
 from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
+from .freshness import Freshness
 from .planner import Catalog, PassThrough, plan_read
 from .reader import execute
 from .rpc import RawReply
@@ -45,6 +46,7 @@ class Cache:
         upstream: Upstream,
         now: Any = None,
         tz: datetime.tzinfo | None = None,
+        freshness: Freshness | None = None,
     ):
         self.reactor = reactor
         #: the site's clock and time zone, for relative date filters
@@ -56,7 +58,7 @@ class Cache:
         self.store = store
         self.upstream = upstream
         self.catalog = Catalog(schema, {})
-        self.writeback = WriteBack(schema, store, upstream)
+        self.writeback = WriteBack(schema, store, upstream, freshness)
         self.info: dict[str, Any] | None = None
         self.info_fetched_at: float | None = None
         self.serving = False

@@ -46,9 +46,10 @@ class SgcacheService(service.MultiService):
         self.upstream = Upstream(
             reactor, settings["shotgun"], settings["script_name"], settings["api_key"]
         )
-        self.cache = Cache(reactor, schema, self.store, self.upstream)
-        # sync: poller + scanner share a fence against same-second stale re-reads
+        # write-back, poller and scanner share a fence against same-second
+        # stale re-reads
         freshness = Freshness()
+        self.cache = Cache(reactor, schema, self.store, self.upstream, freshness=freshness)
         self.scanner = Scanner(
             reactor, schema, self.store, self.upstream,
             overlap=settings.get("scan_overlap", 60.0),

@@ -6,6 +6,9 @@ The write's own result is not trusted to be the whole truth (the site sets
 `updated_at`, backrefs on the other side of links, defaults), so the entities
 a write touched are re-read from the site in full and applied as complete
 rows through the store's one apply path. Retire/revive flip the row state.
+The re-read takes a ticket from the `Freshness` fence shared with the poller
+and the scanner, so a re-read that a younger sync read overtook (same
+`updated_at` second) does not overwrite it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from twisted.logger import Logger
 
 from .changes import SOURCE_PASSTHROUGH, EntityChange
 from .fetch import fetch_by_ids
+from .freshness import Freshness
 from .schema import Schema
 from .store import layout
 
@@ -25,10 +29,11 @@ WRITE_METHODS = frozenset(["create", "update", "delete", "revive", "batch"])
 
 
 class WriteBack:
-    def __init__(self, schema: Schema, store: Any, upstream: Any):
+    def __init__(self, schema: Schema, store: Any, upstream: Any, freshness: Freshness | None = None):
         self.schema = schema
         self.store = store
         self.upstream = upstream
+        self.freshness = freshness or Freshness()
 
     async def after(self, method: str, args: Any, results: Any) -> None:
         """Apply the effects of a successful write; never raises."""
@@ -105,16 +110,22 @@ class WriteBack:
         return [(t, int(i)) for t, i in rows if t is not None and i is not None]
 
     async def _refresh(self, touched: dict[str, set[int]]) -> None:
-        changes: list[EntityChange] = []
-        for entity_type, ids in sorted(touched.items()):
-            found = await fetch_by_ids(self.upstream, self.schema, entity_type, ids, SOURCE_PASSTHROUGH)
-            changes.extend(found)
-            missing = set(ids) - {c.entity_id for c in found}
-            for entity_id in sorted(missing):
-                # gone from the site altogether (or unreadable): drop our copy
-                changes.append(
-                    EntityChange(entity_type, entity_id, delete=True, source=SOURCE_PASSTHROUGH)
-                )
-        if changes:
-            await self.store.apply(changes)
-            log.debug("write-back applied {count} entity changes", count=len(changes))
+        ticket = self.freshness.ticket()
+        try:
+            changes: list[EntityChange] = []
+            for entity_type, ids in sorted(touched.items()):
+                found = await fetch_by_ids(self.upstream, self.schema, entity_type, ids, SOURCE_PASSTHROUGH)
+                changes.extend(found)
+                missing = set(ids) - {c.entity_id for c in found}
+                for entity_id in sorted(missing):
+                    # gone from the site altogether (or unreadable): drop our copy
+                    changes.append(
+                        EntityChange(entity_type, entity_id, delete=True, source=SOURCE_PASSTHROUGH)
+                    )
+            changes = self.freshness.fresh(changes, ticket)
+            if changes:
+                await self.store.apply(changes)
+                self.freshness.applied(changes, ticket)
+                log.debug("write-back applied {count} entity changes", count=len(changes))
+        finally:
+            self.freshness.done(ticket)

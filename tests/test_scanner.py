@@ -33,7 +33,10 @@ class Crash(Exception):
     pass
 
 
-class ScannerMixin:
+class ScanFixture:
+    """An emulator with Projects, Shots and Tasks, a store, an upstream and
+    a scanner; subclasses give the store URL."""
+
     async def store_url(self) -> str:
         raise NotImplementedError
 
@@ -68,6 +71,10 @@ class ScannerMixin:
         ours = await store_dump(self.store, SCHEMA, types, mark_ready=True)
         theirs = emulator_dump(self.emulator, SCHEMA, types)
         self.assertEqual(differences(ours, theirs), [])
+
+
+class ScannerMixin(ScanFixture):
+    """Scanner behaviour: full, incremental, resumable, fenced."""
 
     async def test_full_scan_loads_and_removes_hard_deletes(self):
         self.emulator.delete("Shot", 105)
