@@ -82,6 +82,7 @@ class Catalog:
     def __init__(self, schema: Schema, ready: dict[str, set[str]] | None = None):
         self.schema = schema
         self.ready: dict[str, set[str]] = ready or {}
+        self._name_decoders: dict[str, Callable[[Any], Any]] = {}
 
     def is_ready(self, entity_type: str, field_name: str) -> bool:
         if field_name == "id":
@@ -115,18 +116,33 @@ class Catalog:
         """True when links to this type can be given their `name` locally."""
         return self.name_kind(entity_type) is not None
 
-    def decode_name(self, entity_type: str, raw: Any) -> Any:
-        """A stored identifier value as the link's wire `name`."""
-        ident = self.schema.identifier(entity_type)
-        if ident == "id" or raw is None:
-            return None
-        spec = self.schema.get_field(entity_type, ident)
-        if spec is None:
-            return raw
-        value = FIELD_TYPES[spec.data_type].decode(raw)
-        if spec.data_type == "url":
+    def name_decoder(self, entity_type: str) -> Callable[[Any], Any]:
+        """stored identifier value -> the link's wire `name` (memoized: it
+        depends on the schema only)."""
+        decoder = self._name_decoders.get(entity_type)
+        if decoder is None:
+            decoder = self._name_decoders[entity_type] = _name_decoder(self.schema, entity_type)
+        return decoder
+
+
+def _name_decoder(schema: Schema, entity_type: str) -> Callable[[Any], Any]:
+    ident = schema.identifier(entity_type)
+    spec = None if ident == "id" else schema.get_field(entity_type, ident)
+    if ident == "id":
+        return lambda raw: None
+    if spec is None:
+        return lambda raw: raw
+    decode = FIELD_TYPES[spec.data_type].decode
+    if decode is FIELD_TYPES["text"].decode:
+        return lambda raw: raw  # stored as sent; None stays None
+    if spec.data_type == "url":
+        def url_name(raw: Any) -> Any:
+            if raw is None:
+                return None
+            value = decode(raw)
             return value.get("name") if isinstance(value, dict) else None
-        return value
+        return url_name
+    return lambda raw: None if raw is None else decode(raw)
 
 
 @dataclass

@@ -9,7 +9,8 @@ whose target row the store lacks.
 
 from __future__ import annotations
 
-from typing import Any
+from operator import itemgetter
+from typing import Any, Callable
 
 from .fieldtypes import FIELD_TYPES
 from .planner import Catalog, Output, PassThrough, ReadPlan
@@ -17,6 +18,8 @@ from .store import layout
 
 #: ids per IN (...) list when reading link targets and association rows
 _CHUNK = 500
+#: the decoder of types stored as they are sent (text, numbers...)
+_IDENTITY = FIELD_TYPES["text"].decode
 
 
 async def execute(store: Any, plan: ReadPlan, catalog: Catalog) -> dict[str, Any]:
@@ -32,7 +35,8 @@ async def execute(store: Any, plan: ReadPlan, catalog: Catalog) -> dict[str, Any
     if plan.page_size is not None and len(rows) > plan.page_size:
         has_next = True
         rows = rows[: plan.page_size]
-    entities = [_shape(plan, catalog, row) for row in rows]
+    shape = _shaper(plan, catalog)
+    entities = [shape(row) for row in rows]
     multi = [o for o in plan.outputs if o.kind == "multi"]
     if multi and entities:
         for out in multi:
@@ -51,47 +55,78 @@ async def _paging_info(store: Any, plan: ReadPlan, has_next: bool) -> dict[str, 
     return {"has_next_page": has_next}
 
 
-def _shape(plan: ReadPlan, catalog: Catalog, row: tuple) -> dict[str, Any]:
-    entity: dict[str, Any] = {"type": plan.entity_type, "id": row[plan.id_column]}
-    for out in plan.outputs:
-        if out.kind == "multi":
-            continue
-        if out.null_column is not None and row[out.null_column] is None:
-            entity[out.name] = None  # a deep field through a null link
-            continue
-        if out.kind == "entity":
-            entity[out.name] = _link_value(catalog, out, row)
-            continue
-        spec = out.spec
-        assert spec is not None
-        raw = row[out.columns[0]]
-        if spec.name == "id":
-            entity[out.name] = raw
+def _shaper(plan: ReadPlan, catalog: Catalog) -> Callable[[tuple], dict[str, Any]]:
+    """A function shaping one row of `plan` into its wire entity; the
+    per-field work (decoders, link columns) is looked up once per read."""
+    fields = [(out.name, _field_reader(catalog, out)) for out in plan.outputs if out.kind != "multi"]
+    entity_type, id_column = plan.entity_type, plan.id_column
+
+    def shape(row: tuple) -> dict[str, Any]:
+        entity: dict[str, Any] = {"type": entity_type, "id": row[id_column]}
+        for name, value in fields:
+            entity[name] = value(row)
+        return entity
+
+    return shape
+
+
+def _field_reader(catalog: Catalog, out: Output) -> Callable[[tuple], Any]:
+    """row -> the wire value of one scalar or entity output."""
+    if out.kind == "entity":
+        value = _link_reader(catalog, out)
+    elif out.spec is not None and out.spec.name == "id":
+        value = itemgetter(out.columns[0])
+    else:
+        assert out.spec is not None
+        decode, column = FIELD_TYPES[out.spec.data_type].decode, out.columns[0]
+        if decode is _IDENTITY:
+            value = itemgetter(column)
         else:
-            entity[out.name] = FIELD_TYPES[spec.data_type].decode(raw)
-    return entity
+            def value(row: tuple) -> Any:
+                return decode(row[column])
+
+    null = out.null_column
+    if null is None:
+        return value
+
+    def deep(row: tuple) -> Any:
+        # a deep field through a null link is null, whatever its type
+        return None if row[null] is None else value(row)
+
+    return deep
 
 
-def _link_value(catalog: Catalog, out: Output, row: tuple) -> Any:
-    link_type = row[out.columns[0]]
-    link_id = row[out.columns[1]]
-    if link_id is None:
-        return None
+def _link_reader(catalog: Catalog, out: Output) -> Callable[[tuple], Any]:
+    """row -> the entity field's wire value: None, or {type, id, name}."""
+    type_col, id_col = out.columns[0], out.columns[1]
+    targets: dict[str, tuple[int, int, int | None, Callable[[Any], Any]]] = {}
     position = 2
     for join in out.joins:
-        width = 2 if join.identifier == "id" else 3
-        if join.target_type == link_type:
-            found_id, active = row[out.columns[position]], row[out.columns[position + 1]]
-            if found_id is None:
-                raise PassThrough("link target not in the store", link_type)
-            if not active:
-                return None
-            name = None
-            if width == 3:
-                name = catalog.decode_name(link_type, row[out.columns[position + 2]])
-            return {"type": link_type, "id": link_id, "name": name}
-        position += width
-    raise PassThrough("link to a type whose names are not cached", str(link_type))
+        named = join.identifier != "id"
+        targets[join.target_type] = (
+            out.columns[position], out.columns[position + 1],
+            out.columns[position + 2] if named else None,
+            catalog.name_decoder(join.target_type),
+        )
+        position += 3 if named else 2
+
+    def value(row: tuple) -> Any:
+        link_id = row[id_col]
+        if link_id is None:
+            return None
+        link_type = row[type_col]
+        target = targets.get(link_type)
+        if target is None:
+            raise PassThrough("link to a type whose names are not cached", str(link_type))
+        found_col, active_col, name_col, decode = target
+        if row[found_col] is None:
+            raise PassThrough("link target not in the store", link_type)
+        if not row[active_col]:
+            return None
+        name = None if name_col is None else decode(row[name_col])
+        return {"type": link_type, "id": link_id, "name": name}
+
+    return value
 
 
 async def _fill_multi(
@@ -127,6 +162,7 @@ async def _fill_multi(
         ident = catalog.schema.identifier(child_type)
         name_col = "NULL" if ident == "id" else layout.scalar_column(ident)
         id_list = sorted(child_ids)
+        decode = catalog.name_decoder(child_type)
         for start in range(0, len(id_list), _CHUNK):
             chunk = id_list[start : start + _CHUNK]
             found = await store.fetch(
@@ -135,7 +171,7 @@ async def _fill_multi(
                 chunk,
             )
             for child_id, active, raw_name in found:
-                known[(child_type, child_id)] = (bool(active), catalog.decode_name(child_type, raw_name))
+                known[(child_type, child_id)] = (bool(active), decode(raw_name))
     for parent_id, child_type, child_id in links:
         state = known.get((child_type, child_id))
         if state is None:
