@@ -1,10 +1,15 @@
 """Sync benchmark: events applied per second, scan write rate (time spent in
-`store.apply` for scan pages only, upstream excluded) and peak RSS during a
-large full scan (pages are streamed, never buffered).
+`store.apply` for scan pages only, upstream excluded) with its baseline, and
+peak RSS during a large full scan (pages are streamed, never buffered).
 
 The upstream is an in-process fake site (`FakeSite`) that generates Shots
 and EventLogEntries on the fly, so the numbers measure the cache's own work
-(poller / scanner / store), not an emulator's. Run::
+(poller / scanner / store), not an emulator's.
+
+The scan write rate's baseline is measured in the same run (`Floor`): right
+after each scan page is applied, the same rows, pre-encoded, are written
+into an empty copy of the table (same columns, same indexes) with the
+plainest bulk statement the server offers, timed the same way. Run::
 
     PYTHONPATH=. python bench/sync.py                   # SQLite + PostgreSQL, small sizes
     PYTHONPATH=. python bench/sync.py --scan-entities 1000000 --stores postgresql
@@ -13,6 +18,7 @@ and EventLogEntries on the fly, so the numbers measure the cache's own work
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import resource
 import sys
@@ -25,10 +31,12 @@ from twisted.internet import defer, task
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from sgcache.changes import EntityChange  # noqa: E402
+from sgcache.fieldtypes import FIELD_TYPES  # noqa: E402
 from sgcache.poller import EventPoller  # noqa: E402
 from sgcache.scanner import Scanner  # noqa: E402
 from sgcache.schema import Schema  # noqa: E402
-from sgcache.store import open_store  # noqa: E402
+from sgcache.store import layout, open_store, parse_store_url  # noqa: E402
 
 PROJECT = {"type": "Project", "id": 1}
 
@@ -107,10 +115,12 @@ class FakeSite:
 
 
 class TimedStore:
-    """A store proxy that sums the time spent in `apply`."""
+    """A store proxy that sums the time spent in `apply`, and hands each
+    applied batch to `after` (outside the timing)."""
 
-    def __init__(self, store: Any):
+    def __init__(self, store: Any, after: Any = None):
         self._store = store
+        self._after = after
         self.apply_seconds = 0.0
         self.applied = 0
 
@@ -120,26 +130,136 @@ class TimedStore:
     async def _apply(self, changes: Any, state: Any = None) -> int:
         started = time.perf_counter()
         try:
-            return await self._store.apply(changes, state)
+            result = await self._store.apply(changes, state)
         finally:
             self.apply_seconds += time.perf_counter() - started
             self.applied += len(changes)
+        if self._after is not None and changes:
+            self._after(changes)
+        return result
 
     def apply(self, changes: Any, state: Any = None) -> defer.Deferred:
         return defer.ensureDeferred(self._apply(changes, state))
+
+
+class Floor:
+    """The scan write rate's baseline: each page's rows, encoded beforehand
+    (outside the timing), written into the same table of a second database
+    the store set up (same columns, same indexes, empty at the start) with
+    the plainest bulk statement the server offers, one transaction a page:
+
+    * SQLite: ``executemany`` of one ``INSERT`` (the store's connection
+      settings: WAL, synchronous=NORMAL, its Python ``lower``);
+    * PostgreSQL: ``COPY ... FROM STDIN`` (psycopg2, synchronous); a plain
+      ``executemany`` there is one round trip a row, slower than sgcache
+      itself, so no floor.
+
+    Timed like `TimedStore`: wall time from the transaction's start to its
+    commit."""
+
+    METHODS = {"sqlite": "executemany INSERT", "postgresql": "COPY FROM STDIN"}
+
+    def __init__(self, kind: str, url: str, schema: Schema, entity_type: str = "Shot"):
+        self.kind = kind
+        self.method = self.METHODS[kind]
+        self.entity_type = entity_type
+        self.fields = {
+            name: spec.data_type for name, spec in schema[entity_type].fields.items()
+        }
+        self.seconds = 0.0
+        self.written = 0
+        if kind == "sqlite":
+            import sqlite3
+
+            from sgcache.store import sqlite
+
+            self.conn = sqlite3.connect(parse_store_url(url)[1], isolation_level=None)
+            sqlite.configure(self.conn)
+        else:
+            import psycopg2
+
+            self.conn = psycopg2.connect(url)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def encode(self, change: EntityChange) -> tuple[tuple[str, ...], list[Any]]:
+        """The columns and values the store writes for a new row."""
+        cols = ["id", "_active", "_complete", "_event_id"]
+        values: list[Any] = [
+            int(change.entity_id),
+            1 if change.active is None else int(bool(change.active)),
+            1 if change.complete else 0,
+            change.event_id,
+        ]
+        for name, value in change.fields.items():
+            dtype = self.fields.get(name)
+            if dtype is None or dtype == "multi_entity" or dtype not in FIELD_TYPES:
+                continue  # not on the entity table
+            if dtype == "entity":
+                cols += [f"{name}__type", f"{name}__id"]
+                values += [None, None] if value is None else [value["type"], int(value["id"])]
+            else:
+                cols.append(name)
+                values.append(FIELD_TYPES[dtype].encode(value))
+        return tuple(cols), values
+
+    def write(self, changes: list[EntityChange]) -> None:
+        groups: dict[tuple[str, ...], list[list[Any]]] = {}
+        for change in changes:
+            cols, values = self.encode(change)
+            groups.setdefault(cols, []).append(values)
+        for cols, rows in groups.items():
+            names = ", ".join(layout.quote(c) for c in cols)
+            table = layout.entity_table(self.entity_type)
+            if self.kind == "sqlite":
+                self._sqlite(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(cols))})", rows)
+            else:
+                self._copy(f"COPY {table} ({names}) FROM STDIN", copy_text(rows))
+            self.written += len(rows)
+
+    def _sqlite(self, sql: str, rows: list[list[Any]]) -> None:
+        started = time.perf_counter()
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany(sql, rows)
+        self.conn.execute("COMMIT")
+        self.seconds += time.perf_counter() - started
+
+    def _copy(self, sql: str, payload: str) -> None:
+        started = time.perf_counter()
+        cursor = self.conn.cursor()
+        cursor.copy_expert(sql, io.StringIO(payload))
+        self.conn.commit()
+        self.seconds += time.perf_counter() - started
+
+
+def copy_text(rows: list[list[Any]]) -> str:
+    """Rows in COPY's text format."""
+
+    def field(value: Any) -> str:
+        if value is None:
+            return "\\N"
+        if isinstance(value, str):
+            return (
+                value.replace("\\", "\\\\").replace("\t", "\\t")
+                .replace("\n", "\\n").replace("\r", "\\r")
+            )
+        return str(value)
+
+    return "".join("\t".join(map(field, row)) + "\n" for row in rows)
 
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-async def fresh_db(kind: str, tmp: str) -> tuple[str, Any]:
+async def fresh_db(kind: str, tmp: str, label: str = "bench") -> tuple[str, Any]:
     if kind == "sqlite":
-        return "sqlite:///" + os.path.join(tmp, "bench.sqlite"), None
+        return "sqlite:///" + os.path.join(tmp, f"{label}.sqlite"), None
     import psycopg2
 
     base = os.environ.get("SGCACHE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"sgcache_bench_{os.getpid()}"
+    name = f"sgcache_{label}_{os.getpid()}"
     conn = psycopg2.connect(base)
     conn.autocommit = True
     conn.cursor().execute(f'DROP DATABASE IF EXISTS "{name}"')
@@ -152,17 +272,30 @@ async def fresh_db(kind: str, tmp: str) -> tuple[str, Any]:
     return base.rsplit("/", 1)[0] + "/" + name, drop
 
 
+async def make_floor(reactor: Any, kind: str, tmp: str, schema: Schema) -> tuple[Floor, Any]:
+    """A `Floor` on a second database the store set up; and its drop."""
+    url, drop = await fresh_db(kind, tmp, "floor")
+    store = open_store(url, reactor)
+    await store.open()
+    try:
+        await store.sync_schema(schema)
+    finally:
+        await store.close()
+    return Floor(kind, url, schema), drop
+
+
 async def bench_store(reactor: Any, kind: str, schema: Schema, opts: argparse.Namespace) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="sgcache-bench-")
     url, drop = await fresh_db(kind, tmp)
+    floor, floor_drop = await make_floor(reactor, kind, tmp, schema)
     store = open_store(url, reactor)
     await store.open()
     try:
         await store.sync_schema(schema)
         out: dict[str, Any] = {"store": kind}
-        # 1. full scan: write rate (apply time only) and peak RSS
+        # 1. full scan: write rate (apply time only), its floor, peak RSS
         site = FakeSite(opts.scan_entities)
-        timed = TimedStore(store)
+        timed = TimedStore(store, after=floor.write)
         scanner = Scanner(reactor, schema, timed, site, page_size=500, report_every=1e9)
         rss_before = rss_mb()
         started = time.perf_counter()
@@ -172,6 +305,10 @@ async def bench_store(reactor: Any, kind: str, schema: Schema, opts: argparse.Na
         out["scan_wall_s"] = round(wall, 2)
         out["scan_apply_s"] = round(timed.apply_seconds, 2)
         out["scan_write_per_s"] = round(timed.applied / max(timed.apply_seconds, 1e-9))
+        out["floor_method"] = floor.method
+        out["floor_s"] = round(floor.seconds, 2)
+        out["floor_write_per_s"] = round(floor.written / max(floor.seconds, 1e-9))
+        out["scan_vs_floor"] = round(timed.apply_seconds / max(floor.seconds, 1e-9), 2)
         out["scan_rss_before_mb"] = round(rss_before, 1)
         out["scan_rss_peak_mb"] = round(rss_mb(), 1)
         # 2. events: poll E change events about already-stored shots
@@ -189,8 +326,10 @@ async def bench_store(reactor: Any, kind: str, schema: Schema, opts: argparse.Na
         return out
     finally:
         await store.close()
-        if drop is not None:
-            drop()
+        floor.close()
+        for dropper in (drop, floor_drop):
+            if dropper is not None:
+                dropper()
 
 
 def main() -> None:
@@ -207,8 +346,40 @@ def main() -> None:
             row = await bench_store(reactor, kind.strip(), schema, opts)
             rows.append(row)
             print(" | ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        print_table(rows, opts)
 
     task.react(lambda reactor: defer.ensureDeferred(run(reactor)))
+
+
+def print_table(rows: list[dict[str, Any]], opts: argparse.Namespace) -> None:
+    """The figures side by side, each rate next to its baseline."""
+    header = (
+        "store", "scan rows/s", "floor rows/s", "sgcache/floor", "floor statement",
+        "events/s", "events/s excl. upstream", "peak RSS MB",
+    )
+    table = [header] + [
+        (
+            r["store"], f"{r['scan_write_per_s']:,}", f"{r['floor_write_per_s']:,}",
+            f"{r['scan_vs_floor']:.2f}x", r["floor_method"], f"{r['events_per_s']:,}",
+            f"{r['events_per_s_excl_upstream']:,}", f"{r['scan_rss_peak_mb']:.0f}",
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    print()
+    print(
+        f"full scan of {opts.scan_entities:,} Shots (pages of 500; rates over store.apply "
+        f"time only), then {opts.events:,} events"
+    )
+    for i, line in enumerate(table):
+        cells = [c.ljust(w) if j in (0, 4) else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths))]
+        print("  ".join(cells).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        "sgcache/floor: scan apply time over the floor's time for the same rows "
+        "(1.00x = as fast as the floor)"
+    )
 
 
 if __name__ == "__main__":

@@ -590,6 +590,45 @@ class StoreTestsMixin:
                                EntityChange("Shot", 1, {"sg_cut_in": "nope"})])
         self.assertEqual(await store.ids("Shot"), [1])
 
+    async def test_page_with_constant_columns(self) -> None:
+        # a scan page: many columns hold one value in every row (bound once on
+        # PostgreSQL), others vary; then the same rows updated in one batch
+        store = await self.synced()
+        odd = "it's 100% ?, \\ \"quoted\"\t\u00e9"
+
+        def page(version: int) -> list[EntityChange]:
+            return [
+                EntityChange(
+                    "Shot", i,
+                    {"code": f"c{i}", "description": odd if version else None, "sg_cut_in": 7,
+                     "sg_ratio": 1.5, "sg_flag": version == 1, "sg_date": "2024-03-01",
+                     "sg_sequence": {"type": "Sequence", "id": 3}, "tags": [],
+                     "updated_at": f"2024-01-0{1 + version}T00:00:00Z"},
+                    updated_at=f"2024-01-0{1 + version}T00:00:00Z", complete=True, source="scan",
+                )
+                for i in range(1, 301)
+            ]
+
+        cols = ("code", "description", "sg_cut_in", "sg_ratio", "sg_flag", "sg_date",
+                "sg_sequence__type", "sg_sequence__id", "tags", "updated_at", "_active", "_complete")
+        self.assertEqual(await store.apply(page(0)), 300)
+        self.assertEqual(
+            await self.row(store, 299, *cols),
+            ("c299", None, 7, 1.5, 0, "2024-03-01", "Sequence", 3, "[]", "2024-01-01T00:00:00Z", 1, 1),
+        )
+        self.assertEqual(await store.apply(page(1)), 300)
+        for eid in (1, 300):
+            self.assertEqual(
+                await self.row(store, eid, *cols),
+                (f"c{eid}", odd, 7, 1.5, 1, "2024-03-01", "Sequence", 3, "[]",
+                 "2024-01-02T00:00:00Z", 1, 1),
+            )
+        logged = await store.fetch(
+            "SELECT COUNT(*), MIN(entity_id), MAX(entity_id), MIN(source), MAX(fields) "
+            "FROM _sgcache_updates WHERE entity_type = 'Shot'", []
+        )
+        self.assertEqual(tuple(logged[0]), (600, 1, 300, "scan", "*"))
+
     async def test_large_batch_is_chunked(self) -> None:
         store = await self.synced()
         many = [
@@ -705,6 +744,22 @@ class PostgresStoreTests(StoreTestsMixin, unittest.TestCase):
         self.assertEqual(await applying, 198)
         self.assertEqual(await store.count("Shot"), 199)
 
+    async def test_row_lookup_uses_the_index_before_analyze(self) -> None:
+        # a young table has no statistics: with a bare "= ANY(ids)" the server
+        # read all of it for every batch (here ~900 pages) until it was a few
+        # times larger or autovacuum analyzed it
+        store = await self.synced()
+        text = "x" * 300
+        await store.apply(
+            [EntityChange("Shot", i, {"code": f"c{i}", "description": text}) for i in range(1, 20_001)]
+        )
+        ids = list(range(19_001, 19_501))
+        [(cond, params)] = base._id_conditions(base.POSTGRESQL, '"id"', ids)
+        plan = await store.fetch(f'EXPLAIN SELECT "id" FROM "Shot" WHERE {cond}', params)
+        self.assertNotIn("Seq Scan", "\n".join(r[0] for r in plan))
+        rows = await store.fetch(f'SELECT "id" FROM "Shot" WHERE {cond} ORDER BY "id"', params)
+        self.assertEqual([r[0] for r in rows], ids)
+
     async def test_unreachable_server(self) -> None:
         store = open_store("postgresql://nobody@127.0.0.1:1/nothing", reactor)
         with self.assertRaises(StoreError) as ctx:
@@ -739,6 +794,43 @@ class URLTests(unittest.TestCase):
 
         self.assertIsInstance(open_store("sqlite://:memory:", reactor), SQLiteStore)
         self.assertIsInstance(open_store("postgresql:///x", reactor), PostgresStore)
+
+
+class StatementTests(unittest.TestCase):
+    def test_id_conditions(self) -> None:
+        self.assertEqual(list(base._id_conditions(base.POSTGRESQL, '"id"', [])), [])
+        self.assertEqual(
+            list(base._id_conditions(base.POSTGRESQL, '"id"', [5, 2, 9])),
+            [('"id" = ANY(?::BIGINT[]) AND "id" BETWEEN ? AND ?', ["{5,2,9}", 2, 9])],
+        )
+        chunks = list(base._id_conditions(base.SQLITE, "parent_id", list(range(1200))))
+        self.assertEqual([len(params) for _, params in chunks], [500, 500, 200])
+        self.assertEqual(chunks[2][0], "parent_id IN (" + ", ".join("?" * 200) + ")")
+        self.assertEqual([p for _, params in chunks for p in params], list(range(1200)))
+
+    def test_json_rows_binds_constant_columns_once(self) -> None:
+        types = ["BIGINT", "TEXT", "TEXT", "DOUBLE PRECISION", "SMALLINT"]
+        rows = [[1, "a", None, 1.0, 1], [2, "a", None, 1.0, 1], [3, "a", None, 1.0, 1]]
+        exprs, params = base._json_rows(types, rows)
+        self.assertEqual(
+            exprs,
+            "(r->>0)::BIGINT, ?::TEXT, ?::TEXT, (r->>1)::DOUBLE PRECISION, ?::SMALLINT",
+        )
+        self.assertEqual(params, ["a", None, 1, "[[1,1.0],[2,1.0],[3,1.0]]"])
+
+    def test_json_rows_every_column_constant(self) -> None:
+        exprs, params = base._json_rows(["BIGINT", "TEXT"], [[4, "x"]])
+        self.assertEqual(exprs, "(r->>0)::BIGINT, ?::TEXT")
+        self.assertEqual(params, ["x", "[[4]]"])
+        exprs, params = base._json_rows(["BIGINT", "TEXT"], [[4, "x"], [4, "x"]])
+        self.assertEqual(params, ["x", "[[4],[4]]"])
+
+    def test_json_rows_refuses_what_json_would_change(self) -> None:
+        self.assertIsNone(base._json_rows(["BIGINT"], [[1], [True]]))
+        self.assertIsNone(base._json_rows(["BIGINT"], [[True], [True]]))
+        self.assertIsNone(base._json_rows(["TEXT"], [["a"], [1]]))
+        self.assertIsNone(base._json_rows(["DOUBLE PRECISION"], [[float("nan")], [float("nan")]]))
+        self.assertIsNone(base._json_rows(["BYTEA"], [[b"x"], [b"x"]]))
 
 
 class PyformatTests(unittest.TestCase):

@@ -128,6 +128,9 @@ class Dialect:
     #: apply writes a batch in parts of this many changes, planning each part
     #: while the server runs the previous one's statements (0: one part)
     part_size: int = 0
+    #: id lists go as one array parameter (``= ANY(?::bigint[])``), far
+    #: cheaper for the server to parse than a long ``IN (?, ?, ...)``
+    id_arrays: bool = False
 
     def column_type(self, data_type: str) -> str:
         ftype = FIELD_TYPES[data_type]
@@ -138,7 +141,8 @@ class Dialect:
 
 SQLITE = Dialect("sqlite", "INTEGER", "INTEGER", "", 0)
 POSTGRESQL = Dialect(
-    "postgresql", "BIGINT", "SMALLINT", " FOR UPDATE", 63, json_rows=True, part_size=125
+    "postgresql", "BIGINT", "SMALLINT", " FOR UPDATE", 63, json_rows=True, part_size=125,
+    id_arrays=True,
 )
 
 
@@ -194,14 +198,11 @@ def _log_types(dialect: Dialect) -> tuple[str, ...]:
     return ("TEXT", dialect.id_type, "TEXT", "TEXT", dialect.id_type, "DOUBLE PRECISION")
 
 
-async def write_update_log(cur: SQLCursor, entries: list[tuple], now: float) -> None:
+def _log_statements(dialect: Dialect, entries: list[tuple], now: float) -> Iterator[_Statement]:
     """Insert (entity_type, entity_id, fields, source, event_id) entries."""
-    await _run_pipelined(
-        cur,
-        _insert_statements(
-            cur.dialect, "_sgcache_updates", _LOG_COLUMNS, [[*e, now] for e in entries],
-            types=_log_types(cur.dialect),
-        ),
+    return _insert_statements(
+        dialect, "_sgcache_updates", _LOG_COLUMNS, [[*e, now] for e in entries],
+        types=_log_types(dialect),
     )
 
 
@@ -660,7 +661,7 @@ class ApplyResult:
     skipped_event: int = 0
     unknown_types: int = 0
     ignored_fields: int = 0
-    #: update-log entries (see write_update_log)
+    #: update-log entries (see _log_statements)
     log: list[tuple] = field(default_factory=list)
 
 
@@ -695,6 +696,29 @@ _MAX_PARAMS = 32000
 def _per_statement(width: int) -> int:
     """Rows per multi-row statement of `width` parameters a row."""
     return max(1, min(_CHUNK, _MAX_PARAMS // max(1, width)))
+
+
+def _id_conditions(dialect: Dialect, column: str, id_list: list[int]) -> Iterator[tuple[str, list[Any]]]:
+    """(SQL condition, params) pairs that together match `column` against
+    the ints of `id_list`, in order: one array parameter where the dialect
+    takes it, else ``IN`` lists of at most _CHUNK.
+
+    The array form also bounds `column` by the ids' range: redundant, but it
+    keeps PostgreSQL on the index while the table is young and unanalyzed
+    (else it reads the whole table for every batch until it has ~50k rows)."""
+    if not id_list:
+        return
+    if dialect.id_arrays:
+        ints = [int(i) for i in id_list]
+        literal = "{" + ",".join(map(str, ints)) + "}"
+        yield (
+            f"{column} = ANY(?::{dialect.id_type}[]) AND {column} BETWEEN ? AND ?",
+            [literal, min(ints), max(ints)],
+        )
+        return
+    for start in range(0, len(id_list), _CHUNK):
+        chunk = id_list[start : start + _CHUNK]
+        yield f"{column} IN ({', '.join('?' * len(chunk))})", chunk
 
 
 @dataclass
@@ -790,7 +814,7 @@ async def apply_changes(
     if cur.dialect.part_size and len(changes) > cur.dialect.part_size:
         if len({(c.entity_type, int(c.entity_id)) for c in changes}) == len(changes):
             step = cur.dialect.part_size
-    coders: dict[str, dict[str, Any]] = {}
+    coders: dict[tuple, _RowCoder] = {}
 
     def encode(change: EntityChange) -> _Encoded | None:
         fields = synced.types.get(change.entity_type)
@@ -824,12 +848,13 @@ async def apply_changes(
                     continue
                 _plan_one(part, change, synced.types[change.entity_type], enc, rows, result)
             yield from _plan_statements(cur.dialect, synced, part)
+        if now is not None and result.log:
+            # built while the last part's statements run
+            yield from _log_statements(cur.dialect, result.log, now)
 
     await _run_pipelined(cur, statements())
     if state:
         await write_state(cur, state)
-    if now is not None and result.log:
-        await write_update_log(cur, result.log, now)
     log.debug(
         "apply: {applied} applied, {stale} stale, {old_event} older than stored event, "
         "{unknown} uncached types, {ignored} uncached fields",
@@ -854,14 +879,9 @@ async def _read_stored(
     for etype, id_set in wanted.items():
         has_updated = synced.data_type(etype, "updated_at") == "date_time"
         cols = '"id", "_event_id", ' + ('"updated_at"' if has_updated else "NULL") + ', "_active"'
-        id_list = sorted(id_set)
-        for start in range(0, len(id_list), _CHUNK):
-            chunk = id_list[start : start + _CHUNK]
-            marks = ", ".join("?" * len(chunk))
+        for cond, params in _id_conditions(cur.dialect, '"id"', sorted(id_set)):
             for row in await cur.execute(
-                f"SELECT {cols} FROM {layout.entity_table(etype)} "
-                f'WHERE "id" IN ({marks}){lock}',
-                chunk,
+                f"SELECT {cols} FROM {layout.entity_table(etype)} WHERE {cond}{lock}", params
             ):
                 rows[(etype, int(row[0]))] = [row[1], row[2], row[3]]
     plan.stored = set(rows)
@@ -870,13 +890,11 @@ async def _read_stored(
         id_list = sorted(id_set)
         for eid in id_list:
             plan.stored_links[(etype, fname, eid)] = {}
-        for start in range(0, len(id_list), _CHUNK):
-            chunk = id_list[start : start + _CHUNK]
-            marks = ", ".join("?" * len(chunk))
+        for cond, params in _id_conditions(cur.dialect, "parent_id", id_list):
             for pid, ctype, cid, position in await cur.execute(
                 f"SELECT parent_id, child_type, child_id, position FROM {mtable} "
-                f"WHERE parent_id IN ({marks}) ORDER BY parent_id, position",
-                chunk,
+                f"WHERE {cond} ORDER BY parent_id, position",
+                params,
             ):
                 plan.stored_links[(etype, fname, int(pid))][(ctype, int(cid))] = int(position)
     return rows
@@ -890,67 +908,92 @@ class _Encoded:
     #: multi_entity field -> its new links
     multi_set: dict[str, list[tuple[str, int]]]
     #: uncached fields given (ignored)
-    ignored: list[str]
+    ignored: Sequence[str]
     #: the error encoding met (raised if the change is applied)
     error: BaseException | None = None
 
 
-#: how a field's value becomes columns (see _coder)
-_SCALAR, _PLAIN, _ENTITY, _MULTI = 0, 1, 2, 3
+#: how a field's value becomes columns (see _RowCoder)
+_SCALAR, _ENTITY, _MULTI = 0, 1, 2
 _IDENT = FIELD_TYPES["text"].encode
 
 
-def _coder(fields: dict[str, str]) -> dict[str, tuple]:
-    """field -> (kind, ...): (_SCALAR, data type, encode), (_PLAIN,) for a
-    value stored as given, (_ENTITY, type column, id column), (_MULTI,)."""
-    out: dict[str, tuple] = {}
-    for fname, dtype in fields.items():
-        if dtype == "entity":
-            out[fname] = (_ENTITY, f"{fname}__type", f"{fname}__id")
+@dataclass(frozen=True)
+class _RowCoder:
+    """How a change's `fields`, given with certain names in a certain order,
+    become column values: a copy of the dict, less `dropped`, with `steps`
+    applied in field order (a scan's rows all share one coder, so the
+    per-row work is only the fields not stored as given)."""
+
+    #: ``id`` / ``type`` and the uncached fields
+    dropped: tuple[str, ...]
+    #: the uncached fields (ignored, counted)
+    ignored: tuple[str, ...]
+    #: (_SCALAR, field, data type, encode, type stored as given), (_ENTITY,
+    #: field, type column, id column) or (_MULTI, field)
+    steps: tuple[tuple, ...]
+
+
+def _row_coder(fields: dict[str, str], names: tuple[str, ...]) -> _RowCoder:
+    dropped: list[str] = []
+    ignored: list[str] = []
+    steps: list[tuple] = []
+    for fname in names:
+        dtype = fields.get(fname)
+        if dtype is None or fname == "id" or fname == "type":
+            dropped.append(fname)
+            if dtype is None and fname != "id" and fname != "type":
+                ignored.append(fname)
+        elif dtype == "entity":
+            steps.append((_ENTITY, fname, f"{fname}__type", f"{fname}__id"))
         elif dtype == "multi_entity":
-            out[fname] = (_MULTI,)
-        elif FIELD_TYPES[dtype].encode is _IDENT:
-            out[fname] = (_PLAIN,)
-        else:
-            out[fname] = (_SCALAR, dtype, FIELD_TYPES[dtype].encode)
-    return out
+            steps.append((_MULTI, fname))
+        elif FIELD_TYPES[dtype].encode is not _IDENT:
+            ftype = FIELD_TYPES[dtype]
+            steps.append((_SCALAR, fname, dtype, ftype.encode, ftype.native))
+    return _RowCoder(tuple(dropped), tuple(ignored), tuple(steps))
 
 
-def _encode(change: EntityChange, fields: dict[str, str], coders: dict[str, dict[str, tuple]]) -> _Encoded:
-    etype = change.entity_type
-    coder = coders.get(etype)
+def _encode(
+    change: EntityChange, fields: dict[str, str], coders: dict[tuple, _RowCoder]
+) -> _Encoded:
+    key = (change.entity_type, tuple(change.fields))
+    coder = coders.get(key)
     if coder is None:
-        coder = coders[etype] = _coder(fields)
-    values: dict[str, Any] = {}
-    multi_set: dict[str, list[tuple[str, int]]] = {}
-    out = _Encoded(values, multi_set, [])
+        coder = coders[key] = _row_coder(fields, key[1])
+    values: dict[str, Any] = dict(change.fields)
+    for fname in coder.dropped:
+        del values[fname]
+    out = _Encoded(values, {}, coder.ignored)
     try:
-        for fname, value in change.fields.items():
-            how = coder.get(fname)
-            if how is None or fname == "id" or fname == "type":
-                if how is None and fname != "id" and fname != "type":
-                    out.ignored.append(fname)
-                continue
-            kind = how[0]
-            if kind == _PLAIN:
-                values[fname] = value
-            elif kind == _SCALAR:
+        for step in coder.steps:
+            kind, fname = step[0], step[1]
+            if kind == _SCALAR:
+                value = values[fname]
+                if type(value) is step[4]:
+                    continue
                 try:
-                    values[fname] = how[2](value)
+                    values[fname] = step[3](value)
                 except (TypeError, ValueError) as e:
                     raise ValueError(
-                        f"{etype} {int(change.entity_id)} {fname}: "
-                        f"cannot store {value!r} as {how[1]}: {e}"
+                        f"{change.entity_type} {int(change.entity_id)} {fname}: "
+                        f"cannot store {value!r} as {step[2]}: {e}"
                     ) from None
             elif kind == _ENTITY:
+                value = values.pop(fname)
                 if value is None:
-                    values[how[1]] = values[how[2]] = None
+                    values[step[2]] = values[step[3]] = None
+                elif isinstance(value, dict) and "type" in value and "id" in value:
+                    # _link's work, without formatting its error context
+                    values[step[2]], values[step[3]] = str(value["type"]), int(value["id"])
                 else:
-                    values[how[1]], values[how[2]] = _link(
-                        value, f"{etype} {int(change.entity_id)} {fname}"
+                    values[step[2]], values[step[3]] = _link(
+                        value, f"{change.entity_type} {int(change.entity_id)} {fname}"
                     )
             else:
-                multi_set[fname] = _links(value, f"{etype} {int(change.entity_id)} {fname}")
+                out.multi_set[fname] = _links(
+                    values.pop(fname), f"{change.entity_type} {int(change.entity_id)} {fname}"
+                )
     except Exception as e:
         out.error = e
     return out
@@ -1125,9 +1168,8 @@ def _plan_statements(dialect: Dialect, synced: Synced, plan: _Plan) -> Iterator[
 
     for etype, id_list in deletes.items():
         table = layout.entity_table(etype)
-        for start in range(0, len(id_list), _CHUNK):
-            chunk = id_list[start : start + _CHUNK]
-            yield f'DELETE FROM {table} WHERE "id" IN ({", ".join("?" * len(chunk))})', chunk
+        for cond, params in _id_conditions(dialect, '"id"', id_list):
+            yield f"DELETE FROM {table} WHERE {cond}", params
     for (etype, cols), value_rows in inserts.items():
         yield from _insert_statements(
             dialect, layout.entity_table(etype), cols, value_rows,
@@ -1163,9 +1205,8 @@ def _plan_statements(dialect: Dialect, synced: Synced, plan: _Plan) -> Iterator[
                 link_inserts.setdefault(where, []).append([eid, link[0], link[1], position])
     for (etype, fname), id_list in link_deletes.items():
         mtable = layout.multi_table(etype, fname)
-        for start in range(0, len(id_list), _CHUNK):
-            chunk = id_list[start : start + _CHUNK]
-            yield f"DELETE FROM {mtable} WHERE parent_id IN ({', '.join('?' * len(chunk))})", chunk
+        for cond, params in _id_conditions(dialect, "parent_id", id_list):
+            yield f"DELETE FROM {mtable} WHERE {cond}", params
     for (etype, fname), triples in link_removes.items():
         mtable = layout.multi_table(etype, fname)
         step = _per_statement(3)
@@ -1197,16 +1238,17 @@ def _insert_statements(
     within the bound-parameter limit. Where the dialect allows and the SQL
     `types` of the columns are given, rows whose values are what their
     columns hold (int / float / str / None) go as one JSON parameter instead,
-    far less to format and parse than thousands of literals."""
+    far less to format and parse than thousands of literals (see
+    `_json_rows`)."""
     names = ", ".join(layout.quote(c) for c in cols)
     if dialect.json_rows and types is not None and value_rows:
-        doc = _json_rows(types, value_rows)
-        if doc is not None:
-            casts = ", ".join(f"(r->>{i})::{sqltype}" for i, sqltype in enumerate(types))
+        shaped = _json_rows(types, value_rows)
+        if shaped is not None:
+            exprs, params = shaped
             yield (
-                f"INSERT INTO {table} ({names}) SELECT {casts} "
+                f"INSERT INTO {table} ({names}) SELECT {exprs} "
                 f"FROM jsonb_array_elements(?::jsonb) AS r{suffix}",
-                [doc],
+                params,
             )
             return
     head = f"INSERT INTO {table} ({names}) VALUES "
@@ -1228,18 +1270,42 @@ _JSON_TYPES = {
 }
 
 
-def _json_rows(types: Sequence[str], value_rows: list[list[Any]]) -> str | None:
-    """`value_rows` as one JSON array of arrays, or None when some value is
-    not plainly what its column holds (a bool, bytes, NaN, text in a number
-    column...): those rows go as literals."""
-    for sqltype, column in zip(types, zip(*value_rows)):
+def _json_rows(types: Sequence[str], value_rows: list[list[Any]]) -> tuple[str, list[Any]] | None:
+    """The select list and parameters that produce `value_rows` from rows
+    ``r`` of one JSON array of arrays (the last parameter); None when some
+    value is not plainly what its column holds (a bool, bytes, NaN, text in
+    a number column...): those rows go as literals.
+
+    A column holding one int / text / NULL value in every row (``_active``,
+    a link's type, most of an update-log entry...) is bound once instead of
+    sent and cast per row."""
+    columns = list(zip(*value_rows))
+    exprs: list[str] = []
+    constants: list[Any] = []
+    varying: list[tuple] = []
+    for sqltype, column in zip(types, columns):
+        kinds = set(map(type, column))
         allowed = _JSON_TYPES.get(sqltype)
-        if allowed is None or not set(map(type, column)) <= allowed:
+        if allowed is None or not kinds <= allowed:
             return None
+        if float not in kinds and column.count(column[0]) == len(column):
+            exprs.append(f"?::{sqltype}")
+            constants.append(column[0])
+        else:
+            exprs.append(f"(r->>{len(varying)})::{sqltype}")
+            varying.append(column)
+    if not varying:
+        # every column constant: the rows still have to be counted out
+        exprs[0] = f"(r->>0)::{types[0]}"
+        del constants[0]
+        varying.append(columns[0])
     try:
-        return json.dumps(value_rows, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        doc = json.dumps(
+            list(zip(*varying)), allow_nan=False, ensure_ascii=False, separators=(",", ":")
+        )
     except ValueError:
         return None
+    return ", ".join(exprs), [*constants, doc]
 
 
 def _sql_types(dialect: Dialect, fields: dict[str, str], cols: Sequence[str]) -> list[str] | None:

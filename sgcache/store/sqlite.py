@@ -39,6 +39,16 @@ def _py_lower(value: Any) -> Any:
     return str(value).lower()
 
 
+def configure(conn: sqlite3.Connection) -> None:
+    """Set up a connection as the store uses it: WAL, ``synchronous=NORMAL``,
+    no foreign keys, and the Python ``lower`` the read indexes are built
+    with (anything writing to the file must have it)."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.create_function("lower", 1, _py_lower, deterministic=True)
+
+
 class _Cursor:
     """`base.SQLCursor` over a sqlite3 connection; never suspends."""
 
@@ -117,10 +127,7 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise base.StoreError(f"{self.path}: cannot open SQLite database: {e}") from None
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=OFF")
-            conn.create_function("lower", 1, _py_lower, deterministic=True)
+            configure(conn)
             self._conn = conn
             self._transaction(lambda cur: base.ensure_layout(cur, self.path))
             self._synced = _now(base.load_synced(_Cursor(conn)))
@@ -202,3 +209,4 @@ class SQLiteStore:
         conn = self._connection()
         base.require_type(self._synced_now(_Cursor(conn)), entity_type)
         return [row[0] for row in conn.execute(base.ids_sql(entity_type))]
+
