@@ -503,6 +503,10 @@ class Scanner:
             log.info("{type}: removed {count} rows the site no longer has", type=entity_type, count=removed)
         if mode == FULL and not projects:
             await self.store.set_field_states(entity_type, None, layout.FIELD_READY)
+        if mode == FULL:
+            # fresh statistics, or the first reads after a bulk load get
+            # plans made for an empty table
+            await self.store.analyze(entity_type)
 
     async def _confirm(self, entity_type: str, ids: set[int]) -> list[EntityChange]:
         """Current copies of `ids`, and deletes for those the site lacks."""

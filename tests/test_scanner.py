@@ -76,6 +76,20 @@ class ScanFixture:
 class ScannerMixin(ScanFixture):
     """Scanner behaviour: full, incremental, resumable, fenced."""
 
+    async def test_full_scan_refreshes_planner_statistics(self):
+        await self.scanner.full_scan(["Shot", "Task"])
+        if self.store.dialect == "postgresql":
+            rows = await self.store.fetch(
+                "SELECT relname, reltuples FROM pg_class WHERE relname IN ('Shot', 'Task__task_assignees') "
+                "ORDER BY relname", [])
+            self.assertEqual([r[0] for r in rows], ["Shot", "Task__task_assignees"])
+            self.assertEqual(rows[0][1], 30)  # -1 until a table is analyzed
+            self.assertGreaterEqual(rows[1][1], 0)
+        else:
+            rows = await self.store.fetch("SELECT DISTINCT tbl FROM sqlite_stat1 ORDER BY tbl", [])
+            self.assertIn(("Shot",), rows)
+            self.assertIn(("Task",), rows)
+
     async def test_full_scan_loads_and_removes_hard_deletes(self):
         self.emulator.delete("Shot", 105)
         self.assertEqual(await self.scanner.full_scan(TYPES), 42 + len(self.emulator.db["ApiUser"]))

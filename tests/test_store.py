@@ -734,6 +734,13 @@ class PostgresStoreTests(StoreTestsMixin, unittest.TestCase):
         self.assertEqual(await store.get_state("k"), "3")
         self.assertEqual(await store.count("Shot"), 3)
 
+    async def test_reads_keep_the_written_join_order(self) -> None:
+        # every pooled connection (reads run on any) plans joins in the
+        # order the read planner writes them: see _Pool in store/postgres.py
+        store = await self.synced()
+        settings = [await store.fetch("SHOW join_collapse_limit", []) for _ in range(4)]
+        self.assertEqual(settings, [[("1",)]] * 4)
+
     async def test_fetch_while_apply_runs(self) -> None:
         store = await self.synced()
         await store.apply([EntityChange("Shot", 1, {"code": "a"})])

@@ -96,6 +96,10 @@ class IStore(Interface):
     def ids(entity_type: str) -> "defer.Deferred[list[int]]":
         """Every stored id of a type, active and retired, ascending."""
 
+    def analyze(entity_type: str) -> "defer.Deferred[None]":
+        """Refresh the query planner's statistics of a type's tables (after
+        a bulk load: without them planners pick poor plans for reads)."""
+
 
 def returns_deferred(fn: Callable[..., Awaitable[T]]) -> Callable[..., "defer.Deferred[T]"]:
     """Make an ``async def`` method return a Deferred (already fired when the
@@ -1335,6 +1339,16 @@ def count_sql(entity_type: str, active: bool | None) -> tuple[str, list[Any]]:
     if active is None:
         return sql, []
     return sql + ' WHERE "_active" = ?', [1 if active else 0]
+
+
+def analyze_statements(synced: Synced, entity_type: str) -> list[str]:
+    """ANALYZE of a type's table and its multi-entity association tables."""
+    tables = [layout.entity_table(entity_type)] + [
+        layout.multi_table(entity_type, name)
+        for name, dtype in sorted(synced.types.get(entity_type, {}).items())
+        if dtype == "multi_entity"
+    ]
+    return [f"ANALYZE {table}" for table in tables]
 
 
 def ids_sql(entity_type: str) -> str:
