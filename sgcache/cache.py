@@ -24,7 +24,7 @@ from twisted.web.http_headers import Headers
 from . import __version__
 from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from .freshness import Freshness
-from .planner import Catalog, PassThrough, plan_read
+from .planner import Catalog, PassThrough, PlanCache
 from .reader import execute
 from .rpc import RawReply
 from .upstream import Upstream, UpstreamError
@@ -58,6 +58,7 @@ class Cache:
         self.store = store
         self.upstream = upstream
         self.catalog = Catalog(schema, {})
+        self._plans = PlanCache(self.catalog, store.dialect)
         self.writeback = WriteBack(schema, store, upstream, freshness)
         self.info: dict[str, Any] | None = None
         self.info_fetched_at: float | None = None
@@ -77,6 +78,7 @@ class Cache:
             for etype, fields in states.items()
         }
         self.catalog = Catalog(self.schema, ready)
+        self._plans = PlanCache(self.catalog, self.store.dialect)
 
     async def refresh_info(self) -> None:
         try:
@@ -122,10 +124,7 @@ class Cache:
             key = self._auth_key(auth)
             if self.serving and self._is_verified(key):
                 try:
-                    plan = plan_read(
-                        args, self.catalog, self.store.dialect, self.max_page_size(),
-                        now=self.now, tz=self.tz,
-                    )
+                    plan = self._plans.plan(args, self.max_page_size(), now=self.now, tz=self.tz)
                     result = await execute(self.store, plan, self.catalog)
                 except PassThrough as p:
                     self._count_passthrough(p.reason)

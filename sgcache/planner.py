@@ -29,6 +29,7 @@ target row the store lacks.
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -194,6 +195,8 @@ class ReadPlan:
     want_count: bool
     #: every entity type the plan reads
     types: set[str] = field(default_factory=set)
+    #: False when the plan depends on "now" (relative dates): not reusable
+    timeless: bool = True
 
     @property
     def multi_fields(self) -> list[FieldSpec]:
@@ -289,7 +292,50 @@ def plan_read(
         want_has_next=want_has_next,
         want_count=want_count,
         types=set(compiler.types),
+        timeless=compiler._clock is None,
     )
+
+
+class PlanCache:
+    """Compiled plans (and pass-through decisions) by request, for one
+    catalog: a farm sends the same few reads thousands of times. A plan is
+    a function of the arguments, the catalog, the dialect and the page size
+    only -- except relative dates, which read the clock: those are never
+    kept. Bounded: emptied when full."""
+
+    def __init__(self, catalog: Catalog, dialect: str, size: int = 2048):
+        self.catalog = catalog
+        self.dialect = dialect
+        self.size = size
+        self._plans: dict[tuple[str, int], ReadPlan | PassThrough] = {}
+
+    def plan(
+        self,
+        args: Any,
+        max_page_size: int,
+        now: Callable[[], datetime.datetime] | None = None,
+        tz: datetime.tzinfo | None = None,
+    ) -> ReadPlan:
+        try:
+            key = (json.dumps(args, sort_keys=True), max_page_size)
+        except (TypeError, ValueError):
+            key = None
+        found = self._plans.get(key) if key is not None else None
+        if isinstance(found, PassThrough):
+            raise PassThrough(found.reason)
+        if found is not None:
+            return found
+        try:
+            made: ReadPlan | PassThrough = plan_read(args, self.catalog, self.dialect, max_page_size, now, tz)
+        except PassThrough as p:
+            made = p
+        if key is not None and (isinstance(made, PassThrough) or made.timeless):
+            if len(self._plans) >= self.size:
+                self._plans.clear()
+            self._plans[key] = made
+        if isinstance(made, PassThrough):
+            raise made
+        return made
 
 
 # -- paths ----------------------------------------------------------------------

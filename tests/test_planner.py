@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from sgcache.changes import EntityChange
-from sgcache.planner import Catalog, PassThrough, plan_read
+from sgcache.planner import Catalog, PassThrough, PlanCache, plan_read
 from sgcache.reader import execute
 from sgcache.schema import Schema
 from sgcache.store import layout, open_store
@@ -143,6 +143,39 @@ class PassThroughReasonTests(unittest.TestCase):
         with self.assertRaises(PassThrough) as caught:
             plan(args, dialect="postgresql")
         self.assertEqual(caught.exception.reason, "text value with a Greek sigma on postgresql")
+
+
+class PlanCacheTests(unittest.TestCase):
+    def test_same_request_same_plan(self):
+        cache = PlanCache(ready_catalog(), "sqlite")
+        args = read("Shot", [cond("code", "is", "a")], ["code"])
+        first = cache.plan(args, 500)
+        self.assertIs(cache.plan(read("Shot", [cond("code", "is", "a")], ["code"]), 500), first)
+        self.assertIsNot(cache.plan(read("Shot", [cond("code", "is", "b")], ["code"]), 500), first)
+        self.assertIsNot(cache.plan(args, 100), first)  # the site's page size is part of the plan
+
+    def test_plans_reading_the_clock_are_not_kept(self):
+        cache = PlanCache(ready_catalog(), "sqlite")
+        args = read("Shot", [cond("sg_due", "in_last", 1, "DAY")])
+        clock = [NOW]
+        first = cache.plan(args, 500, now=lambda: clock[0])
+        clock[0] = NOW + datetime.timedelta(days=3)
+        second = cache.plan(args, 500, now=lambda: clock[0])
+        self.assertFalse(first.timeless)
+        self.assertNotEqual(first.params, second.params)
+
+    def test_pass_through_decisions_are_kept_with_their_reason(self):
+        cache = PlanCache(ready_catalog(), "sqlite")
+        for _ in range(2):
+            with self.assertRaises(PassThrough) as caught:
+                cache.plan(read("NoSuchType"), 500)
+            self.assertEqual(caught.exception.reason, "type not cached")
+
+    def test_bounded(self):
+        cache = PlanCache(ready_catalog(), "sqlite", size=3)
+        for i in range(10):
+            cache.plan(read("Shot", [cond("id", "is", i)]), 500)
+        self.assertLessEqual(len(cache._plans), 3)
 
 
 class CompiledShapeTests(unittest.TestCase):
