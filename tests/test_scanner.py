@@ -72,6 +72,23 @@ class ScanFixture:
         theirs = emulator_dump(self.emulator, SCHEMA, types)
         self.assertEqual(differences(ours, theirs), [])
 
+    def hold_first_call(self, owner: object, name: str) -> tuple[defer.Deferred, defer.Deferred]:
+        """Make the first call of the async callable `owner.name` wait, after
+        it has done its work (an upstream read), until the returned `release`
+        fires; `done` fires once that work is done."""
+        original = getattr(owner, name)
+        done, release = defer.Deferred(), defer.Deferred()
+
+        async def slow(*args, **kw):
+            result = await original(*args, **kw)
+            if not done.called:
+                done.callback(None)
+                await release
+            return result
+
+        self.patch(owner, name, slow)
+        return done, release
+
 
 class ScannerMixin(ScanFixture):
     """Scanner behaviour: full, incremental, resumable, fenced."""
@@ -169,27 +186,11 @@ class ScannerMixin(ScanFixture):
         self.assertEqual(self.scanner.removed, 2)
         self.assertIsNone(await self.scanner.resume())
 
-    def hold_first_page(self, scanner: Scanner) -> tuple[defer.Deferred, defer.Deferred]:
-        """Make the scanner's first page read wait (after reading) until the
-        returned `release` fires; `read` fires once the page was read."""
-        original = scanner._read
-        read, release = defer.Deferred(), defer.Deferred()
-
-        async def slow(*args, **kw):
-            result = await original(*args, **kw)
-            if not read.called:
-                read.callback(None)
-                await release
-            return result
-
-        scanner._read = slow
-        return read, release
-
     async def test_slow_scan_page_with_older_data_does_not_win(self):
         await self.scanner.full_scan(TYPES)
         poller = EventPoller(reactor, SCHEMA, self.store, self.upstream, freshness=None)
         await poller.initialize()
-        read, release = self.hold_first_page(self.scanner)
+        read, release = self.hold_first_call(self.scanner, "_read")
         scan = self.scanner.full_scan(["Shot"])  # first page read with the old values
         await read
         self.emulator.advance_clock(5)
@@ -205,7 +206,7 @@ class ScannerMixin(ScanFixture):
         poller = EventPoller(reactor, SCHEMA, self.store, self.upstream, freshness=self.scanner.freshness)
         await poller.initialize()
         self.emulator.set_clock(self.emulator.now())  # frozen: everything in one second
-        read, release = self.hold_first_page(self.scanner)
+        read, release = self.hold_first_call(self.scanner, "_read")
         scan = self.scanner.full_scan(["Shot"])
         await read
         self.emulator.update("Shot", 100, {"code": "same second"})

@@ -18,29 +18,13 @@ from .test_scanner import SCHEMA, TYPES, ScanFixture
 
 
 class WriteBackMixin(ScanFixture):
-    def hold_reread(self) -> tuple[defer.Deferred, defer.Deferred]:
-        """Make the write-back's re-read wait (after reading the site) until
-        `release` fires; `read` fires once it has read."""
-        original = writeback.fetch_by_ids
-        read, release = defer.Deferred(), defer.Deferred()
-
-        async def slow(*args, **kw):
-            result = await original(*args, **kw)
-            if not read.called:
-                read.callback(None)
-                await release
-            return result
-
-        self.patch(writeback, "fetch_by_ids", slow)
-        return read, release
-
     async def test_same_second_reread_overtaken_by_the_poller_does_not_win(self):
         await self.scanner.full_scan(TYPES)
         poller = EventPoller(reactor, SCHEMA, self.store, self.upstream, freshness=self.scanner.freshness)
         await poller.initialize()
         back = WriteBack(SCHEMA, self.store, self.upstream, self.scanner.freshness)
         self.emulator.set_clock(self.emulator.now())  # frozen: everything in one second
-        read, release = self.hold_reread()
+        read, release = self.hold_first_call(writeback, "fetch_by_ids")
         # a client's update through the cache; its re-read sees "first"...
         self.emulator.update("Shot", 100, {"code": "first"})
         done = defer.ensureDeferred(back.after("update", {"type": "Shot", "id": 100, "fields": []},
