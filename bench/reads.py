@@ -11,7 +11,13 @@ site stand-in).
     PYTHONPATH=. python bench/reads.py --full          # 100k / 300k / 200k (the issue's size)
     PYTHONPATH=. python bench/reads.py --stores sqlite --iterations 50
 
-Everything runs in one process on one reactor (the clients in threads).
+Every server runs in its own process, as in production: the emulator
+(``twistd sgcache-emulator``, seeded over its test controls), one
+``twistd sgcache`` daemon per store, and the floor (``bench/floor.py``).
+This process only runs the client. It calls the servers in rounds, a block
+of `--block` calls in a row to each (plus one untimed call first: on an
+otherwise idle VM the first call after a pause pays ~1 ms to wake a CPU),
+so that all of them see the same machine load.
 PostgreSQL: ``--pg`` (default ``SGCACHE_TEST_POSTGRES`` or the local server);
 a throw-away database is created and dropped.
 """
@@ -24,27 +30,27 @@ import json
 import os
 import random
 import secrets
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-from klein import Klein
-from twisted.internet import defer, endpoints, task
-from twisted.internet.threads import deferToThread
-from twisted.web.server import Site
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from sgcache.schema import Schema  # noqa: E402
-from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon  # noqa: E402
-from sgcache.testing.harness import client, start_emulator  # noqa: E402
-from sgcache.testing.pg import _admin, base_url  # noqa: E402
+from sgcache.testing.daemon import CACHE_SCRIPT  # noqa: E402
+from sgcache.testing.harness import client  # noqa: E402
+from sgcache.testing.pg import base_url  # noqa: E402
 
 USER = ("bench", "bench-key")
-NOW = datetime.datetime(2024, 3, 31, 12, 0, 0)
+#: the data's "now": the real clock, which the emulator and the daemons both follow
+NOW = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
 def build_items(shots: int, tasks: int, versions: int, seed: int = 7) -> list[dict]:
@@ -110,22 +116,6 @@ def queries(shots: int) -> list[tuple[str, str, tuple, dict]]:
     ]
 
 
-class Floor:
-    """A Klein endpoint answering `info` and one canned body for everything."""
-
-    app = Klein()
-
-    def __init__(self, info: bytes):
-        self.info = info
-        self.body = b'{"results": null}'
-
-    @app.route("/api3/json", methods=["POST"])
-    def rpc(self, request: Any) -> bytes:
-        payload = json.loads(request.content.read())
-        request.setHeader(b"content-type", b"application/json; charset=utf-8")
-        return self.info if payload.get("method_name") == "info" else self.body
-
-
 def percentile(values: list[float], p: float) -> float:
     values = sorted(values)
     k = (len(values) - 1) * p
@@ -134,99 +124,203 @@ def percentile(values: list[float], p: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def timed(sg: Any, method: str, args: tuple, kwargs: dict, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        getattr(sg, method)(*args, **kwargs)
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
+def timed_once(sg: Any, method: str, args: tuple, kwargs: dict) -> float:
+    t0 = time.perf_counter()
+    getattr(sg, method)(*args, **kwargs)
+    return (time.perf_counter() - t0) * 1000
 
 
-async def fresh_pg(base: str) -> str:
+# -- the server processes -------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def twistd() -> list[str]:
+    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return [beside] if os.path.exists(beside) else [shutil.which("twistd") or "twistd"]
+
+
+class Servers:
+    """The child processes, each logging to a file in `workdir`."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def start(self, name: str, argv: list[str]) -> None:
+        log = open(os.path.join(self.workdir, name + ".log"), "ab")
+        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append((name, proc))
+
+    def start_twistd(self, name: str, plugin_args: list[str]) -> None:
+        logfile = os.path.join(self.workdir, name + ".twistd.log")
+        self.start(name, twistd() + ["-n", "--pidfile=", f"--logfile={logfile}"] + plugin_args)
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited ({proc.returncode}); see {self.workdir}/{name}*.log")
+
+    def stop(self) -> None:
+        for _, proc in self.procs:
+            proc.terminate()
+        for _, proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def post(url: str, body: bytes | dict, timeout: float = 600) -> bytes:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.read()
+
+
+def wait_until(what: str, ready: Any, servers: Servers, timeout: float = 3600) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        servers.check()
+        try:
+            value = ready()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.5)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def site_reads(site_url: str) -> int:
+    counts = json.loads(post(site_url + "/_emulator/counters", {}))["result"]
+    return counts.get("read", 0)
+
+
+def serving(url: str) -> bool:
+    reply = json.loads(post(url + "/api3/json", {"method_name": "info", "params": []}, timeout=5))
+    return bool(reply.get("results", {}).get("sgcache", {}).get("serving"))
+
+
+def make_pg_database(base: str) -> tuple[str, Any]:
+    import psycopg2
+
     name = f"sgcache_bench_{secrets.token_hex(4)}"
-    await _admin(base, f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' "
-                       "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'")
-    return name
+
+    def admin(sql: str) -> None:
+        conn = psycopg2.connect(urlunsplit(urlsplit(base)._replace(path="/postgres")))
+        conn.autocommit = True
+        try:
+            conn.cursor().execute(sql)
+        finally:
+            conn.close()
+
+    admin(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'")
+    return urlunsplit(urlsplit(base)._replace(path="/" + name)), (
+        lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def main(reactor: Any, opts: argparse.Namespace) -> None:
-    schema = Schema.load(os.path.join(ROOT, "schema", "basic.yml"))
+def main(opts: argparse.Namespace) -> None:
     shots, tasks, versions = (100_000, 300_000, 200_000) if opts.full else (opts.shots, opts.tasks, opts.versions)
+    stores = opts.stores.split(",")
+    workdir = tempfile.mkdtemp(prefix="sgcache-bench-")
+    servers = Servers(workdir)
+    cleanups: list[Any] = []
+    print(f"servers log to {workdir}", flush=True)
+    try:
+        run(opts, servers, workdir, cleanups, stores, shots, tasks, versions)
+    finally:
+        servers.stop()
+        for cleanup in cleanups:
+            cleanup()
+
+
+def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list, stores: list[str],
+        shots: int, tasks: int, versions: int) -> None:
+    schema_path = os.path.join(ROOT, "schema", "basic.yml")
+    site_url = f"http://127.0.0.1:{free_port()}"
+    servers.start_twistd("emulator", [
+        "sgcache-emulator", "--test-mode", f"--schema={schema_path}", "--page-size=500",
+        f"--listen=tcp:{urlsplit(site_url).port}:interface=127.0.0.1",
+        f"--script={CACHE_SCRIPT[0]}:{CACHE_SCRIPT[1]}", f"--script={USER[0]}:{USER[1]}",
+    ])
+    floor_url = f"http://127.0.0.1:{free_port()}"
+    servers.start("floor", [sys.executable, os.path.join(ROOT, "bench", "floor.py"),
+                            f"--port={urlsplit(floor_url).port}"])
+    wait_until("the emulator", lambda: site_reads(site_url) >= 0, servers, 60)
+
     print(f"building {shots} shots, {tasks} tasks, {versions} versions...", flush=True)
     t0 = time.time()
-    site = await start_emulator(schema, scripts=dict([CACHE_SCRIPT, USER]), page_size=500)
-    site.emulator.set_clock(NOW)
-    site.emulator.seed(build_items(shots, tasks, versions))
+    items = build_items(shots, tasks, versions)
+    for i in range(0, len(items), 20_000):
+        post(site_url + "/_emulator/seed", {"entities": items[i:i + 20_000]})
+    del items
     print(f"  seeded the emulator in {time.time() - t0:.1f}s", flush=True)
 
-    probe = client(site.url, *USER, timeout_secs=600)
-    info = json.dumps(await deferToThread(probe.info)).encode()
-    probe.close()
-    floor = Floor(info)
-    port = await endpoints.serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(Site(floor.app.resource()))
-    floor_url = f"http://127.0.0.1:{port.getHost().port}"
+    daemons: dict[str, str] = {}
+    t0 = time.time()
+    for store in stores:
+        if store == "sqlite":
+            db = "sqlite:///" + os.path.join(workdir, "bench.sqlite")
+        else:
+            db, drop = make_pg_database(opts.pg or base_url())
+            cleanups.append(drop)
+        daemons[store] = f"http://127.0.0.1:{free_port()}"
+        servers.start_twistd(f"sgcache-{store}", [
+            "sgcache", f"--schema={schema_path}", f"--db={db}", f"--shotgun={site_url}",
+            f"--script-name={CACHE_SCRIPT[0]}", f"--api-key={CACHE_SCRIPT[1]}",
+            f"--listen=tcp:{urlsplit(daemons[store]).port}:interface=127.0.0.1",
+            # quiet while timing: nothing changes on the site
+            "--poll-interval=3600", "--scan-interval=86400",
+        ])
+    for store, url in daemons.items():
+        wait_until(f"sgcache ({store}) to load", lambda url=url: serving(url), servers)
+    print(f"  loaded the caches in {time.time() - t0:.1f}s", flush=True)
+
+    direct = client(site_url, *USER, timeout_secs=600)
+    floor_sg = client(floor_url, *USER, timeout_secs=600)
+    via = {store: client(url, *USER, timeout_secs=600) for store, url in daemons.items()}
+    post(floor_url + "/_floor/info", json.dumps({"results": direct.info()}).encode())
+    for sg in via.values():
+        sg.find_one("Project", [])  # the site vouches for the script
+    auth = {"script_name": USER[0], "script_key": USER[1]}
 
     results: dict[str, dict[str, list[float]]] = {}
-    bodies: dict[str, bytes] = {}
-    for store in opts.stores.split(","):
-        if store == "sqlite":
-            path = os.path.abspath(f"bench-{secrets.token_hex(3)}.sqlite")
-            url, cleanup = "sqlite:///" + path, lambda p=path: [os.remove(x) for x in (p, p + "-wal", p + "-shm")
-                                                                  if os.path.exists(x)]
-        else:
-            base = opts.pg or base_url()
-            name = await fresh_pg(base)
-            url = urlunsplit(urlsplit(base)._replace(path="/" + name))
-
-            async def cleanup(base=base, name=name) -> None:
-                await _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        t0 = time.time()
-        daemon = await start_daemon(schema, site.url, url)
-        daemon.cache.now = site.emulator.now
-        print(f"  {store}: loaded the cache in {time.time() - t0:.1f}s", flush=True)
-        # fresh clients: the servers drop connections idle during the load
-        sg = client(daemon.url, *USER, timeout_secs=600)
-        direct = client(site.url, *USER, timeout_secs=600)
-        floor_sg = client(floor_url, *USER)
-        await deferToThread(sg.find_one, "Project", [])  # vouch for the script
-        print(f"  {store}: timing...", flush=True)
-        try:
-            for label, method, args, kwargs in queries(shots):
-                reads = site.emulator.counters().get("read", 0)
-                via = await deferToThread(getattr(sg, method), *args, **kwargs)
-                local = site.emulator.counters().get("read", 0) == reads
-                want = await deferToThread(getattr(direct, method), *args, **kwargs)
-                if via != want:
-                    print(f"  !! {label}: the cache's answer differs from the site's", flush=True)
-                if not local:
-                    print(f"  !! {label}: passed through ({dict(daemon.cache.passthrough_reasons)})", flush=True)
-                n = opts.iterations
-                results.setdefault(label, {})[store] = await deferToThread(timed, sg, method, args, kwargs, n)
-                if label not in results or "site" not in results[label]:
-                    results[label]["site"] = await deferToThread(
-                        timed, direct, method, args, kwargs, max(3, n // 3))
-                # the floor answers with the body the cache sent for this query
-                if label not in bodies:
-                    answer = await daemon.cache.handle(
-                        "read", {"script_name": USER[0], "script_key": USER[1]},
-                        _read_args(sg, method, args, kwargs), b"", None)
-                    bodies[label] = json.dumps(answer).encode()
-                floor.body = bodies[label]
-                if "floor" not in results[label]:
-                    results[label]["floor"] = await deferToThread(timed, floor_sg, method, args, kwargs, n)
-                print(f"    {label}: {store} p50 {percentile(results[label][store], 0.5):.2f} ms", flush=True)
-        finally:
-            for c in (sg, direct, floor_sg):
-                c.close()
-            await daemon.stop()
-            res = cleanup()
-            if isinstance(res, defer.Deferred) or hasattr(res, "__await__"):
-                await res
-
-    await port.stopListening()
-    await site.stop()
-    report(results, opts.stores.split(","), shots, tasks, versions, opts.iterations)
+    n = opts.iterations
+    print("timing...", flush=True)
+    for label, method, args, kwargs in queries(shots):
+        want = getattr(direct, method)(*args, **kwargs)
+        for store, sg in via.items():
+            reads = site_reads(site_url)
+            got = getattr(sg, method)(*args, **kwargs)
+            if site_reads(site_url) != reads:
+                print(f"  !! {label}: {store} passed it through", flush=True)
+            if got != want:
+                print(f"  !! {label}: {store}'s answer differs from the site's", flush=True)
+        # the floor answers with the bytes the cache sent for this query
+        body = post(daemons[stores[0]] + "/api3/json",
+                    {"method_name": "read", "params": [auth, _read_args(direct, method, args, kwargs)]})
+        post(floor_url + "/_floor/body", body)
+        # rounds of blocks: each server answers a block of calls in a row (the
+        # first, which may wake an idle CPU, is not counted), then the next
+        targets = [("floor", floor_sg), *via.items(), ("site", direct)]
+        by: dict[str, list[float]] = {name: [] for name, _ in targets}
+        block = min(opts.block, n)
+        for r in range(-(-n // block)):
+            for name, sg in targets:
+                if name == "site" and len(by["site"]) >= max(3, n // 3):
+                    continue
+                timed_once(sg, method, args, kwargs)
+                by[name] += [timed_once(sg, method, args, kwargs) for _ in range(block)]
+        results[label] = by
+        print(f"    {label}: " + ", ".join(f"{k} p50 {percentile(v, 0.5):.2f} ms" for k, v in by.items()),
+              flush=True)
+    for sg in (direct, floor_sg, *via.values()):
+        sg.close()
+    report(results, stores, shots, tasks, versions, n)
 
 
 def _read_args(sg: Any, method: str, args: tuple, kwargs: dict) -> dict:
@@ -271,12 +365,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--tasks", type=int, default=30_000)
     p.add_argument("--versions", type=int, default=20_000)
     p.add_argument("--full", action="store_true", help="the issue's size: 100k / 300k / 200k")
-    p.add_argument("--iterations", type=int, default=30)
+    p.add_argument("--iterations", type=int, default=30, help="timed calls per server and query")
+    p.add_argument("--block", type=int, default=10, help="calls in a row to one server before the next")
     p.add_argument("--stores", default="sqlite,postgresql")
     p.add_argument("--pg", default=None, help="PostgreSQL server URL (a throw-away database is created)")
     return p.parse_args()
 
 
 if __name__ == "__main__":
-    options = parse()
-    task.react(lambda reactor: defer.ensureDeferred(main(reactor, options)))
+    main(parse())

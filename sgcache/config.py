@@ -100,6 +100,8 @@ SETTINGS = [
     Setting("scan-overlap", 60.0, "Seconds an incremental scan reaches back before its watermark.", _positive("scan-overlap")),
     Setting("hole-timeout", 300.0, "Seconds to wait for a missing event id before giving it up.", _positive("hole-timeout")),
     Setting("update-log-days", 7.0, "Days the update log (sgcache log) is kept.", _positive("update-log-days")),
+    Setting("access-log", None, "File for one HTTP access-log line per request (off when unset; "
+            "`info` counts reads either way)."),
     Setting("info-refresh", 300.0, "Seconds between refreshes of the site's info.", _positive("info-refresh")),
     Setting("demo", False, "Run an in-process emulator with a demo project as the site.", _bool, flag=True),
 ]

@@ -34,6 +34,17 @@ log = Logger()
 __all__ = ["Options", "makeService", "SgcacheService"]
 
 
+class _RPCSite(Site):
+    """The endpoint's site: an access-log line per request only when an
+    access log file is configured. Twisted's default would put one in the
+    daemon's own log for every request -- at farm rates that is most of the
+    log, and a tenth of the time of a local read."""
+
+    def log(self, request: Any) -> None:
+        if self.logPath:
+            super().log(request)
+
+
 class SgcacheService(service.MultiService):
     """The daemon: store + upstream + cache + scanner, started in order."""
 
@@ -73,7 +84,7 @@ class SgcacheService(service.MultiService):
         self.upstream_ready: defer.Deferred | None = None
         #: under twistd: a start-up failure stops the process with one line
         self.exit_on_start_failure = False
-        site = Site(RPCResource(self.cache).resource())
+        site = _RPCSite(RPCResource(self.cache).resource(), logPath=settings.get("access_log"))
         site.displayTracebacks = False
         self.site = site
         self.listener = internet.StreamServerEndpointService(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from twisted.internet import defer
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
@@ -60,5 +61,53 @@ class InitialLoadTests(unittest.TestCase):
             self.assertTrue(daemon.cache.serving)
             # only the event poller's reads, no scan of the 20 types
             self.assertLess(site.emulator.counters().get("read", 0) - reads_before, 5)
+
+        return defer.ensureDeferred(go())
+
+
+class AccessLogTests(unittest.TestCase):
+    """One line per request in `--access-log` when set; nothing in the
+    daemon's own log either way (the lines logged are the emulator's own,
+    one per request it received)."""
+
+    async def _two_reads(self, settings: dict) -> tuple[int, int]:
+        """(access lines logged, requests the emulator served) for two reads."""
+        site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT, ("user", "key")]))
+        self.addCleanup(lambda: defer.ensureDeferred(site.stop()))
+        url = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
+        daemon = await start_daemon(SCHEMA, site.url, url, settings=settings)
+        self.addCleanup(lambda: defer.ensureDeferred(daemon.stop()))
+        logged: list[str] = []
+
+        def observe(event: dict) -> None:
+            logged.append(formatEvent(event) or "")
+
+        site.emulator.reset_counters()
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        sg = client(daemon.url, "user", "key")
+        self.addCleanup(sg.close)
+        await deferToThread(sg.find, "Shot", [], ["code"])
+        await deferToThread(sg.find, "Shot", [], ["code"])
+        await daemon.stop()
+        served = sum(site.emulator.counters().values())
+        self.assertGreaterEqual(served, 1)  # the first read goes upstream
+        return len([line for line in logged if "POST /api3/json" in line]), served
+
+    def test_no_access_log_by_default(self):
+        async def go():
+            logged, served = await self._two_reads({})
+            self.assertEqual(logged, served)
+
+        return defer.ensureDeferred(go())
+
+    def test_access_log_file_when_configured(self):
+        async def go():
+            path = os.path.abspath(self.mktemp())
+            logged, served = await self._two_reads({"access_log": path})
+            self.assertEqual(logged, served)
+            with open(path) as fh:
+                lines = [line for line in fh if '"POST /api3/json HTTP/1.1" 200' in line]
+            self.assertGreaterEqual(len(lines), 2)
 
         return defer.ensureDeferred(go())

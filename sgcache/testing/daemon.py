@@ -60,7 +60,9 @@ async def start_daemon(
     # read counter counts client reads only
     poll_interval: float = 3600.0,
     wait_loaded: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> RunningDaemon:
+    """`settings` overrides the defaults below (keys as in `config.resolve`)."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
@@ -75,6 +77,7 @@ async def start_daemon(
         "poll_interval": poll_interval,
         "info_refresh": 300.0,
         "demo": False,
+        **(settings or {}),
     }
     service = SgcacheService(reactor, settings, schema)
     service.startService()
