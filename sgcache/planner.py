@@ -170,6 +170,10 @@ class Output:
     columns: list[int] = field(default_factory=list)
     joins: list[LinkJoin] = field(default_factory=list)
     null_column: int | None = None
+    #: multi: the SELECT of the links of the rows whose ids follow in
+    #: ``IN (...)``: parent_id, child_type, child_id, then per `joins`
+    #: target its ``_active`` (NULL: not in the store) and name column
+    links_sql: str | None = None
 
 
 @dataclass
@@ -587,6 +591,7 @@ class _Compiler:
                     if target in self.schema and self.catalog.type_ready(target):
                         self.types.add(target)
                 out.columns.append(self.column(col(alias, "id")))
+                out.links_sql = self.links_select(out, spec)
             elif spec.data_type == "entity":
                 out.kind = "entity"
                 self.entity_output(out, alias, spec)
@@ -594,6 +599,26 @@ class _Compiler:
                 out.columns.append(self.column(col(alias, spec.name)))
             outputs.append(out)
         return outputs
+
+    def links_select(self, out: Output, spec: FieldSpec) -> str:
+        """A multi-entity field's links with each target's state and name,
+        in one statement (a target type without cached names is left out:
+        a link there passes through at run time)."""
+        columns = ["a.parent_id", "a.child_type", "a.child_id"]
+        tables = [f"{layout.multi_table(spec.entity_type, spec.name)} AS a"]
+        for target in spec.link_types:
+            if target not in self.schema or not self.catalog.nameable(target):
+                continue
+            alias, ident = f"t{len(out.joins)}", self.schema.identifier(target)
+            tables.append(
+                f"LEFT JOIN {layout.entity_table(target)} AS {alias} "
+                f"ON {col(alias, 'id')} = a.child_id AND a.child_type = {literal(target)}"
+            )
+            out.joins.append(LinkJoin(target, alias, ident))
+            columns.append(col(alias, "_active"))
+            if ident != "id":
+                columns.append(col(alias, ident))
+        return f"SELECT {', '.join(columns)} FROM {' '.join(tables)} WHERE a.parent_id IN "
 
     def entity_output(self, out: Output, alias: str, spec: FieldSpec) -> None:
         out.columns.append(self.column(col(alias, spec.name + "__type")))
@@ -875,8 +900,8 @@ class _Compiler:
     def entity_is(self, alias: str, spec: FieldSpec, link: tuple[str, int]) -> Q:
         type_col, id_col = col(alias, spec.name + "__type"), col(alias, spec.name + "__id")
         return Q(
-            f"{id_col} = ? AND {type_col} = {literal(link[0])} AND {self.live_target(link[0], id_col)}",
-            [link[1]],
+            f"{id_col} = ? AND {type_col} = {literal(link[0])} AND {self.live_target(link[0], '?')}",
+            [link[1], link[1]],
         )
 
     def entity_live(self, alias: str, spec: FieldSpec) -> Q:
@@ -961,14 +986,14 @@ class _Compiler:
         return fmt(sql + " AND ({}))", extra(t) if callable(extra) else extra)
 
     def multi_contains(self, alias: str, spec: FieldSpec, link: tuple[str, int]) -> Q:
-        a, t = self.alias("a"), self.alias("t")
+        # the target's state is tested once (an uncorrelated EXISTS), and
+        # the parents holding it are read from the children index alone
+        a = self.alias("a")
         assoc = layout.multi_table(spec.entity_type, spec.name)
         return Q(
-            f"{col(alias, 'id')} IN (SELECT {a}.parent_id FROM {assoc} AS {a} "
-            f"JOIN {layout.entity_table(link[0])} AS {t} "
-            f'ON {col(t, "id")} = {a}.child_id AND {t}."_active" = 1 '
-            f"WHERE {a}.child_id = ? AND {a}.child_type = {literal(link[0])})",
-            [link[1]],
+            f"{self.live_target(link[0], '?')} AND {col(alias, 'id')} IN (SELECT {a}.parent_id "
+            f"FROM {assoc} AS {a} WHERE {a}.child_type = {literal(link[0])} AND {a}.child_id = ?)",
+            [link[1], link[1]],
         )
 
     def multi_empty(self, alias: str, spec: FieldSpec) -> Q:

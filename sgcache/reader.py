@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 from .fieldtypes import FIELD_TYPES
 from .planner import Catalog, Output, PassThrough, ReadPlan
-from .store import layout
 
 #: ids per IN (...) list when reading link targets and association rows
 _CHUNK = 500
@@ -132,8 +131,7 @@ def _link_reader(catalog: Catalog, out: Output) -> Callable[[tuple], Any]:
 async def _fill_multi(
     store: Any, catalog: Catalog, out: Output, rows: list[tuple], entities: list[dict]
 ) -> None:
-    spec = out.spec
-    assert spec is not None
+    assert out.links_sql is not None
     owner_col = out.columns[0]
     by_owner: dict[int, list[dict]] = {}
     for row, entity in zip(rows, entities):
@@ -142,42 +140,32 @@ async def _fill_multi(
             continue
         entity[out.name] = []
         by_owner.setdefault(row[owner_col], []).append(entity)
+    # target type -> (its _active column, its name column or None, decoder)
+    targets: dict[str, tuple[int, int | None, Callable[[Any], Any]]] = {}
+    position = 3
+    for join in out.joins:
+        named = join.identifier != "id"
+        targets[join.target_type] = (
+            position, position + 1 if named else None, catalog.name_decoder(join.target_type)
+        )
+        position += 2 if named else 1
     owners = sorted(by_owner)
-    table = layout.multi_table(spec.entity_type, spec.name)
-    links: list[tuple] = []
     for start in range(0, len(owners), _CHUNK):
         chunk = owners[start : start + _CHUNK]
-        links += await store.fetch(
-            f"SELECT parent_id, child_type, child_id FROM {table} "
-            f"WHERE parent_id IN ({', '.join('?' for _ in chunk)}) ORDER BY parent_id, position",
-            chunk,
+        links = await store.fetch(
+            f"{out.links_sql}({', '.join('?' for _ in chunk)}) ORDER BY a.parent_id, a.position", chunk
         )
-    targets: dict[str, set[int]] = {}
-    for _parent, child_type, child_id in links:
-        targets.setdefault(child_type, set()).add(child_id)
-    known: dict[tuple[str, int], tuple[bool, Any]] = {}
-    for child_type, child_ids in targets.items():
-        if child_type not in catalog.schema or not catalog.nameable(child_type):
-            raise PassThrough("link to a type whose names are not cached", str(child_type))
-        ident = catalog.schema.identifier(child_type)
-        name_col = "NULL" if ident == "id" else layout.scalar_column(ident)
-        id_list = sorted(child_ids)
-        decode = catalog.name_decoder(child_type)
-        for start in range(0, len(id_list), _CHUNK):
-            chunk = id_list[start : start + _CHUNK]
-            found = await store.fetch(
-                f'SELECT "id", "_active", {name_col} FROM {layout.entity_table(child_type)} '
-                f'WHERE "id" IN ({", ".join("?" for _ in chunk)})',
-                chunk,
-            )
-            for child_id, active, raw_name in found:
-                known[(child_type, child_id)] = (bool(active), decode(raw_name))
-    for parent_id, child_type, child_id in links:
-        state = known.get((child_type, child_id))
-        if state is None:
-            raise PassThrough("link target not in the store", child_type)
-        active, name = state
-        if active:
-            item = {"type": child_type, "id": child_id, "name": name}
-            for entity in by_owner[parent_id]:
-                entity[out.name].append(dict(item))
+        for link in links:
+            child_type = link[1]
+            target = targets.get(child_type)
+            if target is None:
+                raise PassThrough("link to a type whose names are not cached", str(child_type))
+            active_col, name_col, decode = target
+            active = link[active_col]
+            if active is None:
+                raise PassThrough("link target not in the store", child_type)
+            if active:
+                name = decode(None if name_col is None else link[name_col])
+                item = {"type": child_type, "id": link[2], "name": name}
+                for entity in by_owner[link[0]]:
+                    entity[out.name].append(dict(item))

@@ -28,6 +28,7 @@ SCHEMA = Schema.from_dict({
         "Project": {"fields": {"name": "text", "archived": "checkbox"}},
         "Sequence": {"fields": {"code": "text", "project": {"type": "entity", "entity_types": ["Project"]}}},
         "HumanUser": {"fields": {"name": "text", "login": "text"}},
+        "Group": {"fields": {"code": "text"}},
         "Asset": {"fields": {"code": "text", "tag_list": "tag_list"}},
         "Shot": {"fields": {
             "code": "text",
@@ -43,7 +44,7 @@ SCHEMA = Schema.from_dict({
         "Task": {"fields": {
             "content": "text",
             "entity": {"type": "entity", "entity_types": ["Shot", "Asset"]},
-            "task_assignees": {"type": "multi_entity", "entity_types": ["HumanUser"]},
+            "task_assignees": {"type": "multi_entity", "entity_types": ["Group", "HumanUser"]},
         }},
     }
 })
@@ -308,6 +309,40 @@ class StoreMixin:
 
         return defer.ensureDeferred(go())
 
+    def test_multi_entity_values(self):
+        async def go():
+            def task(eid, assignees):
+                return EntityChange("Task", eid, {"content": f"t{eid}", "task_assignees": assignees}, complete=True)
+
+            group, ann, bob = ({"type": "Group", "id": 1}, {"type": "HumanUser", "id": 1},
+                               {"type": "HumanUser", "id": 2})
+            await self.store.apply([
+                EntityChange("Group", 1, {"code": "Lighters"}, complete=True),
+                task(3, [group, bob, ann]), task(4, [ann]), task(5, []),
+            ])
+            fields = ["task_assignees"]
+            result = await self.answer(read("Task", [cond("id", "in", 1, 3, 4, 5)], fields))
+            self.assertEqual(
+                [(e["id"], [(a["type"], a["id"], a["name"]) for a in e["task_assignees"]])
+                 for e in result["entities"]],
+                # the stored order, mixed types; Bob is retired and left out
+                [(1, [("HumanUser", 1, "Ann")]), (3, [("Group", 1, "Lighters"), ("HumanUser", 1, "Ann")]),
+                 (4, [("HumanUser", 1, "Ann")]), (5, [])],
+            )
+            # a link to a row the store lacks, or to a type without cached names
+            await self.store.apply([task(6, [ann, {"type": "Group", "id": 9}]),
+                                    task(7, [{"type": "Department", "id": 1}])])
+            for eid, reason in ((6, "link target not in the store: Group"),
+                                (7, "link to a type whose names are not cached: Department")):
+                with self.assertRaises(PassThrough) as caught:
+                    await self.answer(read("Task", [cond("id", "is", eid)], fields))
+                self.assertEqual(caught.exception.reason, reason)
+            # ...matters only when that row is read
+            result = await self.answer(read("Task", [cond("id", "in", 3, 5)], fields))
+            self.assertEqual([e["id"] for e in result["entities"]], [3, 5])
+
+        return defer.ensureDeferred(go())
+
 
 class SQLitePlannerStoreTests(StoreMixin, unittest.TestCase):
     async def store_url(self) -> str:
@@ -367,7 +402,7 @@ class PostgresPlannerStoreTests(StoreMixin, unittest.TestCase):
             ("by entity link", read("Task", [cond("entity", "is", {"type": "Shot", "id": 1})], ["content"]),
              "ix_Task__entity"),
             ("by multi link", read("Task", [cond("task_assignees", "is", {"type": "HumanUser", "id": 150})]),
-             "ix_Task__task_assignees__child"),
+             "ix_Task__task_assignees__children"),
             # the run-time guards are answered from partial indexes
             ("guards", read("Task", [cond("entity", "is", None)]), "ix_Task__entity__foreign"),
             # a deep-link filter is driven from the far end of the chain

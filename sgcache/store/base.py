@@ -426,8 +426,11 @@ def multi_table_ddl(spec: FieldSpec, dialect: Dialect) -> list[str]:
         f"child_id {dialect.id_type} NOT NULL, position INTEGER NOT NULL)",
         f"CREATE UNIQUE INDEX IF NOT EXISTS {index_name(dialect, name, 'link')} "
         f"ON {table} (parent_id, child_type, child_id)",
-        f"CREATE INDEX IF NOT EXISTS {index_name(dialect, name, 'child')} "
-        f"ON {table} (child_id, child_type)",
+        # "which rows hold X": the planner's multi-entity `is` reads the
+        # parent ids from this index alone
+        f"DROP INDEX IF EXISTS {index_name(dialect, name, 'child')}",
+        f"CREATE INDEX IF NOT EXISTS {index_name(dialect, name, 'children')} "
+        f"ON {table} (child_type, child_id, parent_id)",
         f"CREATE INDEX IF NOT EXISTS {index_name(dialect, name, 'parent')} "
         f"ON {table} (parent_id, position)",
     ]
