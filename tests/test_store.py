@@ -679,6 +679,7 @@ class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
         store = await self.open()
         self.assertEqual(await store.fetch("PRAGMA journal_mode", []), [("wal",)])
         self.assertEqual(await store.fetch("PRAGMA synchronous", []), [(1,)])  # NORMAL
+        self.assertEqual(await store.fetch("PRAGMA cache_size", []), [(-128 * 1024,)])  # KiB
 
     async def test_locked_by_another_process_fails_fast(self) -> None:
         store = await self.synced()
