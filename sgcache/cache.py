@@ -18,7 +18,6 @@ import json
 from collections import Counter
 from typing import Any
 
-from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
 from . import __version__
@@ -29,8 +28,9 @@ from .reader import execute
 from .rpc import RawReply
 from .upstream import Upstream, UpstreamError
 from .writeback import WRITE_METHODS, WriteBack
+from .logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 AUTH_TTL = 600.0
 

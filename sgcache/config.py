@@ -72,6 +72,15 @@ def _listen(value: Any) -> str:
     return text
 
 
+def _log_level(value: Any) -> str:
+    from .logs import LEVELS
+
+    text = str(value).strip().lower()
+    if text not in LEVELS:
+        raise ConfigError(f"--log-level: {value!r} is not one of {', '.join(LEVELS)}")
+    return text
+
+
 def _schema(value: Any) -> str:
     text = str(value)
     if not os.path.exists(text):
@@ -102,6 +111,8 @@ SETTINGS = [
     Setting("update-log-days", 7.0, "Days the update log (sgcache log) is kept.", _positive("update-log-days")),
     Setting("access-log", None, "File for one HTTP access-log line per request (off when unset; "
             "`info` counts reads either way)."),
+    Setting("log-level", "info", "Lowest level of sgcache's own log lines: debug, info, warn, error "
+            "(debug: one line per passed-through read, with its reason).", _log_level),
     Setting("info-refresh", 300.0, "Seconds between refreshes of the site's info.", _positive("info-refresh")),
     Setting("demo", False, "Run an in-process emulator with a demo project as the site.", _bool, flag=True),
 ]

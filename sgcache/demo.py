@@ -14,12 +14,12 @@ from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.web.server import Site
 
 from .schema import Schema
+from .logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 DEMO_SCRIPT = ("demo", "demo")
 DEFAULT_DB = "sqlite:///sgcache.sqlite"

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from twisted.logger import Logger
 
 from .changes import EntityChange
 from .fetch import fetch_by_ids
 from .schema import Schema
 from .store import layout
+from .logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 
 def link_targets(schema: Schema, changes: Sequence[EntityChange]) -> dict[str, set[int]]:

@@ -39,7 +39,6 @@ from collections import Counter
 from typing import Any, Callable, Iterable
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
 from .backoff import Backoff, describe
 from .changes import SOURCE_EVENT, EntityChange
@@ -47,8 +46,9 @@ from .fetch import fetch_by_ids
 from .freshness import Freshness
 from .linkfill import fill_missing_links
 from .schema import Schema
+from .logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 CURSOR_KEY = "event_cursor"
 HOLES_KEY = "event_holes"

@@ -13,13 +13,13 @@ import json
 from typing import Any
 
 from klein import Klein
-from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
 from .faults import ERR_BAD_REQUEST, Fault
+from .logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 API_SUFFIX = b"/api3/json"
 

@@ -30,7 +30,6 @@ import json
 from typing import Any, AsyncIterator, Callable, Iterable
 
 from twisted.internet import defer, task
-from twisted.logger import Logger
 
 from .backoff import Backoff, Sleeper, describe
 from .changes import SOURCE_SCAN, EntityChange
@@ -39,8 +38,9 @@ from .freshness import Freshness
 from .linkfill import fill_missing_links
 from .schema import Schema
 from .store import layout
+from .logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 PENDING_KEY = "scan_pending"
 PROGRESS_PREFIX = "scan_progress:"

@@ -15,7 +15,6 @@ from typing import Any
 
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
-from twisted.logger import Logger
 from twisted.web.server import Site
 
 from .cache import Cache
@@ -28,8 +27,9 @@ from .schema import Schema, SchemaError
 from .store import layout, open_store
 from .updatelog import Pruner
 from .upstream import Upstream
+from .logs import logger, set_level
 
-log = Logger()
+log = logger(__name__)
 
 __all__ = ["Options", "makeService", "SgcacheService"]
 
@@ -84,6 +84,7 @@ class SgcacheService(service.MultiService):
         self.upstream_ready: defer.Deferred | None = None
         #: under twistd: a start-up failure stops the process with one line
         self.exit_on_start_failure = False
+        set_level(settings.get("log_level") or "info")
         site = _RPCSite(RPCResource(self.cache).resource(), logPath=settings.get("access_log"))
         site.displayTracebacks = False
         self.site = site

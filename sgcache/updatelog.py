@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from .backoff import Sleeper, describe
+from .logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 DAY = 86400.0
 

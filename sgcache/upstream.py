@@ -18,13 +18,13 @@ from typing import Any
 import treq
 from treq.client import HTTPClient
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
+from .logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 #: Methods whose repetition is harmless: a 502/504 from upstream may reach the
 #: client unchanged (it retries them).

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
 
 from .changes import SOURCE_PASSTHROUGH, EntityChange
 from .fetch import fetch_by_ids
 from .freshness import Freshness
 from .schema import Schema
 from .store import layout
+from .logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 WRITE_METHODS = frozenset(["create", "update", "delete", "revive", "batch"])
 

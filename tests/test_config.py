@@ -26,6 +26,9 @@ class ResolveTests(unittest.TestCase):
         self.assertEqual(out["listen"], "tcp:8010:interface=127.0.0.1")
         self.assertEqual(out["poll_interval"], 2.0)
         self.assertFalse(out["demo"])
+        self.assertEqual(out["log_level"], "info")
+        self.assertIsNone(out["access_log"])
+        self.assertEqual(resolve(parse(*REQUIRED, "--log-level", "DEBUG"), environ={})["log_level"], "debug")
 
     def test_environment_fills_missing_options(self):
         out = resolve(
@@ -67,6 +70,7 @@ class ResolveTests(unittest.TestCase):
             (["--listen", "nonsense:1:2"], "--listen"),
             (["--poll-interval", "-1"], "--poll-interval"),
             (["--schema", "/does/not/exist.yml"], "--schema"),
+            (["--log-level", "chatty"], "--log-level"),
         ]
         for extra, option in cases:
             argv = list(REQUIRED) + extra

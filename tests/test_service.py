@@ -9,6 +9,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
+from sgcache.logs import set_level
 from sgcache.schema import Schema
 from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon
 from sgcache.testing.harness import client, start_emulator
@@ -109,5 +110,43 @@ class AccessLogTests(unittest.TestCase):
             with open(path) as fh:
                 lines = [line for line in fh if '"POST /api3/json HTTP/1.1" 200' in line]
             self.assertGreaterEqual(len(lines), 2)
+
+        return defer.ensureDeferred(go())
+
+
+class LogLevelTests(unittest.TestCase):
+    """sgcache's debug lines (one per passed-through read) reach the log only
+    at ``--log-level debug``."""
+
+    async def _passthrough_lines(self, settings: dict) -> list[str]:
+        self.addCleanup(set_level, "info")
+        site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT, ("user", "key")]))
+        self.addCleanup(lambda: defer.ensureDeferred(site.stop()))
+        url = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
+        daemon = await start_daemon(SCHEMA, site.url, url, settings=settings)
+        self.addCleanup(lambda: defer.ensureDeferred(daemon.stop()))
+        logged: list[str] = []
+
+        def observe(event: dict) -> None:
+            logged.append(formatEvent(event) or "")
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        sg = client(daemon.url, "user", "key")
+        self.addCleanup(sg.close)
+        await deferToThread(sg.find, "Shot", [], ["code"])  # not yet vouched for: upstream
+        self.assertEqual(daemon.cache.passthrough_reasons["credentials not yet vouched for by the site"], 1)
+        return [line for line in logged if line.startswith("read passes through")]
+
+    def test_debug_lines_dropped_at_info(self):
+        async def go():
+            self.assertEqual(await self._passthrough_lines({}), [])
+
+        return defer.ensureDeferred(go())
+
+    def test_debug_lines_kept_at_debug(self):
+        async def go():
+            self.assertEqual(await self._passthrough_lines({"log_level": "debug"}),
+                             ["read passes through: credentials not yet vouched for by the site"])
 
         return defer.ensureDeferred(go())

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from ..changes import EntityChange
 from ..fieldtypes import FIELD_TYPES, is_cacheable
 from ..schema import FieldSpec, Schema
 from . import layout
+from ..logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 T = TypeVar("T")
 

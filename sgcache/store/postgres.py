@@ -28,7 +28,6 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import psycopg2.extensions
 from twisted.internet import defer, task
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection, retrying, txpostgres
 from zope.interface import implementer
@@ -36,8 +35,9 @@ from zope.interface import implementer
 from ..changes import EntityChange
 from ..schema import Schema
 from . import base, layout
+from ..logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 T = TypeVar("T")
 

@@ -16,15 +16,15 @@ import sqlite3
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..changes import EntityChange
 from ..schema import Schema
 from . import base, layout
+from ..logs import logger
 
-log = Logger()
+log = logger(__name__)
 
 T = TypeVar("T")
 
