@@ -6,7 +6,10 @@ line naming the option (`ConfigError`), never a traceback.
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
+import zoneinfo
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlparse
@@ -81,6 +84,33 @@ def _log_level(value: Any) -> str:
     return text
 
 
+def parse_timezone(value: Any) -> datetime.tzinfo:
+    """``UTC``, a fixed offset (``+10:00``, ``-05:30``) or an IANA zone name
+    (``America/Los_Angeles``) -> tzinfo; ValueError when none of those."""
+    text = str(value).strip()
+    if text.upper() in ("UTC", "Z", "GMT"):
+        return datetime.timezone.utc
+    match = re.fullmatch(r"([+-])(\d{1,2}):?(\d{2})", text)
+    if match:
+        sign, hours, minutes = match.groups()
+        offset = datetime.timedelta(hours=int(hours), minutes=int(minutes))
+        if offset >= datetime.timedelta(hours=24):
+            raise ValueError(f"{text!r} is not a UTC offset")
+        return datetime.timezone(-offset if sign == "-" else offset)
+    try:
+        return zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{text!r} is not UTC, an offset like +10:00, or a time zone name") from None
+
+
+def _timezone(value: Any) -> str:
+    try:
+        parse_timezone(value)
+    except ValueError as e:
+        raise ConfigError(f"--site-timezone: {e}")
+    return str(value).strip()
+
+
 def _schema(value: Any) -> str:
     text = str(value)
     if not os.path.exists(text):
@@ -111,6 +141,8 @@ SETTINGS = [
     Setting("update-log-days", 7.0, "Days the update log (sgcache log) is kept.", _positive("update-log-days")),
     Setting("access-log", None, "File for one HTTP access-log line per request (off when unset; "
             "`info` counts reads either way)."),
+    Setting("site-timezone", "UTC", "The site's time zone, for calendar-day/week/month/year filters: "
+            "UTC, an offset like +10:00, or a zone name like America/Los_Angeles.", _timezone),
     Setting("log-level", "info", "Lowest level of sgcache's own log lines: debug, info, warn, error "
             "(debug: one line per passed-through read, with its reason).", _log_level),
     Setting("info-refresh", 300.0, "Seconds between refreshes of the site's info.", _positive("info-refresh")),

@@ -18,7 +18,7 @@ from twisted.internet import defer, endpoints
 from twisted.web.server import Site
 
 from .cache import Cache
-from .config import ConfigError, Options, resolve
+from .config import ConfigError, Options, parse_timezone, resolve
 from .freshness import Freshness
 from .poller import EventPoller
 from .rpc import RPCResource
@@ -60,7 +60,10 @@ class SgcacheService(service.MultiService):
         # write-back, poller and scanner share a fence against same-second
         # stale re-reads
         freshness = Freshness()
-        self.cache = Cache(reactor, schema, self.store, self.upstream, freshness=freshness)
+        self.cache = Cache(
+            reactor, schema, self.store, self.upstream, freshness=freshness,
+            tz=parse_timezone(settings.get("site_timezone") or "UTC"),
+        )
         self.scanner = Scanner(
             reactor, schema, self.store, self.upstream,
             overlap=settings.get("scan_overlap", 60.0),

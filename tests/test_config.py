@@ -4,7 +4,9 @@ import os
 
 from twisted.trial import unittest
 
-from sgcache.config import ConfigError, Options, resolve
+import datetime
+
+from sgcache.config import ConfigError, Options, parse_timezone, resolve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASIC = os.path.join(os.path.dirname(HERE), "schema", "basic.yml")
@@ -27,6 +29,7 @@ class ResolveTests(unittest.TestCase):
         self.assertEqual(out["poll_interval"], 2.0)
         self.assertFalse(out["demo"])
         self.assertEqual(out["log_level"], "info")
+        self.assertEqual(out["site_timezone"], "UTC")
         self.assertIsNone(out["access_log"])
         self.assertEqual(resolve(parse(*REQUIRED, "--log-level", "DEBUG"), environ={})["log_level"], "debug")
 
@@ -71,6 +74,8 @@ class ResolveTests(unittest.TestCase):
             (["--poll-interval", "-1"], "--poll-interval"),
             (["--schema", "/does/not/exist.yml"], "--schema"),
             (["--log-level", "chatty"], "--log-level"),
+            (["--site-timezone", "Mars/Olympus_Mons"], "--site-timezone"),
+            (["--site-timezone", "+25:00"], "--site-timezone"),
         ]
         for extra, option in cases:
             argv = list(REQUIRED) + extra
@@ -91,3 +96,17 @@ class ResolveTests(unittest.TestCase):
             fh.write("shotgunn: https://typo.example\n")
         exc = self.assertRaises(ConfigError, resolve, parse("--config", path), {})
         self.assertOneLine(exc, "shotgunn")
+
+
+class TimezoneTests(unittest.TestCase):
+    def test_forms(self):
+        self.assertIs(parse_timezone("UTC"), datetime.timezone.utc)
+        self.assertEqual(parse_timezone("+10:00"), datetime.timezone(datetime.timedelta(hours=10)))
+        self.assertEqual(parse_timezone("-0530"), datetime.timezone(-datetime.timedelta(hours=5, minutes=30)))
+        la = parse_timezone("America/Los_Angeles")
+        summer = datetime.datetime(2024, 7, 1, 12, tzinfo=datetime.timezone.utc).astimezone(la)
+        winter = datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone.utc).astimezone(la)
+        self.assertEqual((summer.utcoffset(), winter.utcoffset()),
+                         (-datetime.timedelta(hours=7), -datetime.timedelta(hours=8)))
+        for bad in ("", "nowhere", "+24:00", "10"):
+            self.assertRaises(ValueError, parse_timezone, bad)

@@ -32,6 +32,7 @@ from twisted.trial import unittest
 
 from sgcache.schema import FieldSpec, Schema
 from sgcache.schema_tools import filter_schema, parse_rules
+from sgcache.config import parse_timezone
 from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon
 from sgcache.testing.filters import RELATIONS
 from sgcache.testing.harness import client, start_emulator
@@ -515,6 +516,9 @@ def run_query(sg: shotgun_api3.Shotgun, q: dict) -> Any:
 
 
 class DifferentialMixin:
+    #: the site's time zone, on both sides (calendar filters depend on it)
+    TIMEZONE = "UTC"
+
     async def store_url(self) -> str:
         raise NotImplementedError
 
@@ -522,7 +526,8 @@ class DifferentialMixin:
         return defer.ensureDeferred(self._setUp())
 
     async def _setUp(self):
-        self.site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT, USER_SCRIPT]), page_size=PAGE_SIZE)
+        self.site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT, USER_SCRIPT]), page_size=PAGE_SIZE,
+                                         tz=parse_timezone(self.TIMEZONE))
         self.addCleanup(lambda: defer.ensureDeferred(self.site.stop()))
         self.emulator = self.site.emulator
         self.emulator.set_clock(NOW)
@@ -531,7 +536,8 @@ class DifferentialMixin:
         for etype, eid in retire:
             self.emulator.delete(etype, eid)
         self.pools = Pools(items)
-        self.daemon = await start_daemon(SCHEMA, self.site.url, await self.store_url())
+        self.daemon = await start_daemon(SCHEMA, self.site.url, await self.store_url(),
+                                         settings={"site_timezone": self.TIMEZONE})
         self.addCleanup(lambda: defer.ensureDeferred(self.daemon.stop()))
         self.daemon.cache.now = self.emulator.now
         self.sg = client(self.daemon.url, *USER_SCRIPT, timeout_secs=30)
@@ -608,6 +614,9 @@ class SQLiteDifferentialTests(DifferentialMixin, unittest.TestCase):
 
 class PostgresDifferentialTests(DifferentialMixin, unittest.TestCase):
     timeout = 600
+    # NOW (2024-03-31 12:00Z) is already April 1 there, a week before its
+    # daylight-saving change: calendar day, week and month all move
+    TIMEZONE = "Pacific/Auckland"
 
     async def store_url(self) -> str:
         return await fresh_postgres_url(self)

@@ -220,6 +220,7 @@ class Emulator(Mockgun):
         now: Callable[[], datetime.datetime] | None = None,
         version: tuple[int, int, int] = DEFAULT_VERSION,
         base_url: str = "http://emulator.invalid",
+        tz: datetime.tzinfo = datetime.timezone.utc,
     ):
         # Deliberately not calling mockgun's __init__: it loads pickled
         # schemas from class-level paths. Set what its methods rely on.
@@ -248,7 +249,9 @@ class Emulator(Mockgun):
         self._script_users: dict[str, int] = {}
         self._human_users: dict[str, int] = {}
         self._defaults = self._collect_defaults()
-        self.engine = ReadEngine(self.schema, self._db, self.now, max_page_size=page_size)
+        #: the site's time zone: calendar relative filters are evaluated in it
+        self.tz = tz
+        self.engine = ReadEngine(self.schema, self._db, self.now, tz=tz, max_page_size=page_size)
         self.reset()
 
     @property

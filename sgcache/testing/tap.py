@@ -15,6 +15,7 @@ from twisted.internet import endpoints
 from twisted.python import usage
 from twisted.web.server import Site
 
+from sgcache.config import parse_timezone
 from sgcache.schema import SchemaError
 from sgcache.testing.emulator import Emulator, load_schema
 from sgcache.testing.server import EmulatorServer
@@ -28,6 +29,7 @@ class Options(usage.Options):
         ["schema", None, None, "schema: our YAML, a schema_read JSON dump, or a dump directory"],
         ["listen", None, "tcp:8020", "endpoint to listen on (twisted endpoint string)"],
         ["page-size", None, 500, "api_max_entities_per_page reported by info", int],
+        ["timezone", None, "UTC", "the site's time zone (UTC, +10:00, America/Los_Angeles)"],
     ]
     optFlags = [
         ["test-mode", None, "enable the POST /_emulator/<action> test controls"],
@@ -57,6 +59,10 @@ class Options(usage.Options):
             raise usage.UsageError("--schema is required")
         if self["page-size"] < 1:
             raise usage.UsageError("--page-size must be at least 1")
+        try:
+            self["tz"] = parse_timezone(self["timezone"])
+        except ValueError as e:
+            raise usage.UsageError(f"--timezone: {e}")
         if not self["scripts"] and not self["users"]:
             raise usage.UsageError("give at least one --script NAME:KEY (or --user)")
 
@@ -78,6 +84,7 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
         schema_read=source.schema_read,
         schema_entity_read=source.schema_entity_read,
         clock=reactor,
+        tz=config["tz"],
     )
     server = EmulatorServer(emulator, reactor, test_mode=config["test-mode"])
     site = Site(server.resource())
