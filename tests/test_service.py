@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import formatEvent, globalLogPublisher
@@ -66,6 +67,26 @@ class InitialLoadTests(unittest.TestCase):
         return defer.ensureDeferred(go())
 
 
+async def start_logged(case: unittest.TestCase, settings: dict) -> tuple[Any, Any, Any, list[str]]:
+    """Emulator + daemon (`settings`) + a client, and every log line
+    published from now on: (site, daemon, client, lines)."""
+    site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT, ("user", "key")]))
+    case.addCleanup(lambda: defer.ensureDeferred(site.stop()))
+    url = "sqlite:///" + os.path.abspath(case.mktemp()) + ".sqlite"
+    daemon = await start_daemon(SCHEMA, site.url, url, settings=settings)
+    case.addCleanup(lambda: defer.ensureDeferred(daemon.stop()))
+    logged: list[str] = []
+
+    def observe(event: dict) -> None:
+        logged.append(formatEvent(event) or "")
+
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    sg = client(daemon.url, "user", "key")
+    case.addCleanup(sg.close)
+    return site, daemon, sg, logged
+
+
 class AccessLogTests(unittest.TestCase):
     """One line per request in `--access-log` when set; nothing in the
     daemon's own log either way (the lines logged are the emulator's own,
@@ -73,21 +94,9 @@ class AccessLogTests(unittest.TestCase):
 
     async def _two_reads(self, settings: dict) -> tuple[int, int]:
         """(access lines logged, requests the emulator served) for two reads."""
-        site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT, ("user", "key")]))
-        self.addCleanup(lambda: defer.ensureDeferred(site.stop()))
-        url = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
-        daemon = await start_daemon(SCHEMA, site.url, url, settings=settings)
-        self.addCleanup(lambda: defer.ensureDeferred(daemon.stop()))
-        logged: list[str] = []
-
-        def observe(event: dict) -> None:
-            logged.append(formatEvent(event) or "")
-
+        site, daemon, sg, logged = await start_logged(self, settings)
         site.emulator.reset_counters()
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
-        sg = client(daemon.url, "user", "key")
-        self.addCleanup(sg.close)
+        del logged[:]
         await deferToThread(sg.find, "Shot", [], ["code"])
         await deferToThread(sg.find, "Shot", [], ["code"])
         await daemon.stop()
@@ -120,20 +129,7 @@ class LogLevelTests(unittest.TestCase):
 
     async def _passthrough_lines(self, settings: dict) -> list[str]:
         self.addCleanup(set_level, "info")
-        site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT, ("user", "key")]))
-        self.addCleanup(lambda: defer.ensureDeferred(site.stop()))
-        url = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
-        daemon = await start_daemon(SCHEMA, site.url, url, settings=settings)
-        self.addCleanup(lambda: defer.ensureDeferred(daemon.stop()))
-        logged: list[str] = []
-
-        def observe(event: dict) -> None:
-            logged.append(formatEvent(event) or "")
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
-        sg = client(daemon.url, "user", "key")
-        self.addCleanup(sg.close)
+        _site, daemon, sg, logged = await start_logged(self, settings)
         await deferToThread(sg.find, "Shot", [], ["code"])  # not yet vouched for: upstream
         self.assertEqual(daemon.cache.passthrough_reasons["credentials not yet vouched for by the site"], 1)
         return [line for line in logged if line.startswith("read passes through")]
