@@ -28,7 +28,3 @@ def logger(namespace: str) -> Logger:
 def set_level(name: str) -> None:
     """Drop sgcache's events below `name` (one of `LEVELS`)."""
     _predicate.setLogLevelForNamespace(None, LogLevel.levelWithName(name))
-
-
-def level() -> str:
-    return _predicate.logLevelForNamespace(None).name
