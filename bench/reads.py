@@ -10,6 +10,7 @@ site stand-in).
     PYTHONPATH=. python bench/reads.py                 # 10k shots / 30k tasks / 20k versions
     PYTHONPATH=. python bench/reads.py --full          # 100k / 300k / 200k (the issue's size)
     PYTHONPATH=. python bench/reads.py --stores sqlite --iterations 50
+    PYTHONPATH=. python bench/reads.py --only "find one" --only "sorted"
 
 Every server runs in its own process, as in production: the emulator
 (``twistd sgcache-emulator``, seeded over its test controls), one
@@ -18,6 +19,8 @@ This process only runs the client. It calls the servers in rounds, a block
 of `--block` calls in a row to each (plus one untimed call first: on an
 otherwise idle VM the first call after a pause pays ~1 ms to wake a CPU),
 so that all of them see the same machine load.
+The table gives p50 and p90 per server and the ratios of the medians;
+c/a, the emulator against the floor, is the most any c/b could be.
 PostgreSQL: ``--pg`` (default ``SGCACHE_TEST_POSTGRES`` or the local server);
 a throw-away database is created and dropped.
 """
@@ -298,6 +301,8 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
     n = opts.iterations
     print("timing...", flush=True)
     for label, method, args, kwargs in queries(shots):
+        if opts.only and not any(o in label for o in opts.only):
+            continue
         want = getattr(direct, method)(*args, **kwargs)
         for store, sg in via.items():
             reads = site_reads(site_url)
@@ -352,7 +357,7 @@ def report(results: dict, stores: list[str], shots: int, tasks: int, versions: i
     head = f"{'query':26} {'floor (a)':>15}"
     for s in stores:
         head += f" {s + ' (b)':>15} {'b/a':>5}"
-    head += f" {'emulator (c)':>15}" + "".join(f" {'c/b ' + s[:2]:>7}" for s in stores)
+    head += f" {'emulator (c)':>15}" + "".join(f" {'c/b ' + s[:2]:>7}" for s in stores) + f" {'c/a':>6}"
     print(head)
     print("-" * len(head))
     for label, by in results.items():
@@ -362,7 +367,9 @@ def report(results: dict, stores: list[str], shots: int, tasks: int, versions: i
         line += f" {ms(by['site']):>15}"
         for s in stores:
             line += f" {statistics.median(by['site']) / statistics.median(by[s]):7.1f}"
+        line += f" {statistics.median(by['site']) / statistics.median(by['floor']):6.1f}"
         print(line)
+    print("c/a bounds every c/b: no server answers a client faster than the floor does")
 
 
 def parse() -> argparse.Namespace:
@@ -374,6 +381,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=30, help="timed calls per server and query")
     p.add_argument("--block", type=int, default=10, help="calls in a row to one server before the next")
     p.add_argument("--stores", default="sqlite,postgresql")
+    p.add_argument("--only", action="append", metavar="TEXT",
+                   help="time only the queries whose label contains TEXT (repeatable)")
     p.add_argument("--pg", default=None, help="PostgreSQL server URL (a throw-away database is created)")
     return p.parse_args()
 
