@@ -15,6 +15,9 @@ raise into the reactor, which logs an unhandled error) and a failed ROLLBACK
 on a dead connection (it would ``log.err``). Both now just hand the failure
 to the detector, which reconnects.
 
+Reads (`fetch`) run as statements prepared once per connection
+(`prepared`), which saves PostgreSQL parsing and planning them each time.
+
 Writes (apply, schema sync, state) are serialized within the process and
 lock the rows they read (``SELECT ... FOR UPDATE``) against other processes.
 """
@@ -34,7 +37,7 @@ from zope.interface import implementer
 
 from ..changes import EntityChange
 from ..schema import Schema
-from . import base, layout
+from . import base, layout, prepared
 from ..logs import logger
 
 log = logger(__name__)
@@ -53,23 +56,7 @@ def to_pyformat(sql: str) -> str:
     """Turn ``?`` placeholders into psycopg2's ``%s`` and escape literal
     ``%`` (psycopg2 formats the whole string). ``?`` inside quoted literals
     and identifiers is left alone."""
-    out: list[str] = []
-    quote: str | None = None
-    for ch in sql:
-        if ch == "%":
-            out.append("%%")
-        elif quote is not None:
-            out.append(ch)
-            if ch == quote:
-                quote = None
-        elif ch in ("'", '"'):
-            quote = ch
-            out.append(ch)
-        elif ch == "?":
-            out.append("%s")
-        else:
-            out.append(ch)
-    return "".join(out)
+    return prepared.rewrite_placeholders(sql, lambda n: "%s")
 
 
 def redact(url: str) -> str:
@@ -167,6 +154,44 @@ class _Connection(txpostgres.Connection):
     """A txpostgres connection whose failures go to its caller or its
     detector, never to the reactor's unhandled-error log."""
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.statements = prepared.SessionStatements()
+
+    async def run_prepared(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+        """`sql` (``?`` placeholders) run as a statement prepared on this
+        session, or as text when it cannot be (see `prepared`)."""
+        key = prepared.statement_key(sql, params)
+        if key is not None:
+            self.statements.bind(self._connection)
+            text = self.statements.query(key)
+            if text is not None:
+                query, preparing = text
+                try:
+                    return await self.quick_query(query, tuple(params))
+                except Exception as e:
+                    if connection_failed(e):
+                        raise
+                    self.statements.failed(key, preparing)
+                    log.debug("prepared statement failed, running the query as text: {error}",
+                              error=_line(e))
+        return await self.quick_query(to_pyformat(sql), tuple(params))
+
+    def quick_query(self, query: str, params: tuple) -> defer.Deferred:
+        """txpostgres's runQuery without its per-query cursor wrapper, lock
+        and reader swaps, for a connection the pool handed out (so nothing
+        else runs on it): the connection polls its own query."""
+        if self.detector.connectionIsDead:
+            return defer.fail(reconnection.ConnectionDead())
+        try:
+            cursor = self._connection.cursor()
+            cursor.execute(query, params)
+        except Exception:
+            return defer.fail().addErrback(self.detector.checkForDeadConnection)
+        d = self.poll()
+        d.addCallback(lambda _: cursor.fetchall())
+        return d.addErrback(self.detector.checkForDeadConnection)
+
     def doRead(self) -> Any:
         try:
             return txpostgres.Connection.doRead(self)
@@ -235,6 +260,15 @@ class _Pool(txpostgres.ConnectionPool):
     def _runQuery(self, *args: Any, **kwargs: Any) -> defer.Deferred:
         c = self._take()
         return c.runQuery(*args, **kwargs).addBoth(self._putBackAndPassthrough, c)
+
+    def runPrepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
+        """Like runQuery, through the connection's prepared statements."""
+        return self._semaphore.run(self._runPrepared, sql, params)
+
+    def _runPrepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
+        c = self._take()
+        d = defer.ensureDeferred(c.run_prepared(sql, params))
+        return d.addBoth(self._putBackAndPassthrough, c)
 
     def _runOperation(self, *args: Any, **kwargs: Any) -> defer.Deferred:
         c = self._take()
@@ -447,8 +481,7 @@ class PostgresStore:
 
     @base.returns_deferred
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        query, args = to_pyformat(sql), tuple(params)
-        return await self._retrying("fetch", lambda: self._the_pool().runQuery(query, args))
+        return await self._retrying("fetch", lambda: self._the_pool().runPrepared(sql, params))
 
     @base.returns_deferred
     async def get_state(self, key: str) -> str | None:
