@@ -158,24 +158,27 @@ class _Connection(txpostgres.Connection):
         super().__init__(*args, **kwargs)
         self.statements = prepared.SessionStatements()
 
-    async def run_prepared(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+    def run_prepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
         """`sql` (``?`` placeholders) run as a statement prepared on this
         session, or as text when it cannot be (see `prepared`)."""
-        key = prepared.statement_key(sql, params)
+        args = tuple(params)
+        key = prepared.statement_key(sql, args)
         if key is not None:
             self.statements.bind(self._connection)
             text = self.statements.query(key)
             if text is not None:
                 query, preparing = text
-                try:
-                    return await self.quick_query(query, tuple(params))
-                except Exception as e:
-                    if connection_failed(e):
-                        raise
+
+                def as_text(f: Failure) -> Any:
+                    if connection_failed(f.value):
+                        return f
                     self.statements.failed(key, preparing)
                     log.debug("prepared statement failed, running the query as text: {error}",
-                              error=_line(e))
-        return await self.quick_query(to_pyformat(sql), tuple(params))
+                              error=_line(f.value))
+                    return self.quick_query(to_pyformat(sql), args)
+
+                return self.quick_query(query, args).addErrback(as_text)
+        return self.quick_query(to_pyformat(sql), args)
 
     def quick_query(self, query: str, params: tuple) -> defer.Deferred:
         """txpostgres's runQuery without its per-query cursor wrapper, lock
@@ -191,6 +194,33 @@ class _Connection(txpostgres.Connection):
         d = self.poll()
         d.addCallback(lambda _: cursor.fetchall())
         return d.addErrback(self.detector.checkForDeadConnection)
+
+    def continuePolling(self, swallowErrors: bool = False) -> None:
+        """txpostgres's, except that a finished poll fires its Deferred at
+        once, not on the reactor's next turn (one loop iteration less per
+        query). txpostgres defers it against reentrancy: a callback may run
+        the next query on this connection; that is fine here, since nothing
+        touches the connection after this returns but txpostgres's doRead,
+        which puts it back among the reactor's readers when still open."""
+        if self._pollingD is not None and not self._connection.closed:
+            try:
+                state = self._connection.poll()
+            except Exception:
+                d, self._pollingD = self._pollingD, None
+                self.reactor.callLater(0, d.errback, Failure())
+                return
+            if state == psycopg2.extensions.POLL_OK:
+                d, self._pollingD = self._pollingD, None
+                d.callback(self)
+            elif state == psycopg2.extensions.POLL_READ:
+                self.reactor.addReader(self)
+            elif state == psycopg2.extensions.POLL_WRITE:
+                self.reactor.addWriter(self)
+            else:
+                d, self._pollingD = self._pollingD, None
+                self.reactor.callLater(0, d.errback, txpostgres.UnexpectedPollResult())
+            return
+        txpostgres.Connection.continuePolling(self, swallowErrors)
 
     def doRead(self) -> Any:
         try:
@@ -267,8 +297,7 @@ class _Pool(txpostgres.ConnectionPool):
 
     def _runPrepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
         c = self._take()
-        d = defer.ensureDeferred(c.run_prepared(sql, params))
-        return d.addBoth(self._putBackAndPassthrough, c)
+        return c.run_prepared(sql, params).addBoth(self._putBackAndPassthrough, c)
 
     def _runOperation(self, *args: Any, **kwargs: Any) -> defer.Deferred:
         c = self._take()
