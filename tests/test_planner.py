@@ -9,6 +9,7 @@ tests pin down the decisions.
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 
 import psycopg2
@@ -21,6 +22,7 @@ from sgcache.reader import execute
 from sgcache.schema import Schema
 from sgcache.store import layout, open_store
 from sgcache.store.postgres import to_pyformat
+from sgcache.store.prepared import SessionStatements, statement_key
 from sgcache.testing.pg import fresh_postgres_url
 
 SCHEMA = Schema.from_dict({
@@ -353,12 +355,22 @@ class PostgresPlannerStoreTests(StoreMixin, unittest.TestCase):
     async def store_url(self) -> str:
         return await fresh_postgres_url(self)
 
-    def explain(self, args: dict) -> str:
+    def explain(self, args: dict, generic: bool = False) -> str:
+        """The plan of the read as text or, with `generic`, the generic plan
+        of the statement the store prepares for it (which PostgreSQL may
+        settle on after a few executions)."""
         p = plan_read(args, self.catalog, "postgresql", now=lambda: NOW)
         conn = psycopg2.connect(self.url)
         try:
             cur = conn.cursor()
-            cur.execute("EXPLAIN " + to_pyformat(p.sql), p.params)
+            if generic:
+                cur.execute("SET plan_cache_mode = force_generic_plan")
+                statements = SessionStatements()
+                statements.bind(conn)
+                text, _ = statements.query(statement_key(p.sql, p.params))
+                cur.execute(text.replace("; EXECUTE ", "; EXPLAIN EXECUTE "), p.params)
+            else:
+                cur.execute("EXPLAIN " + to_pyformat(p.sql), p.params)
             return "\n".join(r[0] for r in cur.fetchall())
         finally:
             conn.close()
@@ -418,8 +430,10 @@ class PostgresPlannerStoreTests(StoreMixin, unittest.TestCase):
              "ix_Shot__created_at"),
             ("retired only", read("Shot", None, ["code"], return_only="retired"), "ix_Shot___retired"),
         ]
-        for name, args, index in shapes:
-            plan_text = self.explain(args)
+        for (name, args, index), generic in itertools.product(shapes, (False, True)):
+            plan_text = self.explain(args, generic)
+            if generic:
+                name += " (generic plan)"
             self.assertIn(index, plan_text, f"{name} does not use {index}:\n{plan_text}")
             self.assertNotIn('Seq Scan on "Shot" m', plan_text, f"{name}:\n{plan_text}")
             self.assertNotIn('Seq Scan on "Task" m', plan_text, f"{name}:\n{plan_text}")
