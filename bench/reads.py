@@ -273,7 +273,11 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
     t0 = time.time()
     for store in stores:
         if store == "sqlite":
-            db = "sqlite:///" + os.path.join(workdir, "bench.sqlite")
+            path = os.path.join(workdir, "bench.sqlite")
+            db = "sqlite:///" + path
+            # the logs stay; the database (~300 MB at --full) does not
+            cleanups.append(lambda path=path: [os.remove(f) for f in (path, path + "-wal", path + "-shm")
+                                               if os.path.exists(f)])
         else:
             db, drop = make_pg_database(opts.pg or base_url())
             cleanups.append(drop)

@@ -178,6 +178,19 @@ class PreparedReadTests(unittest.TestCase):
         self.assertEqual(await reading, [(3,)])
         self.assertEqual(await self.store.fetch("SELECT n FROM t WHERE n = ?", [4]), [(4,)])
 
+    async def test_column_changed_under_a_prepared_statement(self) -> None:
+        # a schema sync may change a column's type: the statement's cached
+        # plan no longer fits ("cached plan must not change result type")
+        sql = "SELECT n, s FROM t WHERE id = ?"
+        for _ in range(3):
+            self.assertEqual(await self.store.fetch(sql, [2]), [(2, "v2")])
+        conn = psycopg2.connect(self.url)
+        with conn, conn.cursor() as cur:
+            cur.execute("ALTER TABLE t ALTER COLUMN n TYPE TEXT")
+        conn.close()
+        for _ in range(3):
+            self.assertEqual(await self.store.fetch(sql, [2]), [("2", "v2")])
+
     async def test_full_cache_starts_over(self) -> None:
         for conn in self.connections():
             conn.statements.capacity = 2
