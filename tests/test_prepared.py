@@ -7,7 +7,7 @@ import datetime
 from typing import Any
 
 import psycopg2
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from sgcache.store import open_store
@@ -190,6 +190,14 @@ class PreparedReadTests(unittest.TestCase):
         conn.close()
         for _ in range(3):
             self.assertEqual(await self.store.fetch(sql, [2]), [("2", "v2")])
+
+    async def test_many_reads_at_once(self) -> None:
+        # more reads than connections: each finished read hands its
+        # connection to the next one waiting, from inside its callbacks
+        sql = "SELECT n FROM t WHERE n = ?"
+        reads = [self.store.fetch(sql, [1 + i % 9]) for i in range(600)]
+        results = await defer.gatherResults(reads)
+        self.assertEqual(results, [[(1 + i % 9,)] for i in range(600)])
 
     async def test_full_cache_starts_over(self) -> None:
         for conn in self.connections():

@@ -16,7 +16,8 @@ on a dead connection (it would ``log.err``). Both now just hand the failure
 to the detector, which reconnects.
 
 Reads (`fetch`) run as statements prepared once per connection
-(`prepared`), which saves PostgreSQL parsing and planning them each time.
+(`prepared`), which saves PostgreSQL parsing and planning them each time,
+and take a shorter path than txpostgres's runQuery (`quick_query`).
 
 Writes (apply, schema sync, state) are serialized within the process and
 lock the rows they read (``SELECT ... FOR UPDATE``) against other processes.
@@ -154,6 +155,9 @@ class _Connection(txpostgres.Connection):
     """A txpostgres connection whose failures go to its caller or its
     detector, never to the reactor's unhandled-error log."""
 
+    #: a finished poll's callbacks are running (see continuePolling)
+    _firing = False
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.statements = prepared.SessionStatements()
@@ -211,7 +215,15 @@ class _Connection(txpostgres.Connection):
                 return
             if state == psycopg2.extensions.POLL_OK:
                 d, self._pollingD = self._pollingD, None
-                d.callback(self)
+                if _Connection._firing:
+                    # inside another read's callbacks: no deeper recursion
+                    self.reactor.callLater(0, d.callback, self)
+                    return
+                _Connection._firing = True
+                try:
+                    d.callback(self)
+                finally:
+                    _Connection._firing = False
             elif state == psycopg2.extensions.POLL_READ:
                 self.reactor.addReader(self)
             elif state == psycopg2.extensions.POLL_WRITE:
