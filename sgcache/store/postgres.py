@@ -155,8 +155,9 @@ class _Connection(txpostgres.Connection):
     """A txpostgres connection whose failures go to its caller or its
     detector, never to the reactor's unhandled-error log."""
 
-    #: a finished poll's callbacks are running (see continuePolling)
-    _firing = False
+    #: the reactor is reporting a connection readable and no poll has
+    #: finished in that event yet (see continuePolling)
+    _in_event = False
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -200,12 +201,18 @@ class _Connection(txpostgres.Connection):
         return d.addErrback(self.detector.checkForDeadConnection)
 
     def continuePolling(self, swallowErrors: bool = False) -> None:
-        """txpostgres's, except that a finished poll fires its Deferred at
-        once, not on the reactor's next turn (one loop iteration less per
-        query). txpostgres defers it against reentrancy: a callback may run
-        the next query on this connection; that is fine here, since nothing
-        touches the connection after this returns but txpostgres's doRead,
-        which puts it back among the reactor's readers when still open."""
+        """txpostgres's, except that the first poll to finish while the
+        reactor reports the socket readable fires its Deferred at once, not
+        on the reactor's next turn (one loop iteration less per read).
+
+        txpostgres always waits a turn, against reentrancy: the callbacks
+        may start the next read, on this connection or another. That is fine
+        here (nothing touches the connection after this returns but
+        txpostgres's doRead, which re-adds it as a reader when still open),
+        but such a read may finish within its own first poll (under load the
+        answer can be there already), and firing that one at once too would
+        nest one stack level per queued read: every finish but the first of
+        a reactor event waits a turn."""
         if self._pollingD is not None and not self._connection.closed:
             try:
                 state = self._connection.poll()
@@ -215,15 +222,11 @@ class _Connection(txpostgres.Connection):
                 return
             if state == psycopg2.extensions.POLL_OK:
                 d, self._pollingD = self._pollingD, None
-                if _Connection._firing:
-                    # inside another read's callbacks: no deeper recursion
-                    self.reactor.callLater(0, d.callback, self)
-                    return
-                _Connection._firing = True
-                try:
+                if _Connection._in_event:
+                    _Connection._in_event = False
                     d.callback(self)
-                finally:
-                    _Connection._firing = False
+                else:
+                    self.reactor.callLater(0, d.callback, self)
             elif state == psycopg2.extensions.POLL_READ:
                 self.reactor.addReader(self)
             elif state == psycopg2.extensions.POLL_WRITE:
@@ -235,6 +238,7 @@ class _Connection(txpostgres.Connection):
         txpostgres.Connection.continuePolling(self, swallowErrors)
 
     def doRead(self) -> Any:
+        _Connection._in_event = True
         try:
             return txpostgres.Connection.doRead(self)
         except psycopg2.Error as e:
@@ -242,6 +246,8 @@ class _Connection(txpostgres.Connection):
             # the reactor call connectionLost with it, so the detector
             # reconnects.
             return e
+        finally:
+            _Connection._in_event = False
 
     def close(self) -> None:
         if self._connection is None:
