@@ -251,7 +251,7 @@ class ChaosMixin:
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.logfile = os.path.abspath(self.mktemp()) + ".log"
-        self.addCleanup(self.kill)
+        self.addCleanup(lambda: defer.ensureDeferred(self.kill()))
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.addCleanup(pool.closeCachedConnections)
         self.http = treq.client.HTTPClient(Agent(reactor, pool=pool))
@@ -266,10 +266,18 @@ class ChaosMixin:
         env = dict(os.environ, PYTHONPATH=ROOT)
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    async def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the daemon and wait for it to exit, without blocking the
+        reactor: the emulator it talks to runs on this reactor, and a daemon
+        stopping on SIGTERM first finishes the poll it has in flight."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
-            self.proc.wait(10)
+            deadline = time.time() + 10
+            while self.proc.poll() is None:
+                if time.time() > deadline:
+                    self.proc.kill()
+                    self.fail(f"the daemon did not exit within 10 s of signal {sig}")
+                await self.sleep(0.05)
         self.proc = None
 
     async def status(self) -> dict | None:
@@ -303,7 +311,7 @@ class ChaosMixin:
         held = False
         for i in range(self.ops):
             if i in kill_at:
-                self.kill()
+                await self.kill()
                 chaos_log.append(f"SIGKILL at op {i}")
                 await self.sleep(rng.uniform(0.0, 0.3))
                 self.spawn()
@@ -359,7 +367,7 @@ class ChaosMixin:
             if time.time() > deadline:
                 self.fail(f"no convergence: {status}")
             await self.sleep(0.2)
-        self.kill(signal.SIGTERM)
+        await self.kill(signal.SIGTERM)
         store = open_store(self.db, reactor)
         await store.open()
         try:
