@@ -195,6 +195,8 @@ class SgcacheService(service.MultiService):
     def stopService(self) -> Any:
         stopping = [self.poller.stop(), self.scanner.stop(), self.pruner.stop()]
         yield super().stopService()
+        # a poll or scan waiting on a slow site ends now, not at its timeout
+        self.upstream.abandon_calls()
         yield defer.DeferredList(stopping, consumeErrors=True)
         yield defer.ensureDeferred(self.upstream.close())
         yield defer.ensureDeferred(self.store.close())

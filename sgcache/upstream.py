@@ -111,6 +111,10 @@ class Upstream:
         self.pool.retryAutomatically = False
         #: a treq HTTPClient (tests pass treq.testing.StubTreq)
         self.http = http or HTTPClient(Agent(reactor, pool=self.pool))
+        #: the cache's own requests in flight (`call`), and whether they are
+        #: being abandoned because the daemon stops
+        self._calls: set[defer.Deferred] = set()
+        self._abandoning = False
 
     def set_base_url(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
@@ -118,6 +122,17 @@ class Upstream:
 
     async def close(self) -> None:
         await self.pool.closeCachedConnections()
+
+    def abandon_calls(self) -> None:
+        """Cancel the cache's own requests in flight and refuse new ones:
+        the daemon is stopping and should not wait up to `timeout` for a
+        slow site. They are reads (events, entities, counts) and nothing is
+        written from half of one: the event cursor and scan progress only
+        move with what was applied. Clients' requests (`forward`) are left
+        alone: a write in flight may be applied by the site either way."""
+        self._abandoning = True
+        for d in list(self._calls):
+            d.cancel()
 
     # -- raw requests ------------------------------------------------------
     async def request(
@@ -135,6 +150,8 @@ class Upstream:
             )
             content = await treq.content(response)
         except defer.CancelledError:
+            if self._abandoning:
+                raise UpstreamError(f"request to {self.base_url} abandoned: sgcache is stopping")
             raise UpstreamError(f"upstream {self.base_url} did not answer within {self.timeout:g}s")
         except Exception as e:  # connection refused, reset, DNS, TLS...
             raise UpstreamError(f"upstream {self.base_url} unreachable: {e.__class__.__name__}: {e}")
@@ -194,7 +211,14 @@ class Upstream:
                 params.append(args)
         payload = json.dumps({"method_name": method_name, "params": params}).encode("utf-8")
         headers = Headers({b"content-type": [b"application/json; charset=utf-8"]})
-        response = await self.request("POST", self.api_url, payload, headers)
+        if self._abandoning:
+            raise UpstreamError(f"request to {self.base_url} abandoned: sgcache is stopping")
+        sending = defer.ensureDeferred(self.request("POST", self.api_url, payload, headers))
+        self._calls.add(sending)
+        try:
+            response = await sending
+        finally:
+            self._calls.discard(sending)
         if response.status >= 300:
             raise UpstreamError(
                 f"upstream answered HTTP {response.status} to {method_name}", response.status

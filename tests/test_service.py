@@ -146,3 +146,41 @@ class LogLevelTests(unittest.TestCase):
                              ["read passes through: credentials not yet vouched for by the site"])
 
         return defer.ensureDeferred(go())
+
+
+class StopTests(unittest.TestCase):
+    def test_stop_does_not_wait_for_a_slow_site(self):
+        async def go():
+            from twisted.internet import reactor, task
+
+            site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT]))
+            self.addCleanup(lambda: defer.ensureDeferred(site.stop()))
+            url = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
+            daemon = await start_daemon(SCHEMA, site.url, url, poll_interval=0.05)
+            stopped = False
+
+            async def stop_once() -> None:
+                if not stopped:
+                    await daemon.stop()
+
+            self.addCleanup(lambda: defer.ensureDeferred(stop_once()))
+            # the site stops answering; wait for the poller to be waiting on it
+            latency = 30.0
+            site.emulator.set_latency(latency)
+            upstream = daemon.service.upstream
+            for _ in range(200):
+                if upstream._calls:
+                    break
+                await task.deferLater(reactor, 0.01, lambda: None)
+            self.assertTrue(upstream._calls, "no poll went upstream")
+            started = reactor.seconds()
+            await daemon.stop()
+            stopped = True
+            # a stop that waited for the site would take the whole latency
+            self.assertLess(reactor.seconds() - started, latency / 3)
+            self.assertFalse(upstream._calls)
+            with self.assertRaises(Exception) as caught:
+                await upstream.call("info")
+            self.assertIn("sgcache is stopping", str(caught.exception))
+
+        return defer.ensureDeferred(go())
