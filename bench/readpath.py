@@ -1,6 +1,6 @@
 """Where a local read's time goes, without HTTP: the daemon's read path
 (`Cache.handle` for a find-one) per store, and one PostgreSQL round trip
-through the store (txpostgres) beside the same query through psycopg2
+through the store (`store.fetch`) beside the same query through psycopg2
 directly -- its baseline, in the same run.
 
     PYTHONPATH=. python bench/readpath.py            # 2000 calls each
@@ -80,7 +80,7 @@ async def main(reactor: Any, opts: argparse.Namespace) -> None:
                 await timed(f"{store}: Cache.handle, find one by code", opts.calls,
                             lambda: cache.handle("read", auth, args, b"", None))
                 if store == "postgresql":
-                    await timed("postgresql: store.fetch('SELECT 1') (txpostgres pool)", opts.calls,
+                    await timed("postgresql: store.fetch('SELECT 1') (the store's pool)", opts.calls,
                                 lambda: daemon.store.fetch("SELECT 1", []))
             finally:
                 await daemon.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
@@ -151,19 +151,7 @@ class LogLevelTests(unittest.TestCase):
 class StopTests(unittest.TestCase):
     def test_stop_does_not_wait_for_a_slow_site(self):
         async def go():
-            from twisted.internet import reactor, task
-
-            site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT]))
-            self.addCleanup(lambda: defer.ensureDeferred(site.stop()))
-            url = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
-            daemon = await start_daemon(SCHEMA, site.url, url, poll_interval=0.05)
-            stopped = False
-
-            async def stop_once() -> None:
-                if not stopped:
-                    await daemon.stop()
-
-            self.addCleanup(lambda: defer.ensureDeferred(stop_once()))
+            site, daemon, _sg, _logged = await start_logged(self, {"poll_interval": 0.05})
             # the site stops answering; wait for the poller to be waiting on it
             latency = 30.0
             site.emulator.set_latency(latency)
@@ -175,7 +163,6 @@ class StopTests(unittest.TestCase):
             self.assertTrue(upstream._calls, "no poll went upstream")
             started = reactor.seconds()
             await daemon.stop()
-            stopped = True
             # a stop that waited for the site would take the whole latency
             self.assertLess(reactor.seconds() - started, latency / 3)
             self.assertFalse(upstream._calls)

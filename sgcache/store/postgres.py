@@ -305,10 +305,6 @@ class _Pool(txpostgres.ConnectionPool):
                 return conn
         return self.connections.pop()
 
-    def _runQuery(self, *args: Any, **kwargs: Any) -> defer.Deferred:
-        c = self._take()
-        return c.runQuery(*args, **kwargs).addBoth(self._putBackAndPassthrough, c)
-
     def runPrepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
         """Like runQuery, through the connection's prepared statements."""
         return self._semaphore.run(self._runPrepared, sql, params)
@@ -316,10 +312,6 @@ class _Pool(txpostgres.ConnectionPool):
     def _runPrepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
         c = self._take()
         return c.run_prepared(sql, params).addBoth(self._putBackAndPassthrough, c)
-
-    def _runOperation(self, *args: Any, **kwargs: Any) -> defer.Deferred:
-        c = self._take()
-        return c.runOperation(*args, **kwargs).addBoth(self._putBackAndPassthrough, c)
 
     def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
         c = self._take()

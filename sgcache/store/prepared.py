@@ -103,12 +103,6 @@ def statement_key(sql: str, params: Sequence[Any]) -> tuple[str, tuple[str, ...]
     return sql, tuple(types)
 
 
-def _execute(name: str, count: int) -> str:
-    if not count:
-        return f"EXECUTE {name}"
-    return f"EXECUTE {name} (" + ", ".join(["%s"] * count) + ")"
-
-
 class SessionStatements:
     """The statements prepared on one PostgreSQL session (one psycopg2
     connection), by key; `session` is the connection they belong to."""
@@ -118,45 +112,47 @@ class SessionStatements:
         self.session: Any = None
         self._prefix = "sgq_" + secrets.token_hex(4) + "_"
         self._counter = 0
-        self._names: OrderedDict[tuple, str] = OrderedDict()
+        #: key -> the EXECUTE text of its statement, least recently used first
+        self._executes: OrderedDict[tuple, str] = OrderedDict()
         self._unpreparable: set[tuple] = set()
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._executes)
 
     def bind(self, session: Any) -> None:
         """Forget everything when the connection is not the one the
         statements were prepared on (it reconnected)."""
         if session is not self.session:
             self.session = session
-            self._names.clear()
+            self._executes.clear()
             self._unpreparable.clear()
 
     def query(self, key: tuple) -> tuple[str, bool] | None:
         """The text to send for `key`'s parameters, and whether it prepares
         a statement first; None when the query should go as plain text."""
-        sql, types = key
-        name = self._names.get(key)
-        if name is not None:
-            self._names.move_to_end(key)
-            return _execute(name, len(types)), False
+        execute = self._executes.get(key)
+        if execute is not None:
+            self._executes.move_to_end(key)
+            return execute, False
         if key in self._unpreparable:
             return None
         prefix = ""
-        if len(self._names) >= self.capacity:
+        if len(self._executes) >= self.capacity:
             prefix = "DEALLOCATE ALL; "
-            self._names.clear()
+            self._executes.clear()
+        sql, types = key
         self._counter += 1
         name = f"{self._prefix}{self._counter}"
-        self._names[key] = name
+        execute = f"EXECUTE {name}" + (f" ({', '.join(['%s'] * len(types))})" if types else "")
+        self._executes[key] = execute
         declared = f" ({', '.join(types)})" if types else ""
-        return f"{prefix}PREPARE {name}{declared} AS {to_numbered(sql)}; {_execute(name, len(types))}", True
+        return f"{prefix}PREPARE {name}{declared} AS {to_numbered(sql)}; {execute}", True
 
     def failed(self, key: tuple, preparing: bool) -> None:
         """The text `query` gave for `key` failed: run it as plain text
         from now on if it was being prepared; prepare it anew otherwise
         (the statement may be gone: ``DISCARD``, a pooler)."""
-        self._names.pop(key, None)
+        self._executes.pop(key, None)
         if preparing:
             if len(self._unpreparable) >= _UNPREPARABLE_CAPACITY:
                 self._unpreparable.clear()
