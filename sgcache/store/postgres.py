@@ -186,19 +186,33 @@ class _Connection(txpostgres.Connection):
         return self.quick_query(to_pyformat(sql), args)
 
     def quick_query(self, query: str, params: tuple) -> defer.Deferred:
-        """txpostgres's runQuery without its per-query cursor wrapper, lock
-        and reader swaps, for a connection the pool handed out (so nothing
-        else runs on it): the connection polls its own query."""
+        """txpostgres's runQuery without its per-query cursor wrapper and
+        lock, for a connection the pool handed out (so nothing else runs on
+        it): the connection polls its own query."""
         if self.detector.connectionIsDead:
             return defer.fail(reconnection.ConnectionDead())
+        # Not a reader while the query starts (txpostgres's cursors do the
+        # same): when execute() or the first poll() finds the server gone,
+        # libpq closes the socket, and a reactor registration left on a
+        # closed fd is found again by the next socket given that number.
+        self.reactor.removeReader(self)
         try:
             cursor = self._connection.cursor()
             cursor.execute(query, params)
         except Exception:
-            return defer.fail().addErrback(self.detector.checkForDeadConnection)
-        d = self.poll()
-        d.addCallback(lambda _: cursor.fetchall())
+            d = defer.fail()
+        else:
+            d = self.poll()
+            d.addCallback(lambda _: cursor.fetchall())
+        d.addBoth(self._watch_idle)
         return d.addErrback(self.detector.checkForDeadConnection)
+
+    def _watch_idle(self, result: Any) -> Any:
+        """Back among the reactor's readers, as txpostgres keeps an idle
+        connection (to hear NOTIFY, or the server closing it)."""
+        if self._connection is not None and not self._connection.closed:
+            self.reactor.addReader(self)
+        return result
 
     def continuePolling(self, swallowErrors: bool = False) -> None:
         """txpostgres's, except that the first poll to finish while the
