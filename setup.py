@@ -19,7 +19,7 @@ setup(
     package_dir={"sgcache.schemas": "schema"},
     package_data={"sgcache.schemas": ["*.yml", "*.rules"], "twisted.plugins": ["*.py"]},
     install_requires=[
-        "twisted>=23.8",
+        "twisted>=25.5",
         "klein>=23.5",
         "treq>=23.11",
         "txpostgres>=1.7",

@@ -5,15 +5,20 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import treq
 from twisted.internet import defer, reactor, task
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from sgcache.logs import set_level
 from sgcache.schema import Schema
 from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon
+from sgcache.testing.emulator import Emulator
 from sgcache.testing.harness import client, start_emulator
+from sgcache.testing.server import EmulatorServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = Schema.load(os.path.join(ROOT, "schema", "basic.yml"))
@@ -169,5 +174,66 @@ class StopTests(unittest.TestCase):
             with self.assertRaises(Exception) as caught:
                 await upstream.call("info")
             self.assertIn("sgcache is stopping", str(caught.exception))
+
+        return defer.ensureDeferred(go())
+
+
+class _RecordingSite(Resource):
+    """The emulator's resource, except that POSTs under ``/upload/`` are
+    recorded (Content-Type and body as received) and answered ``1``."""
+
+    isLeaf = True
+
+    def __init__(self, inner: Any):
+        super().__init__()
+        self.inner = inner
+        self.uploads: list[tuple[bytes | None, bytes]] = []
+
+    def render(self, request: Any) -> Any:
+        if request.path.startswith(b"/upload/"):
+            self.uploads.append((request.getHeader(b"content-type"), request.content.read()))
+            return b"1\n"
+        return self.inner.render(request)
+
+
+class UploadForwardTests(unittest.TestCase):
+    """Non-RPC POSTs (the client's uploads) reach the site byte for byte;
+    the daemon's site does not parse them as forms."""
+
+    def test_multipart_and_form_posts_are_forwarded_as_sent(self):
+        async def go():
+            emulator = Emulator(SCHEMA, scripts=dict([CACHE_SCRIPT]), clock=reactor)
+            recording = _RecordingSite(EmulatorServer(emulator, reactor).resource())
+            # the stand-in site records whatever arrives, parsed or not
+            port = reactor.listenTCP(0, Site(recording, parsePOSTFormSubmission=False), interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            site_url = f"http://127.0.0.1:{port.getHost().port}"
+            url = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
+            daemon = await start_daemon(SCHEMA, site_url, url)
+            self.addCleanup(lambda: defer.ensureDeferred(daemon.stop()))
+            boundary = b"----sgcache-test"
+            multipart = (
+                b"--" + boundary + b"\r\n"
+                b'Content-Disposition: form-data; name="file"; filename="a.mov"\r\n'
+                b"Content-Type: application/octet-stream\r\n\r\n"
+                + bytes(range(256)) * 64 + b"\r\n"
+                b"--" + boundary + b'\r\nContent-Disposition: form-data; name="thumb_image"\r\n\r\n1\r\n'
+                b"--" + boundary + b"--\r\n"
+            )
+            sent = [
+                (b"multipart/form-data; boundary=" + boundary, multipart),
+                (b"application/x-www-form-urlencoded", b"a=1&b=%20x&a=2"),
+                # not valid multipart: the site judges it, not the daemon
+                # (Twisted's form parsing would answer 400 itself)
+                (b"multipart/form-data", b"not a multipart body"),
+            ]
+            for content_type, body in sent:
+                response = await treq.post(
+                    daemon.url + "/upload/upload_file", body, headers={b"Content-Type": [content_type]},
+                    persistent=False,
+                )
+                self.assertEqual(response.code, 200)
+                self.assertEqual(await response.content(), b"1\n")
+            self.assertEqual(recording.uploads, sent)
 
         return defer.ensureDeferred(go())
