@@ -320,8 +320,26 @@ class _Pool(txpostgres.ConnectionPool):
         return self.connections.pop()
 
     def runPrepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
-        """Like runQuery, through the connection's prepared statements."""
-        return self._semaphore.run(self._runPrepared, sql, params)
+        """Like runQuery, through the connection's prepared statements.
+        With a connection free it is taken at once (the semaphore's own
+        `run` adds two Deferreds to every read); otherwise the read queues."""
+        semaphore = self._semaphore
+        if semaphore.tokens <= 0:
+            return semaphore.run(self._runPrepared, sql, params)
+        semaphore.acquire()  # a token is free: this fires at once
+        c = self._take()
+
+        def done(result: Any) -> Any:
+            self.connections.add(c)
+            semaphore.release()
+            return result
+
+        try:
+            d = c.run_prepared(sql, params)
+        except BaseException:
+            done(None)
+            raise
+        return d.addBoth(done)
 
     def _runPrepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
         c = self._take()
@@ -408,24 +426,32 @@ class PostgresStore:
             raise base.StoreError(f"{redact(self.dsn)}: the store is not open")
         return self._pool
 
-    async def _retrying(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+    def _retriable(self, error: BaseException, attempt: int) -> bool:
+        return self._pool is not None and connection_failed(error) and attempt < self._attempts
+
+    async def _retrying(self, what: str, op: Callable[[], Awaitable[T]],
+                        first_error: BaseException | None = None) -> T:
         """Run `op`, again when its connection died (a few times, backing off
-        once every pooled connection had its chance)."""
+        once every pooled connection had its chance). `first_error`: `op`
+        already failed once with it (and `_retriable` said so)."""
         attempt = 1
+        error = first_error
         while True:
-            try:
-                return await op()
-            except Exception as e:
-                if self._pool is None or not connection_failed(e) or attempt >= self._attempts:
-                    raise
+            if error is not None:
                 delay = 0.0 if attempt < self._pool_size else min(0.1 * 2 ** (attempt - self._pool_size), 2.0)
                 log.info(
                     "{what} failed on a dead PostgreSQL connection ({error}); retry {attempt}",
-                    what=what, error=_line(e), attempt=attempt,
+                    what=what, error=_line(error), attempt=attempt,
                 )
                 attempt += 1
                 # Even with no delay, let the reactor notice closed sockets.
                 await task.deferLater(self._reactor, delay, lambda: None)
+            try:
+                return await op()
+            except Exception as e:
+                if not self._retriable(e, attempt):
+                    raise
+                error = e
 
     async def _transaction(self, what: str, work: Callable[[_Cursor], Awaitable[T]]) -> T:
         """Run `work` in one transaction (serialized with other writes)."""
@@ -532,9 +558,22 @@ class PostgresStore:
             "prune_update_log", lambda cur: base.prune_update_log(cur, before)
         )
 
-    @base.returns_deferred
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return await self._retrying("fetch", lambda: self._the_pool().runPrepared(sql, params))
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> defer.Deferred:
+        """The rows of a read. Not a coroutine: a read is one Deferred from
+        the connection that runs it, with the retry loop joined only when
+        that connection turns out dead (the common path stays short)."""
+        try:
+            d = self._the_pool().runPrepared(sql, params)
+        except Exception:
+            return defer.fail()
+
+        def again(f: Failure) -> Any:
+            if not self._retriable(f.value, 1):
+                return f
+            op = lambda: self._the_pool().runPrepared(sql, params)  # noqa: E731
+            return defer.ensureDeferred(self._retrying("fetch", op, first_error=f.value))
+
+        return d.addErrback(again)
 
     @base.returns_deferred
     async def get_state(self, key: str) -> str | None:
