@@ -170,9 +170,10 @@ class Output:
     columns: list[int] = field(default_factory=list)
     joins: list[LinkJoin] = field(default_factory=list)
     null_column: int | None = None
-    #: multi: the SELECT of the links of the rows whose ids follow in
-    #: ``IN (...)``: parent_id, child_type, child_id, then per `joins`
-    #: target its ``_active`` (NULL: not in the store) and name column
+    #: multi: the SELECT of the links of some rows, ending in
+    #: ``WHERE a.parent_id`` (the reader adds the ids): parent_id,
+    #: child_type, child_id, then per `joins` target its ``_active``
+    #: (NULL: not in the store) and name column
     links_sql: str | None = None
 
 
@@ -618,7 +619,7 @@ class _Compiler:
             columns.append(col(alias, "_active"))
             if ident != "id":
                 columns.append(col(alias, ident))
-        return f"SELECT {', '.join(columns)} FROM {' '.join(tables)} WHERE a.parent_id IN "
+        return f"SELECT {', '.join(columns)} FROM {' '.join(tables)} WHERE a.parent_id"
 
     def entity_output(self, out: Output, alias: str, spec: FieldSpec) -> None:
         out.columns.append(self.column(col(alias, spec.name + "__type")))

@@ -152,9 +152,14 @@ async def _fill_multi(
     owners = sorted(by_owner)
     for start in range(0, len(owners), _CHUNK):
         chunk = owners[start : start + _CHUNK]
-        links = await store.fetch(
-            f"{out.links_sql}({', '.join('?' for _ in chunk)}) ORDER BY a.parent_id, a.position", chunk
-        )
+        if store.dialect == "postgresql":
+            # one array parameter: one statement whatever the count, which
+            # PostgreSQL plans once (with an IN list of n parameters it
+            # re-planned the read each time: ~0.5 ms for 50 tasks)
+            sql, params = f"{out.links_sql} = ANY(?)", [chunk]
+        else:
+            sql, params = f"{out.links_sql} IN ({', '.join('?' for _ in chunk)})", chunk
+        links = await store.fetch(sql + " ORDER BY a.parent_id, a.position", params)
         for link in links:
             child_type = link[1]
             target = targets.get(child_type)
