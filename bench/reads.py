@@ -133,6 +133,33 @@ def timed_once(sg: Any, method: str, args: tuple, kwargs: dict) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def cpu_seconds(pids: list[int]) -> float | None:
+    """Time the main threads of `pids` spent on a CPU (Linux
+    ``/proc/PID/schedstat``, nanosecond resolution), or None elsewhere."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+    return total / 1e9
+
+
+def pg_backends(url: str) -> list[int]:
+    """The pids of the daemon's PostgreSQL backends on the database of `url`."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND application_name = 'sgcache'")
+            return [row[0] for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
 # -- the server processes -------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -270,6 +297,7 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
     print(f"  seeded the emulator in {time.time() - t0:.1f}s", flush=True)
 
     daemons: dict[str, str] = {}
+    pg_url: str | None = None
     t0 = time.time()
     for store in stores:
         if store == "sqlite":
@@ -280,6 +308,7 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
                                                if os.path.exists(f)])
         else:
             db, drop = make_pg_database(opts.pg or base_url())
+            pg_url = db
             cleanups.append(drop)
         daemons[store] = f"http://127.0.0.1:{free_port()}"
         servers.start_twistd(f"sgcache-{store}", [
@@ -302,6 +331,9 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
     auth = {"script_name": USER[0], "script_key": USER[1]}
 
     results: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, dict[str, float | None]] = {}
+    pid_of = {"floor" if name == "floor" else "site" if name == "emulator" else name.split("-", 1)[-1]: proc.pid
+              for name, proc in servers.procs}
     n = opts.iterations
     print("timing...", flush=True)
     for label, method, args, kwargs in queries(shots):
@@ -323,19 +355,33 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
         # first, which may wake an idle CPU, is not counted), then the next
         targets = [("floor", floor_sg), *via.items(), ("site", direct)]
         by: dict[str, list[float]] = {name: [] for name, _ in targets}
+        # CPU time of each server's process while it answered its timed calls
+        # (for PostgreSQL, its backends' too)
+        pids = {name: [pid_of[name]] for name, _ in targets}
+        if "postgresql" in pids and pg_url:
+            pids["postgresql"] += pg_backends(pg_url)
+        spent: dict[str, float | None] = {name: 0.0 for name, _ in targets}
         block = min(opts.block, n)
         for r in range(-(-n // block)):
             for name, sg in targets:
                 if name == "site" and len(by["site"]) >= max(3, n // 3):
                     continue
                 timed_once(sg, method, args, kwargs)
+                before = cpu_seconds(pids[name])
                 by[name] += [timed_once(sg, method, args, kwargs) for _ in range(block)]
+                after = cpu_seconds(pids[name])
+                if before is None or after is None or spent[name] is None:
+                    spent[name] = None
+                else:
+                    spent[name] += after - before
         results[label] = by
+        cpu[label] = {name: None if t is None else t * 1000 / len(by[name]) for name, t in spent.items()}
         print(f"    {label}: " + ", ".join(f"{k} p50 {percentile(v, 0.5):.2f} ms" for k, v in by.items()),
               flush=True)
     for sg in (direct, floor_sg, *via.values()):
         sg.close()
     report(results, stores, shots, tasks, versions, n)
+    report_cpu(cpu, stores)
 
 
 def _read_args(sg: Any, method: str, args: tuple, kwargs: dict) -> dict:
@@ -374,6 +420,18 @@ def report(results: dict, stores: list[str], shots: int, tasks: int, versions: i
         line += f" {statistics.median(by['site']) / statistics.median(by['floor']):6.1f}"
         print(line)
     print("c/a bounds every c/b: no server answers a client faster than the floor does")
+
+
+def report_cpu(cpu: dict, stores: list[str]) -> None:
+    names = ["floor", *stores, "site"]
+    print()
+    print("server CPU per call, ms (the server's process; for postgresql, plus its backends)")
+    head = f"{'query':26}" + "".join(f" {n if n != 'site' else 'emulator':>11}" for n in names)
+    print(head)
+    print("-" * len(head))
+    for label, by in cpu.items():
+        print(f"{label:26}" + "".join(
+            f" {'n/a' if by[n] is None else format(by[n], '.3f'):>11}" for n in names))
 
 
 def parse() -> argparse.Namespace:
