@@ -61,6 +61,7 @@ from .relations import (
 )
 from .schema import FieldSpec, Schema
 from .store import layout
+from .store.prepared import literal_type
 
 __all__ = ["Catalog", "PassThrough", "ReadPlan", "Output", "LinkJoin", "plan_read"]
 
@@ -798,8 +799,7 @@ class _Compiler:
                 self.text.check_value(w)
             parts = []
             if wanted:
-                marks = ", ".join("?" for _ in wanted)
-                parts.append(Q(f"{self.text.lower(expr)} IN ({marks})", wanted))
+                parts.append(self.in_list(self.text.lower(expr), wanted))
             if with_null:
                 parts.append(Q(f"{expr} IS NULL"))
             return any_of(parts), with_null
@@ -807,6 +807,15 @@ class _Compiler:
         if want is None:
             raise PassThrough("filter value of the wrong type", "text")
         return text_match(self.text, expr, relation, want), False
+
+    def in_list(self, expr: str, wanted: list) -> Q:
+        """`expr` equal to one of `wanted` (no None). On PostgreSQL a list of
+        ints or of texts goes as one array parameter, ``= ANY(?)``: the same
+        prepared statement whatever the count, which the server plans once;
+        with one parameter per value it may plan the read again every time."""
+        if self.dialect == "postgresql" and literal_type(wanted) is not None:
+            return Q(f"{expr} = ANY(?)", [list(wanted)])
+        return Q(f"{expr} IN ({', '.join('?' for _ in wanted)})", wanted)
 
     def ordered_leaf(
         self, expr: str, relation: str, values: list, conv: Callable[[Any], Any]
@@ -821,7 +830,7 @@ class _Compiler:
             with_null = any(v is None for v in values)
             parts = []
             if wanted:
-                parts.append(Q(f"{expr} IN ({', '.join('?' for _ in wanted)})", wanted))
+                parts.append(self.in_list(expr, wanted))
             if with_null:
                 parts.append(Q(f"{expr} IS NULL"))
             return any_of(parts), with_null

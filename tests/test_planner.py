@@ -411,6 +411,7 @@ class PostgresPlannerStoreTests(StoreMixin, unittest.TestCase):
             ("by code", read("Shot", [cond("code", "is", "SH_2")], ["code"]), "ix_Shot__code__folded"),
             ("by code in", read("Shot", [cond("code", "in", "sh%1", "x")], ["code"]), "ix_Shot__code__folded"),
             ("by id", read("Shot", [cond("id", "is", 2)], ["code"]), "Shot_pkey"),
+            ("by id in", read("Shot", [cond("id", "in", 2, 1005, 2**40)], ["code"]), "Shot_pkey"),
             ("by entity link", read("Task", [cond("entity", "is", {"type": "Shot", "id": 1})], ["content"]),
              "ix_Task__entity"),
             ("by multi link", read("Task", [cond("task_assignees", "is", {"type": "HumanUser", "id": 150})]),
@@ -465,3 +466,22 @@ class PostgresPlannerStoreTests(StoreMixin, unittest.TestCase):
         self.assertGreater(sum(generic for generic, _ in plans), 0, plans)
         # auto mode tries five custom plans before it compares
         self.assertLessEqual(max(custom for _, custom in plans), 5, plans)
+
+    def test_in_lists_of_any_length_share_a_statement(self):
+        return defer.ensureDeferred(self._in_lists_of_any_length_share_a_statement())
+
+    async def _in_lists_of_any_length_share_a_statement(self):
+        # one parameter per value made a statement per list length: a
+        # pipeline sending lists of 1..500 codes would cycle the session's
+        # 256 statements (and re-prepare everything) on its own
+        codes = ["sh%1", "x", "y", "z", "w"]
+        for n in range(1, 6):
+            result = await self.answer(read("Shot", [cond("code", "in", *codes[:n])], ["code"]))
+            self.assertEqual([e["code"] for e in result["entities"]], ["sh%1"])
+            result = await self.answer(read("Shot", [cond("id", "in", *range(n, 0, -1))], ["code"]))
+            self.assertEqual([e["id"] for e in result["entities"]], [1, 2][:n])  # Shots 1 and 2 exist
+        statements = []
+        for conn in self.store._pool.every:
+            statements += await conn.runQuery(
+                "SELECT statement FROM pg_prepared_statements WHERE statement LIKE '%%FROM \"Shot\" AS m%%'")
+        self.assertEqual(len(statements), 2, statements)

@@ -21,7 +21,7 @@ VALUES = [
     float("inf"), float("-inf"), float("nan"), True, False,
     datetime.datetime(2026, 1, 2, 3, 4, 5), datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc),
     datetime.date(2026, 1, 2),
-    [1, 2], [3], [1, 2**31], [2**63, 1], [-(2**31)],
+    [1, 2], [3], [1, 2**31], [2**63, 1], [-(2**31)], ["a", "b"], [""], ["it's", "%_\\"],
 ]
 
 
@@ -31,7 +31,7 @@ class StatementTextTests(unittest.TestCase):
                          "a = $1 AND b LIKE 'x%%?' AND \"c?\" = $2")
 
     def test_types_not_sent_as_literals_are_not_prepared(self) -> None:
-        for value in ([], [True], [1, "2"], [1.5], ["a"], [None], [[1]], b"x", {"a": 1}, object()):
+        for value in ([], [True], [1, "2"], [1.5], [None], ["a", None], [[1]], b"x", {"a": 1}, object()):
             self.assertIsNone(literal_type(value), value)
             self.assertIsNone(statement_key("SELECT ?", [1, value]))
 
@@ -133,6 +133,8 @@ class PreparedReadTests(unittest.TestCase):
             ("SELECT id FROM t WHERE id = ANY(?) ORDER BY id", [[2, 5, 2**40]]),
             ("SELECT id FROM t WHERE n = ANY(?) ORDER BY id", [[1, 3]]),
             ("SELECT ?", [[1, 2**31]]),
+            ("SELECT id FROM t WHERE s = ANY(?) ORDER BY id", [["v2", "v7", "it's"]]),
+            ("SELECT ?", [["a", "b"]]),
             ("SELECT count(*), '50%' FROM t WHERE s <> '?'", []),
             ("SELECT ?", ["untyped"]),
         ]

@@ -13,7 +13,8 @@ PostgreSQL infers (``'x'`` and NULL are of unknown type, resolved by their
 context; ``5`` is an integer, ``1.5`` a numeric...). `literal_type` declares
 each parameter of the statement as that same type, so the statement is
 resolved the way the literal text would be (a non-empty list of ints, which
-psycopg2 writes ``ARRAY[1, 2]``, is an array of its widest element's type);
+psycopg2 writes ``ARRAY[1, 2]``, is an array of its widest element's type;
+one of strings, ``ARRAY['a', 'b']``, is ``text[]``);
 a query with a parameter of any other Python type is sent as text. The declared types are part of a
 statement's key: the same text with an int where a float was is another
 statement.
@@ -91,12 +92,15 @@ def literal_type(value: Any) -> str | None:
         return "timestamptz" if value.tzinfo is not None else "timestamp"
     if isinstance(value, datetime.date):
         return "date"
-    if isinstance(value, list) and value and all(type(v) is int for v in value):
-        # ARRAY[1, 2]: an array of the type of its widest element
-        widest = [literal_type(v) for v in value]
-        for t in ("numeric", "bigint", "integer"):
-            if t in widest:
-                return t + "[]"
+    if isinstance(value, list) and value:
+        if all(type(v) is int for v in value):
+            # ARRAY[1, 2]: an array of the type of its widest element
+            widest = [literal_type(v) for v in value]
+            for t in ("numeric", "bigint", "integer"):
+                if t in widest:
+                    return t + "[]"
+        if all(type(v) is str for v in value):
+            return "text[]"  # ARRAY['a', 'b']: its unknown literals resolve to text
     return None
 
 
