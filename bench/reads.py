@@ -332,7 +332,8 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
 
     results: dict[str, dict[str, list[float]]] = {}
     cpu: dict[str, dict[str, float | None]] = {}
-    pid_of = {"floor" if name == "floor" else "site" if name == "emulator" else name.split("-", 1)[-1]: proc.pid
+    # process name -> the name it is timed under ("sgcache-sqlite" -> "sqlite")
+    pid_of = {("site" if name == "emulator" else name.removeprefix("sgcache-")): proc.pid
               for name, proc in servers.procs}
     n = opts.iterations
     print("timing...", flush=True)

@@ -52,6 +52,7 @@ from .relations import (
     conv_datetime,
     conv_number,
     fmt,
+    in_list,
     is_int,
     join,
     literal,
@@ -61,7 +62,6 @@ from .relations import (
 )
 from .schema import FieldSpec, Schema
 from .store import layout
-from .store.prepared import literal_type
 
 __all__ = ["Catalog", "PassThrough", "ReadPlan", "Output", "LinkJoin", "plan_read"]
 
@@ -171,8 +171,8 @@ class Output:
     columns: list[int] = field(default_factory=list)
     joins: list[LinkJoin] = field(default_factory=list)
     null_column: int | None = None
-    #: multi: the SELECT of the links of some rows, ending in
-    #: ``WHERE a.parent_id`` (the reader adds the ids): parent_id,
+    #: multi: the SELECT of the links of some rows, ending in ``WHERE``
+    #: (the reader adds the condition on ``a.parent_id``): parent_id,
     #: child_type, child_id, then per `joins` target its ``_active``
     #: (NULL: not in the store) and name column
     links_sql: str | None = None
@@ -620,7 +620,7 @@ class _Compiler:
             columns.append(col(alias, "_active"))
             if ident != "id":
                 columns.append(col(alias, ident))
-        return f"SELECT {', '.join(columns)} FROM {' '.join(tables)} WHERE a.parent_id"
+        return f"SELECT {', '.join(columns)} FROM {' '.join(tables)} WHERE "
 
     def entity_output(self, out: Output, alias: str, spec: FieldSpec) -> None:
         out.columns.append(self.column(col(alias, spec.name + "__type")))
@@ -799,7 +799,7 @@ class _Compiler:
                 self.text.check_value(w)
             parts = []
             if wanted:
-                parts.append(self.in_list(self.text.lower(expr), wanted))
+                parts.append(in_list(self.dialect, self.text.lower(expr), wanted))
             if with_null:
                 parts.append(Q(f"{expr} IS NULL"))
             return any_of(parts), with_null
@@ -807,15 +807,6 @@ class _Compiler:
         if want is None:
             raise PassThrough("filter value of the wrong type", "text")
         return text_match(self.text, expr, relation, want), False
-
-    def in_list(self, expr: str, wanted: list) -> Q:
-        """`expr` equal to one of `wanted` (no None). On PostgreSQL a list of
-        ints or of texts goes as one array parameter, ``= ANY(?)``: the same
-        prepared statement whatever the count, which the server plans once;
-        with one parameter per value it may plan the read again every time."""
-        if self.dialect == "postgresql" and literal_type(wanted) is not None:
-            return Q(f"{expr} = ANY(?)", [list(wanted)])
-        return Q(f"{expr} IN ({', '.join('?' for _ in wanted)})", wanted)
 
     def ordered_leaf(
         self, expr: str, relation: str, values: list, conv: Callable[[Any], Any]
@@ -830,7 +821,7 @@ class _Compiler:
             with_null = any(v is None for v in values)
             parts = []
             if wanted:
-                parts.append(self.in_list(expr, wanted))
+                parts.append(in_list(self.dialect, expr, wanted))
             if with_null:
                 parts.append(Q(f"{expr} IS NULL"))
             return any_of(parts), with_null

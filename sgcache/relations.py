@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 
 from .fieldtypes import format_datetime, parse_datetime
 from .store import layout
+from .store.prepared import literal_type
 
 TEXT_TYPES = frozenset(["text", "color", "entity_type", "uuid", "list", "status_list"])
 NUMBER_TYPES = frozenset(["number", "float", "percent", "duration", "timecode", "currency"])
@@ -135,6 +136,17 @@ def fmt(template: str, *parts: Any) -> Q:
 
 def join(sep: str, parts: Sequence[Q]) -> Q:
     return Q(sep.join(p.sql for p in parts), [x for p in parts for x in p.params])
+
+
+def in_list(dialect: str, expr: str, wanted: Sequence[Any]) -> Q:
+    """`expr` equal to one of `wanted` (no None). On PostgreSQL a list of
+    ints or of texts goes as one array parameter, ``= ANY(?)``: the same
+    prepared statement whatever the count, which the server plans once;
+    with one parameter per value it may plan the read again every time
+    (``NOT (x = ANY(a))`` keeps ``NOT IN``'s NULL semantics)."""
+    if dialect == "postgresql" and literal_type(list(wanted)) is not None:
+        return Q(f"{expr} = ANY(?)", [list(wanted)])
+    return Q(f"{expr} IN ({', '.join('?' for _ in wanted)})", wanted)
 
 
 def any_of(parts: Sequence[Q]) -> Q:

@@ -327,19 +327,17 @@ class _Pool(txpostgres.ConnectionPool):
         if semaphore.tokens <= 0:
             return semaphore.run(self._runPrepared, sql, params)
         semaphore.acquire()  # a token is free: this fires at once
-        c = self._take()
-
-        def done(result: Any) -> Any:
-            self.connections.add(c)
-            semaphore.release()
-            return result
-
         try:
-            d = c.run_prepared(sql, params)
+            d = self._runPrepared(sql, params)
         except BaseException:
-            done(None)
+            semaphore.release()
             raise
-        return d.addBoth(done)
+        return d.addBoth(self._release, semaphore)
+
+    @staticmethod
+    def _release(result: Any, semaphore: defer.DeferredSemaphore) -> Any:
+        semaphore.release()
+        return result
 
     def _runPrepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
         c = self._take()
@@ -562,18 +560,15 @@ class PostgresStore:
         """The rows of a read. Not a coroutine: a read is one Deferred from
         the connection that runs it, with the retry loop joined only when
         that connection turns out dead (the common path stays short)."""
-        try:
-            d = self._the_pool().runPrepared(sql, params)
-        except Exception:
-            return defer.fail()
+        def op() -> defer.Deferred:
+            return self._the_pool().runPrepared(sql, params)
 
         def again(f: Failure) -> Any:
             if not self._retriable(f.value, 1):
                 return f
-            op = lambda: self._the_pool().runPrepared(sql, params)  # noqa: E731
             return defer.ensureDeferred(self._retrying("fetch", op, first_error=f.value))
 
-        return d.addErrback(again)
+        return defer.maybeDeferred(op).addErrback(again)
 
     @base.returns_deferred
     async def get_state(self, key: str) -> str | None:

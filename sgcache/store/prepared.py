@@ -14,10 +14,10 @@ context; ``5`` is an integer, ``1.5`` a numeric...). `literal_type` declares
 each parameter of the statement as that same type, so the statement is
 resolved the way the literal text would be (a non-empty list of ints, which
 psycopg2 writes ``ARRAY[1, 2]``, is an array of its widest element's type;
-one of strings, ``ARRAY['a', 'b']``, is ``text[]``);
-a query with a parameter of any other Python type is sent as text. The declared types are part of a
-statement's key: the same text with an int where a float was is another
-statement.
+one of strings, ``ARRAY['a', 'b']``, is ``text[]``); a query with a
+parameter of any other Python type is sent as text. The declared types are
+part of a statement's key: the same text with an int where a float was is
+another statement.
 
 Statements are named with a random prefix per session cache, so a name can
 never find another query's statement (not even through a pooler that
