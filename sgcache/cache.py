@@ -1,7 +1,8 @@
 """The cache's answer to each RPC: serve `read` from the store when the
-planner says it can be answered exactly and the caller is known to the site;
-pass everything else through; write back the results of writes; keep the
-site's `info` in memory.
+planner says it can be answered exactly and the caller is known to the site
+(again from memory when the same read was answered since the store last
+changed: `answers`); pass everything else through; write back the results of
+writes; keep the site's `info` in memory.
 
 Local reads are served only to callers the site has accepted recently:
 a script's first read goes upstream, and its success vouches for the
@@ -21,11 +22,12 @@ from typing import Any
 from twisted.web.http_headers import Headers
 
 from . import __version__
+from .answers import Answers
 from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from .freshness import Freshness
-from .planner import Catalog, PassThrough, PlanCache
+from .planner import Catalog, PassThrough, PlanCache, request_key
 from .reader import execute
-from .rpc import RawReply
+from .rpc import JSON_CONTENT_TYPE, RawReply, encode_json
 from .upstream import Upstream, UpstreamError
 from .writeback import WRITE_METHODS, WriteBack
 from .logs import logger
@@ -33,6 +35,11 @@ from .logs import logger
 log = logger(__name__)
 
 AUTH_TTL = 600.0
+
+#: default memory for answers to repeated reads (`Answers`)
+ANSWERS_BYTES = 64 * 2**20
+
+_JSON_HEADERS = [(b"content-type", [JSON_CONTENT_TYPE])]
 
 
 class Cache:
@@ -47,6 +54,7 @@ class Cache:
         now: Any = None,
         tz: datetime.tzinfo | None = None,
         freshness: Freshness | None = None,
+        answers: Answers | None = None,
     ):
         self.reactor = reactor
         #: the site's clock and time zone, for relative date filters
@@ -59,6 +67,8 @@ class Cache:
         self.upstream = upstream
         self.catalog = Catalog(schema, {})
         self._plans = PlanCache(self.catalog, store.dialect)
+        #: answers to repeated reads, while the store's read generation holds
+        self.answers = answers if answers is not None else Answers(ANSWERS_BYTES)
         self.writeback = WriteBack(schema, store, upstream, freshness)
         self.info: dict[str, Any] | None = None
         self.info_fetched_at: float | None = None
@@ -79,6 +89,7 @@ class Cache:
         }
         self.catalog = Catalog(self.schema, ready)
         self._plans = PlanCache(self.catalog, self.store.dialect)
+        self.answers.clear()
 
     async def refresh_info(self) -> None:
         try:
@@ -124,18 +135,34 @@ class Cache:
             key = self._auth_key(auth)
             if self.serving and self._is_verified(key):
                 try:
-                    plan = self._plans.plan(args, self.max_page_size(), now=self.now, tz=self.tz)
-                    result = await execute(self.store, plan, self.catalog)
+                    return await self._read(args)
                 except PassThrough as p:
                     self._count_passthrough(p.reason)
-                else:
-                    self.counters["read.local"] += 1
-                    return {"results": result}
             elif not self.serving:
                 self._count_passthrough("not serving yet (initial load)")
             else:
                 self._count_passthrough("credentials not yet vouched for by the site")
         return await self._passthrough(method, auth, args, body, headers)
+
+    async def _read(self, args: Any) -> RawReply:
+        """A read answered from the store (or raises PassThrough): reused
+        when the same read was answered since the store last changed."""
+        request = request_key(args, self.max_page_size())
+        answers = self.answers
+        generation = self.store.read_generation() if answers.enabled else None
+        body = answers.get(request, generation)
+        if body is None:
+            plans = self._plans
+            plan = plans.plan(args, request[1] if request else self.max_page_size(),
+                              now=self.now, tz=self.tz, key=request)
+            body = encode_json({"results": await execute(self.store, plan, self.catalog)})
+            # kept only when nothing moved while it was read: the store, the
+            # catalog (refresh_catalog), the clock (relative dates)
+            if (plan.timeless and generation is not None and plans is self._plans
+                    and self.store.read_generation() == generation):
+                answers.put(request, generation, body)
+        self.counters["read.local"] += 1
+        return RawReply(200, _JSON_HEADERS, body)
 
     def _count_passthrough(self, reason: str) -> None:
         self.passthrough_reasons[reason] += 1
@@ -194,6 +221,10 @@ class Cache:
                 None if self.info_fetched_at is None else round(self.reactor.seconds() - self.info_fetched_at, 1)
             ),
             "reads_local": self.counters.get("read.local", 0),
+            # repeated reads answered with the bytes of an earlier answer
+            "reads_reused": self.answers.hits,
+            "answers_kept": len(self.answers),
+            "answers_bytes": self.answers.bytes,
             "passthrough": self.counters.get("passthrough", 0),
             # why reads went upstream: reason -> count (the 20 commonest)
             "passthrough_reasons": dict(self.passthrough_reasons.most_common(20)),

@@ -40,17 +40,25 @@ def _db(value: Any) -> str:
     return text
 
 
-def _positive(name: str) -> Callable[[Any], float]:
+def _number(name: str, ok: Callable[[float], bool], rule: str) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         try:
             number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"--{name}: {value!r} is not a number")
-        if number <= 0:
-            raise ConfigError(f"--{name}: must be greater than 0")
+        if not ok(number):
+            raise ConfigError(f"--{name}: {rule}")
         return number
 
     return check
+
+
+def _positive(name: str) -> Callable[[Any], float]:
+    return _number(name, lambda n: n > 0, "must be greater than 0")
+
+
+def _not_negative(name: str) -> Callable[[Any], float]:
+    return _number(name, lambda n: 0 <= n < float("inf"), "must be 0 or more (and finite)")
 
 
 def _bool(value: Any) -> bool:
@@ -145,6 +153,8 @@ SETTINGS = [
             "UTC, an offset like +10:00, or a zone name like America/Los_Angeles.", _timezone),
     Setting("log-level", "info", "Lowest level of sgcache's own log lines: debug, info, warn, error "
             "(debug: one line per passed-through read, with its reason).", _log_level),
+    Setting("answer-cache-mb", 64.0, "Memory (MB) for answers to repeated identical reads, reused until "
+            "the store changes (0: off).", _not_negative("answer-cache-mb")),
     Setting("info-refresh", 300.0, "Seconds between refreshes of the site's info.", _positive("info-refresh")),
     Setting("demo", False, "Run an in-process emulator with a demo project as the site.", _bool, flag=True),
 ]

@@ -302,6 +302,16 @@ def plan_read(
     )
 
 
+def request_key(args: Any, max_page_size: int) -> tuple[str, int] | None:
+    """What makes two reads the same read (given the catalog and dialect):
+    their arguments, in a canonical text, and the site's page size. None
+    when the arguments are not JSON (the read is never kept)."""
+    try:
+        return (json.dumps(args, sort_keys=True), max_page_size)
+    except (TypeError, ValueError):
+        return None
+
+
 class PlanCache:
     """Compiled plans (and pass-through decisions) by request, for one
     catalog: a farm sends the same few reads thousands of times. A plan is
@@ -321,11 +331,11 @@ class PlanCache:
         max_page_size: int,
         now: Callable[[], datetime.datetime] | None = None,
         tz: datetime.tzinfo | None = None,
+        key: tuple[str, int] | None = None,
     ) -> ReadPlan:
-        try:
-            key = (json.dumps(args, sort_keys=True), max_page_size)
-        except (TypeError, ValueError):
-            key = None
+        """`key`: `request_key(args, max_page_size)`, when the caller has it."""
+        if key is None:
+            key = request_key(args, max_page_size)
         found = self._plans.get(key) if key is not None else None
         if isinstance(found, PassThrough):
             raise PassThrough(found.reason)

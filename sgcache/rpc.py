@@ -24,9 +24,17 @@ log = logger(__name__)
 API_SUFFIX = b"/api3/json"
 
 
-def _json_body(request: IRequest, payload: Any) -> bytes:
-    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+
+
+def encode_json(payload: Any) -> bytes:
+    """The bytes of a JSON answer."""
     return json.dumps(payload, ensure_ascii=False).encode("utf-8")
+
+
+def _json_body(request: IRequest, payload: Any) -> bytes:
+    request.setHeader(b"content-type", JSON_CONTENT_TYPE)
+    return encode_json(payload)
 
 
 def parse_envelope(body: bytes, content_encoding: bytes | None = None) -> tuple[str, Any, Any]:
@@ -119,7 +127,8 @@ class RPCResource:
 
 
 class RawReply:
-    """An upstream answer relayed byte for byte."""
+    """An answer already encoded: relayed from upstream byte for byte, or
+    read locally."""
 
     def __init__(self, status: int, headers: list[tuple[bytes, list[bytes]]], body: bytes):
         self.status = status
@@ -127,4 +136,4 @@ class RawReply:
         self.body = body
 
 
-__all__ = ["RPCResource", "RawReply", "parse_envelope", "Headers"]
+__all__ = ["RPCResource", "RawReply", "parse_envelope", "encode_json", "JSON_CONTENT_TYPE", "Headers"]

@@ -17,7 +17,8 @@ from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 from twisted.web.server import Site
 
-from .cache import Cache
+from .answers import Answers
+from .cache import ANSWERS_BYTES, Cache
 from .config import ConfigError, Options, parse_timezone, resolve
 from .freshness import Freshness
 from .poller import EventPoller
@@ -69,9 +70,11 @@ class SgcacheService(service.MultiService):
         # write-back, poller and scanner share a fence against same-second
         # stale re-reads
         freshness = Freshness()
+        answers_mb = settings.get("answer_cache_mb")
         self.cache = Cache(
             reactor, schema, self.store, self.upstream, freshness=freshness,
             tz=parse_timezone(settings.get("site_timezone") or "UTC"),
+            answers=Answers(int((ANSWERS_BYTES / 2**20 if answers_mb is None else answers_mb) * 2**20)),
         )
         self.scanner = Scanner(
             reactor, schema, self.store, self.upstream,
@@ -127,6 +130,8 @@ class SgcacheService(service.MultiService):
         except Exception as e:
             raise ConfigError(f"--db: cannot open the store: {e}") from e
         added = await self.store.sync_schema(self.schema)
+        if self.cache.answers.enabled:
+            await self.store.track_changes()
         log.info("store {dialect} ready; schema sync: {added}", dialect=self.store.dialect, added=added)
         await self.cache.refresh_catalog()
         await self.cache.refresh_info()

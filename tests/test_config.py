@@ -31,6 +31,8 @@ class ResolveTests(unittest.TestCase):
         self.assertEqual(out["log_level"], "info")
         self.assertEqual(out["site_timezone"], "UTC")
         self.assertIsNone(out["access_log"])
+        self.assertEqual(out["answer_cache_mb"], 64.0)
+        self.assertEqual(resolve(parse(*REQUIRED, "--answer-cache-mb", "0"), environ={})["answer_cache_mb"], 0.0)
         self.assertEqual(resolve(parse(*REQUIRED, "--log-level", "DEBUG"), environ={})["log_level"], "debug")
 
     def test_environment_fills_missing_options(self):
@@ -76,6 +78,9 @@ class ResolveTests(unittest.TestCase):
             (["--log-level", "chatty"], "--log-level"),
             (["--site-timezone", "Mars/Olympus_Mons"], "--site-timezone"),
             (["--site-timezone", "+25:00"], "--site-timezone"),
+            (["--answer-cache-mb", "-1"], "--answer-cache-mb"),
+            (["--answer-cache-mb", "inf"], "--answer-cache-mb"),
+            (["--answer-cache-mb", "lots"], "--answer-cache-mb"),
         ]
         for extra, option in cases:
             argv = list(REQUIRED) + extra

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 
 import shotgun_api3
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
+from sgcache.changes import EntityChange
 from sgcache.schema import Schema
+from sgcache.store import open_store
 from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon
 from sgcache.testing.harness import client, start_emulator
 from sgcache.testing.pg import fresh_postgres_url
@@ -86,7 +88,7 @@ class EndToEndMixin:
         self.addCleanup(lambda: defer.ensureDeferred(self.site.stop()))
         self.emulator = self.site.emulator
         self.emulator.seed(seed_items())
-        url = await self.store_url()
+        url = self.db_url = await self.store_url()
         self.daemon = await start_daemon(SCHEMA, self.site.url, url)
         self.addCleanup(lambda: defer.ensureDeferred(self.daemon.stop()))
         self.sg = client(self.daemon.url, *USER_SCRIPT)
@@ -212,6 +214,52 @@ class EndToEndMixin:
         before = self.reads()
         await deferToThread(fresh.find, "Shot", [], ["code"])
         self.assertEqual(self.reads(), before)
+
+    # -- answers to repeated reads -------------------------------------------------
+    async def test_repeated_reads_reuse_the_answer_until_the_store_changes(self):
+        answers = self.daemon.cache.answers
+        query = ("find", "Shot", [["sg_sequence.Sequence.code", "is", "SQ01"]], ["code", "description"],
+                 [{"field_name": "code", "direction": "desc"}])
+        first = await self.assertLocal(*query)
+        hits = answers.hits
+        self.assertEqual(await self.assertLocal(*query), first)
+        self.assertEqual(answers.hits, hits + 1)
+        # a write through the cache (written back at once), then a change
+        # made elsewhere (arriving by events): each read after gives the
+        # site's new answer (assertLocal compares), not the one kept
+        await deferToThread(self.sg.update, "Shot", 204, {"description": "changed here"})
+        self.assertNotEqual(await self.assertLocal(*query), first)
+        await deferToThread(self.direct.update, "Shot", 207, {"description": "changed there"})
+        await self.daemon.service.poller.poll()
+        third = await self.assertLocal(*query)
+        self.assertIn("changed there", [shot["description"] for shot in third])
+        info = await deferToThread(self.sg.info)
+        self.assertGreaterEqual(info["sgcache"]["reads_reused"], 1)
+
+    async def test_relative_date_reads_are_not_reused(self):
+        answers = self.daemon.cache.answers
+        query = ("find", "Task", [["due_date", "in_last", 36500, "DAY"]], ["content"])
+        await self.assertLocal(*query)
+        hits = answers.hits
+        await self.assertLocal(*query)
+        self.assertEqual(answers.hits, hits)
+
+    async def test_writes_by_another_process_are_not_hidden(self):
+        # `sgcache scan` / `reprocess` write the store from another process
+        query = ("find", "Shot", [["id", "is", 208]], ["description"])
+        await self.assertLocal(*query)
+        await self.assertLocal(*query)
+        other = open_store(self.db_url, reactor)
+        await other.open()
+        self.addCleanup(other.close)
+        await other.apply([EntityChange("Shot", 208, {"description": "written elsewhere"})])
+        for _ in range(500):
+            got = await deferToThread(self.sg.find, *query[1:])
+            if got[0]["description"] == "written elsewhere":
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        else:
+            self.fail(f"the daemon still answers {got} 5s after another process's write")
 
     # -- writes ------------------------------------------------------------------
     async def test_create_is_readable_from_the_store_at_once(self):

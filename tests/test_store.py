@@ -8,7 +8,7 @@ import sqlite3
 from typing import Any
 
 import psycopg2
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -650,6 +650,50 @@ class StoreTestsMixin:
         self.assertEqual(rows[0][0], 0)
 
 
+    # -- read generation ----------------------------------------------------------
+    async def until(self, what: str, done: Any, timeout: float = 5.0) -> None:
+        for _ in range(int(timeout / 0.01)):
+            if done():
+                return
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.fail(f"not within {timeout}s: {what}")
+
+    async def test_read_generation_moves_with_writes_a_read_can_see(self) -> None:
+        store = await self.synced()
+        self.assertIsNone(store.read_generation(), "before track_changes")
+        await store.track_changes()
+        before = store.read_generation()
+        self.assertIsNotNone(before)
+        # bookkeeping and reads leave it (and other processes' caches) alone
+        await store.set_state({"k": "v"})
+        await store.apply([], {"k": "w"})
+        await store.fetch('SELECT "code" FROM "Shot"', [])
+        await store.prune_update_log(0)
+        await store.analyze("Shot")
+        await task.deferLater(reactor, 0.2, lambda: None)  # any notification has arrived
+        self.assertEqual(store.read_generation(), before)
+        writes = [
+            ("apply", lambda: store.apply([EntityChange("Shot", 1, {"code": "a"})])),
+            ("set_field_states", lambda: store.set_field_states("Shot", None, "ready")),
+            ("sync_schema", lambda: store.sync_schema(make_schema({"sg_new": "text"}))),
+        ]
+        for name, write in writes:
+            await write()
+            self.assertNotEqual(store.read_generation(), before, name)
+            before = store.read_generation()
+        await store.close()
+        self.assertIsNone(store.read_generation(), "closed")
+
+    async def test_read_generation_hears_other_processes_writes(self) -> None:
+        store = await self.synced()
+        other = await self.open(self.url)  # another process's store, as `sgcache scan` has
+        await store.track_changes()
+        before = store.read_generation()
+        await other.apply([EntityChange("Shot", 1, {"code": "elsewhere"})])
+        await self.until("the other store's write is heard", lambda: store.read_generation() != before)
+        self.assertIsNotNone(store.read_generation())
+
+
 class SQLiteStoreTests(StoreTestsMixin, unittest.TestCase):
     async def store_url(self) -> str:
         path = os.path.abspath(self.mktemp())
@@ -734,6 +778,27 @@ class PostgresStoreTests(StoreTestsMixin, unittest.TestCase):
         self.assertEqual(await store.apply([EntityChange("Shot", 3, {"code": "c"})], {"k": "3"}), 1)
         self.assertEqual(await store.get_state("k"), "3")
         self.assertEqual(await store.count("Shot"), 3)
+
+    async def test_read_generation_unknown_while_not_listening(self) -> None:
+        store = await self.synced()
+        await store.track_changes()
+        before = store.read_generation()
+        self.assertGreaterEqual(self.kill_connections(self.url), 3)
+        seen: list[Any] = []
+
+        def moved() -> bool:
+            seen.append(store.read_generation())
+            return seen[-1] is not None and seen[-1] != before
+
+        await self.until("the listener is back", moved)
+        # writes made while nobody listened are unknown: the generation
+        # moved on reconnecting, and was None while the connection was down
+        # (when the test looked in time)
+        self.assertTrue(all(g is None or g == before for g in seen[:-1]), seen)
+        back = store.read_generation()
+        other = await self.open(self.url)
+        await other.apply([EntityChange("Shot", 1, {"code": "after"})])
+        await self.until("listening again", lambda: store.read_generation() != back)
 
     async def test_reads_keep_the_written_join_order(self) -> None:
         # every pooled connection (reads run on any) plans joins in the

@@ -100,6 +100,17 @@ class IStore(Interface):
         """Refresh the query planner's statistics of a type's tables (after
         a bulk load: without them planners pick poor plans for reads)."""
 
+    def track_changes() -> "defer.Deferred[None]":
+        """Start following writes to the database, this process's and other
+        processes', for `read_generation`."""
+
+    def read_generation() -> Any:
+        """Not a Deferred: a token that differs whenever a read may answer
+        differently than when the token was taken (any write that may change
+        a read's answer, by this process or another, moves it). None when
+        the store cannot tell: before `track_changes`, or while it cannot
+        hear other processes' writes."""
+
 
 def returns_deferred(fn: Callable[..., Awaitable[T]]) -> Callable[..., "defer.Deferred[T]"]:
     """Make an ``async def`` method return a Deferred (already fired when the

@@ -21,6 +21,10 @@ and take a shorter path than txpostgres's runQuery (`quick_query`).
 
 Writes (apply, schema sync, state) are serialized within the process and
 lock the rows they read (``SELECT ... FOR UPDATE``) against other processes.
+Those that may change a read's answer end with ``NOTIFY sgcache_changes``;
+a daemon (`track_changes`) listens on a connection of its own, so that
+`read_generation` moves when another process wrote, and is None while that
+connection is down.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ from ..logs import logger
 log = logger(__name__)
 
 T = TypeVar("T")
+
+#: every write that may change a read's answer notifies this channel on commit
+CHANGES_CHANNEL = "sgcache_changes"
 
 #: psycopg2 errors that say nothing about the connection itself.
 _NOT_FATAL = (
@@ -291,6 +298,34 @@ class _Connection(txpostgres.Connection):
         return d
 
 
+class _Listener(_Connection):
+    """The connection that hears other processes' writes (``LISTEN``).
+    Notifications are taken as they arrive (in the reactor event that read
+    them), not through txpostgres's cooperator a turn later."""
+
+    def __init__(self, *args: Any, on_notify: Callable[[], None], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._on_notify = on_notify
+
+    def checkForNotifies(self) -> None:
+        conn = self._connection
+        if conn is not None and conn.notifies:
+            del conn.notifies[:]
+            self._on_notify()
+
+
+class _ListenerDetector(_Detector):
+    """A `_Detector` that says when its connection is lost."""
+
+    def __init__(self, reactor: Any, on_lost: Callable[[], None]):
+        super().__init__(reactor)
+        self._on_lost = on_lost
+
+    def startReconnecting(self, f: Failure) -> None:
+        self._on_lost()
+        super().startReconnecting(f)
+
+
 class _Pool(txpostgres.ConnectionPool):
     """ConnectionPool whose connections reconnect, handing out live ones first."""
 
@@ -414,6 +449,12 @@ class PostgresStore:
         self._pool: _Pool | None = None
         self._synced: base.Synced | None = None
         self._write_lock = defer.DeferredLock()
+        #: moves on every write of this process and every notification of
+        #: another's (see read_generation)
+        self._generation = 0
+        self._listener: _Listener | None = None
+        #: the listener is connected and listening
+        self._listening = False
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact(self.dsn)}>"
@@ -451,16 +492,32 @@ class PostgresStore:
                     raise
                 error = e
 
-    async def _transaction(self, what: str, work: Callable[[_Cursor], Awaitable[T]]) -> T:
-        """Run `work` in one transaction (serialized with other writes)."""
+    async def _transaction(self, what: str, work: Callable[[_Cursor], Awaitable[T]],
+                           changes_reads: bool = True) -> T:
+        """Run `work` in one transaction (serialized with other writes).
+        `changes_reads`: it may change what a read answers (not only
+        bookkeeping state): it notifies listeners (`CHANGES_CHANNEL`) on
+        commit, and the read generation moves."""
+
+        async def notifying(cur: _Cursor) -> T:
+            result = await work(cur)
+            if changes_reads:
+                await cur.execute(f"NOTIFY {CHANGES_CHANNEL}")
+            return result
 
         def once() -> defer.Deferred:
             return self._the_pool().runInteraction(
-                lambda c: defer.ensureDeferred(work(_Cursor(c)))
+                lambda c: defer.ensureDeferred(notifying(_Cursor(c)))
             )
 
         async def locked() -> T:
-            return await self._retrying(what, once)
+            try:
+                return await self._retrying(what, once)
+            finally:
+                # committed, or maybe committed (a connection lost during
+                # COMMIT): either way answers read before may be stale
+                if changes_reads:
+                    self._generation += 1
 
         return await self._write_lock.run(lambda: defer.ensureDeferred(locked()))
 
@@ -501,7 +558,65 @@ class PostgresStore:
         log.info("opened PostgreSQL store {url}", url=redact(self.dsn))
 
     @base.returns_deferred
+    async def track_changes(self) -> None:
+        """Start hearing other processes' writes (a connection of its own,
+        ``LISTEN``), so that `read_generation` can say when they happened.
+        When that connection cannot be made, `read_generation` stays None
+        (logged)."""
+        pool = self._the_pool()
+        if self._listener is not None:
+            return
+        listener = _Listener(
+            self._reactor, detector=_ListenerDetector(self._reactor, self._listener_lost),
+            on_notify=self._heard,
+        )
+        listener.detector.addRecoveryHandler(lambda: defer.ensureDeferred(self._listen(listener)))
+        self._listener = listener
+        try:
+            await listener.connect(*pool.connargs, **pool.connkw)
+        except Exception as e:
+            log.warn("cannot hear other processes' writes ({error}): answers to repeated "
+                     "reads are not reused", error=_line(e))
+            self._listener = None
+            return
+        await self._listen(listener)
+
+    async def _listen(self, listener: _Listener) -> None:
+        try:
+            await listener.runOperation(f"LISTEN {CHANGES_CHANNEL}")
+        except Exception as e:
+            # a lost connection is reconnected by its detector, which
+            # calls this again
+            log.warn("LISTEN {channel} failed ({error}); answers to repeated reads are not "
+                     "reused meanwhile", channel=CHANGES_CHANNEL, error=_line(e))
+            return
+        if listener is self._listener:
+            # what was written while nobody listened is unknown
+            self._generation += 1
+            self._listening = True
+
+    def _listener_lost(self) -> None:
+        self._listening = False
+        self._generation += 1
+
+    def _heard(self) -> None:
+        self._generation += 1
+
+    def read_generation(self) -> Any:
+        """A token that differs whenever a read may answer differently than
+        when the token was taken: a write by this process, a notification
+        of another's. None while other processes' writes cannot be heard
+        (before `track_changes`, or while its connection is down)."""
+        return self._generation if self._listening else None
+
+    @base.returns_deferred
     async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        self._listening = False
+        self._generation += 1
+        if listener is not None:
+            await listener.detector.stop()
+            listener.close()
         pool = self._pool
         if pool is None:
             return
@@ -547,13 +662,13 @@ class PostgresStore:
                 cur, synced, changes, state, now=base.clock_now(self._reactor)
             )
 
-        return (await self._transaction("apply", work)).applied
+        return (await self._transaction("apply", work, changes_reads=bool(changes))).applied
 
     @base.returns_deferred
     async def prune_update_log(self, before: float) -> int:
         """Drop update-log entries older than `before` (epoch seconds)."""
         return await self._transaction(
-            "prune_update_log", lambda cur: base.prune_update_log(cur, before)
+            "prune_update_log", lambda cur: base.prune_update_log(cur, before), changes_reads=False
         )
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> defer.Deferred:
@@ -577,7 +692,7 @@ class PostgresStore:
 
     @base.returns_deferred
     async def set_state(self, items: dict[str, str]) -> None:
-        await self._transaction("set_state", lambda cur: base.write_state(cur, items))
+        await self._transaction("set_state", lambda cur: base.write_state(cur, items), changes_reads=False)
 
     async def _require_type(self, entity_type: str) -> None:
         if self._synced is None or entity_type not in self._synced.types:
@@ -604,4 +719,4 @@ class PostgresStore:
             for stmt in base.analyze_statements(self._synced, entity_type):
                 await cur.execute(stmt)
 
-        await self._transaction("analyze", work)
+        await self._transaction("analyze", work, changes_reads=False)

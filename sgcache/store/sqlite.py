@@ -96,6 +96,9 @@ class SQLiteStore:
         self._reactor = reactor
         self._conn: sqlite3.Connection | None = None
         self._synced: base.Synced | None = None
+        #: this process's commits that a read could see (see read_generation)
+        self._writes = 0
+        self._tracking = False
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path}>"
@@ -106,8 +109,10 @@ class SQLiteStore:
             raise base.StoreError(f"{self.path}: the store is not open")
         return self._conn
 
-    def _transaction(self, work: Callable[[_Cursor], Awaitable[T]]) -> T:
-        """Run `work` in one write transaction: all of it, or none of it."""
+    def _transaction(self, work: Callable[[_Cursor], Awaitable[T]], changes_reads: bool = True) -> T:
+        """Run `work` in one write transaction: all of it, or none of it.
+        `changes_reads`: it may change what a read answers (not only
+        bookkeeping state), so the read generation moves."""
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -116,6 +121,9 @@ class SQLiteStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            if changes_reads:
+                self._writes += 1
         conn.execute("COMMIT")
         return result
 
@@ -151,6 +159,8 @@ class SQLiteStore:
             return
         conn, self._conn = self._conn, None
         self._synced = None
+        # the next connection counts data_version afresh
+        self._writes += 1
         conn.close()
 
     @base.returns_deferred
@@ -183,12 +193,28 @@ class SQLiteStore:
                 cur, synced, changes, state, now=base.clock_now(self._reactor)
             )
 
-        return self._transaction(work).applied
+        return self._transaction(work, changes_reads=bool(changes)).applied
 
     @base.returns_deferred
     async def prune_update_log(self, before: float) -> int:
         """Drop update-log entries older than `before` (epoch seconds)."""
-        return self._transaction(lambda cur: base.prune_update_log(cur, before))
+        return self._transaction(lambda cur: base.prune_update_log(cur, before), changes_reads=False)
+
+    @base.returns_deferred
+    async def track_changes(self) -> None:
+        """Start following changes for `read_generation` (nothing to start:
+        SQLite counts other connections' commits itself)."""
+        self._connection()
+        self._tracking = True
+
+    def read_generation(self) -> Any:
+        """A token that differs whenever a read may answer differently than
+        when the token was taken: this process's writes, and any commit by
+        another connection (``PRAGMA data_version``). None until
+        `track_changes`."""
+        if not self._tracking or self._conn is None:
+            return None
+        return (self._writes, self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     @base.returns_deferred
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
@@ -203,7 +229,7 @@ class SQLiteStore:
 
     @base.returns_deferred
     async def set_state(self, items: dict[str, str]) -> None:
-        self._transaction(lambda cur: base.write_state(cur, items))
+        self._transaction(lambda cur: base.write_state(cur, items), changes_reads=False)
 
     @base.returns_deferred
     async def count(self, entity_type: str, active: bool | None = None) -> int:
