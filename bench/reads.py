@@ -7,6 +7,13 @@ for a fixed set of typical pipeline queries; prints p50/p90 per query and
 the ratios b/a (cache overhead over the floor) and c/b (speed-up over the
 site stand-in).
 
+Each query but one is the same read again and again, as a farm sends it:
+after its first call a daemon answers it with the answer it kept
+(`sgcache.answers`; nothing changes on the site while timing). "find one,
+new code each" asks for a different Shot each call, so every call is
+planned and read from the store: the cost of a read nobody asked before.
+The last table says how many calls were answered with a kept answer.
+
     PYTHONPATH=. python bench/reads.py                 # 10k shots / 30k tasks / 20k versions
     PYTHONPATH=. python bench/reads.py --full          # 100k / 300k / 200k (the issue's size)
     PYTHONPATH=. python bench/reads.py --stores sqlite --iterations 50
@@ -97,10 +104,14 @@ def build_items(shots: int, tasks: int, versions: int, seed: int = 7) -> list[di
     return items
 
 
-def queries(shots: int) -> list[tuple[str, str, tuple, dict]]:
+def queries(shots: int) -> list[tuple[str, str, Any, dict]]:
+    """(label, method, args, kwargs); args may be a function of the call's
+    number (a different read each call, so that no answer is reused)."""
     mid = shots // 2
     return [
         ("find one by code", "find_one", ("Shot", [["code", "is", f"sh{mid:06d}"]], ["code", "sg_status_list"]), {}),
+        ("find one, new code each", "find_one",
+         lambda i: ("Shot", [["code", "is", f"sh{(mid + 1 + i) % shots:06d}"]], ["code", "sg_status_list"]), {}),
         ("50 tasks of a shot", "find",
          ("Task", [["entity", "is", {"type": "Shot", "id": 1}]],
           ["content", "entity.Shot.code", "step.Step.code", "task_assignees"]), {"limit": 50}),
@@ -131,6 +142,11 @@ def timed_once(sg: Any, method: str, args: tuple, kwargs: dict) -> float:
     t0 = time.perf_counter()
     getattr(sg, method)(*args, **kwargs)
     return (time.perf_counter() - t0) * 1000
+
+
+def nth(args: Any, i: int) -> tuple:
+    """The arguments of a query's `i`th call."""
+    return args(i) if callable(args) else args
 
 
 def cpu_seconds(pids: list[int]) -> float | None:
@@ -332,14 +348,17 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
 
     results: dict[str, dict[str, list[float]]] = {}
     cpu: dict[str, dict[str, float | None]] = {}
+    #: query -> store -> (calls answered with a kept answer, timed calls)
+    reuse: dict[str, dict[str, tuple[int, int]]] = {}
     # process name -> the name it is timed under ("sgcache-sqlite" -> "sqlite")
     pid_of = {("site" if name == "emulator" else name.removeprefix("sgcache-")): proc.pid
               for name, proc in servers.procs}
     n = opts.iterations
     print("timing...", flush=True)
-    for label, method, args, kwargs in queries(shots):
+    for label, method, each, kwargs in queries(shots):
         if opts.only and not any(o in label for o in opts.only):
             continue
+        args = nth(each, 0)
         want = getattr(direct, method)(*args, **kwargs)
         for store, sg in via.items():
             reads = site_reads(site_url)
@@ -362,19 +381,26 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
         if "postgresql" in pids and pg_url:
             pids["postgresql"] += pg_backends(pg_url)
         spent: dict[str, float | None] = {name: 0.0 for name, _ in targets}
+        reused_before = {store: sg.info()["sgcache"]["reads_reused"] for store, sg in via.items()}
         block = min(opts.block, n)
+        # each server's calls so far (a query of many reads: the next one)
+        calls = dict.fromkeys(by, 1)
         for r in range(-(-n // block)):
             for name, sg in targets:
                 if name == "site" and len(by["site"]) >= max(3, n // 3):
                     continue
-                timed_once(sg, method, args, kwargs)
+                timed_once(sg, method, nth(each, calls[name]), kwargs)
                 before = cpu_seconds(pids[name])
-                by[name] += [timed_once(sg, method, args, kwargs) for _ in range(block)]
+                by[name] += [timed_once(sg, method, nth(each, calls[name] + 1 + k), kwargs) for k in range(block)]
+                calls[name] += 1 + block
                 after = cpu_seconds(pids[name])
                 if before is None or after is None or spent[name] is None:
                     spent[name] = None
                 else:
                     spent[name] += after - before
+        # the untimed calls count too: at most one per block was not timed
+        reuse[label] = {store: (sg.info()["sgcache"]["reads_reused"] - reused_before[store], len(by[store]))
+                        for store, sg in via.items()}
         results[label] = by
         cpu[label] = {name: None if t is None else t * 1000 / len(by[name]) for name, t in spent.items()}
         print(f"    {label}: " + ", ".join(f"{k} p50 {percentile(v, 0.5):.2f} ms" for k, v in by.items()),
@@ -383,6 +409,7 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
         sg.close()
     report(results, stores, shots, tasks, versions, n)
     report_cpu(cpu, stores)
+    report_reuse(reuse, stores)
 
 
 def _read_args(sg: Any, method: str, args: tuple, kwargs: dict) -> dict:
@@ -433,6 +460,13 @@ def report_cpu(cpu: dict, stores: list[str]) -> None:
     for label, by in cpu.items():
         print(f"{label:26}" + "".join(
             f" {'n/a' if by[n] is None else format(by[n], '.3f'):>11}" for n in names))
+
+
+def report_reuse(reuse: dict, stores: list[str]) -> None:
+    print()
+    print("sgcache calls answered with a kept answer (`reads_reused`; untimed calls included) / timed calls")
+    for label, by in reuse.items():
+        print(f"{label:26}" + "".join(f" {s + ' ' + str(by[s][0]) + '/' + str(by[s][1]):>20}" for s in stores))
 
 
 def parse() -> argparse.Namespace:
