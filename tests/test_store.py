@@ -796,6 +796,9 @@ class PostgresStoreTests(StoreTestsMixin, unittest.TestCase):
         # (when the test looked in time)
         self.assertTrue(all(g is None or g == before for g in seen[:-1]), seen)
         back = store.read_generation()
+        # the reconnected listener still probes its idle TCP connection
+        # (a firewall dropping it silently would otherwise go unnoticed)
+        self.assertEqual(store._listener._connection.get_dsn_parameters()["keepalives_idle"], "30")
         other = await self.open(self.url)
         await other.apply([EntityChange("Shot", 1, {"code": "after"})])
         await self.until("listening again", lambda: store.read_generation() != back)
