@@ -45,12 +45,14 @@ async def read_page(
     conditions: list[dict],
     return_only: str,
     page_size: int = PAGE_SIZE,
+    return_fields: list[str] | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """One page of entities matching `conditions`, by ascending id, and
-    whether more follow (the site may cap the page below `page_size`)."""
+    whether more follow (the site may cap the page below `page_size`).
+    `return_fields`: default, every cached field."""
     args = {
         "type": entity_type,
-        "return_fields": cached_fields(schema, entity_type),
+        "return_fields": return_fields or cached_fields(schema, entity_type),
         "filters": {"logical_operator": "and", "conditions": conditions},
         "return_only": return_only,
         "paging": {"entities_per_page": page_size, "current_page": 1},
@@ -71,6 +73,7 @@ async def iter_pages(
     conditions: Iterable[dict] = (),
     after_id: int = 0,
     page_size: int = PAGE_SIZE,
+    return_fields: list[str] | None = None,
 ) -> AsyncIterator[list[dict[str, Any]]]:
     """Every matching entity, a page at a time, walking ids upward (stable
     under concurrent inserts, unlike page numbers)."""
@@ -84,6 +87,7 @@ async def iter_pages(
             conditions + [{"path": "id", "relation": "greater_than", "values": [last]}],
             return_only,
             page_size,
+            return_fields,
         )
         if page:
             yield page
@@ -108,3 +112,40 @@ async def fetch_by_ids(
                 for entity in page:
                     changes.append(to_change(schema, entity_type, entity, active, source))
     return changes
+
+
+def fields_linking_to(schema: Schema, target_type: str) -> list[tuple[str, str]]:
+    """(type, field) of every cached entity / multi-entity field that can
+    link to `target_type`."""
+    out = []
+    for entity in schema:
+        for spec in entity.fields.values():
+            if spec.data_type in ("entity", "multi_entity") and target_type in spec.link_types:
+                out.append((entity.name, spec.name))
+    return sorted(out)
+
+
+async def linkers(upstream: Any, schema: Schema, revived: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The (type, id) of every entity, active or retired, that links to one
+    of the `revived` entities in a cached field, by the site's reads.
+
+    The site hides a link to a retired entity (null, or left out of the
+    list) and shows it again once that entity is revived, without an event
+    or a new `updated_at` for the entities that link to it. So a copy read
+    while the target was retired lacks the link, and must be read again
+    after the revival."""
+    by_type: dict[str, list[int]] = {}
+    for etype, eid in revived:
+        by_type.setdefault(etype, []).append(int(eid))
+    found: set[tuple[str, int]] = set()
+    for target_type, ids in sorted(by_type.items()):
+        links = [{"type": target_type, "id": i} for i in sorted(set(ids))]
+        for etype, fname in fields_linking_to(schema, target_type):
+            condition = {"logical_operator": "or", "conditions": [
+                {"path": fname, "relation": "is", "values": [link]} for link in links
+            ]}
+            for return_only in ("active", "retired"):
+                async for page in iter_pages(upstream, schema, etype, return_only, [condition],
+                                             return_fields=["id"]):
+                    found.update((etype, int(e["id"])) for e in page)
+    return found

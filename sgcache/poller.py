@@ -10,7 +10,8 @@ hole list in one store transaction. Re-reading instead of replaying field
 deltas makes every event kind (New, Change, multi-entity add/remove,
 backrefs, Retirement, Revival, in_create changes) converge on the site's
 current state, and makes re-applying an event harmless, so a crash at any
-point loses nothing. Re-fetched rows carry no event id (a late hole's
+point loses nothing. A Revival also re-reads the entities that link to the
+revived one (the site shows those links again; `fetch.linkers`). Re-fetched rows carry no event id (a late hole's
 re-read is fresher than what a higher event fetched); the store's
 `updated_at` check and the shared `Freshness` fence refuse stale re-reads.
 
@@ -42,7 +43,7 @@ from twisted.internet import defer, task
 
 from .backoff import Backoff, describe
 from .changes import SOURCE_EVENT, EntityChange
-from .fetch import fetch_by_ids
+from .fetch import fetch_by_ids, linkers
 from .freshness import Freshness
 from .linkfill import fill_missing_links
 from .schema import Schema
@@ -354,6 +355,7 @@ class EventPoller:
 
     async def _apply(self, events: list[dict[str, Any]], state: dict[str, str]) -> None:
         touched = self.collect(events)
+        await self._add_linkers(touched)
         ticket = self.freshness.ticket()
         try:
             changes = await self.refetch(touched)
@@ -376,6 +378,21 @@ class EventPoller:
             self.counters["link_targets_fetched"] += await fill_missing_links(
                 self.store, self.schema, self.upstream, changes, SOURCE_EVENT
             )
+
+    async def _add_linkers(self, touched: dict[tuple[str, int], tuple[set[str], int]]) -> None:
+        """Add the entities that link to a revived one: the site shows
+        their link to it again (see `fetch.linkers`)."""
+        revived = {key: event_id for key, (attrs, event_id) in touched.items() if "revival" in attrs}
+        if not revived:
+            return
+        found = await linkers(self.upstream, self.schema, revived)
+        newest = max(revived.values())
+        for key in found:
+            attrs, event_id = touched.get(key, (set(), 0))
+            touched[key] = (attrs | {"link to a revived entity"}, max(event_id, newest))
+        self.counters["revival_linkers"] += len(found)
+        log.debug("{count} entities link to {revived} revived entities; reading them again",
+                  count=len(found), revived=len(revived))
 
     async def refetch(
         self, touched: dict[tuple[str, int], tuple[set[str], int]], source: str = SOURCE_EVENT

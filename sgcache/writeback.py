@@ -5,7 +5,8 @@ own write from the cache at once.
 The write's own result is not trusted to be the whole truth (the site sets
 `updated_at`, backrefs on the other side of links, defaults), so the entities
 a write touched are re-read from the site in full and applied as complete
-rows through the store's one apply path. Retire/revive flip the row state.
+rows through the store's one apply path. Retire/revive flip the row state;
+a revive also re-reads the entities linking to the revived one.
 The re-read takes a ticket from the `Freshness` fence shared with the poller
 and the scanner, so a re-read that a younger sync read overtook (same
 `updated_at` second) does not overwrite it.
@@ -17,7 +18,7 @@ from typing import Any
 
 
 from .changes import SOURCE_PASSTHROUGH, EntityChange
-from .fetch import fetch_by_ids
+from .fetch import fetch_by_ids, linkers
 from .freshness import Freshness
 from .schema import Schema
 from .store import layout
@@ -69,6 +70,10 @@ class WriteBack:
             touched.setdefault(entity_type, set()).add(entity_id)
             if kind in ("create", "update"):
                 await self._reverse_targets(entity_type, entity_id, req, res, touched)
+            elif kind == "revive" and res is True:
+                # the site shows links to it again (see `fetch.linkers`)
+                for linker_type, linker_id in await linkers(self.upstream, self.schema, [(entity_type, entity_id)]):
+                    touched.setdefault(linker_type, set()).add(linker_id)
         return touched
 
     async def _reverse_targets(

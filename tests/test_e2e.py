@@ -338,6 +338,39 @@ class EndToEndMixin:
         await self.assertLocal("find", "Shot", [["id", "is", 206]], ["code", "tasks"])
         await self.assertLocal("find", "Task", [["content", "is", "late"]], ["content", "entity"])
 
+    async def _copy_read_while_retired(self):
+        """Task 501 links to Shot 201 (entity) and HumanUser 101
+        (task_assignees); both are retired, then the cache reads Task 501
+        again (a change of its content): the site hides the dead links, so
+        the cache's copy has no entity and only user 102."""
+        await deferToThread(self.direct.delete, "Shot", 201)
+        await deferToThread(self.direct.delete, "HumanUser", 101)
+        await deferToThread(self.direct.update, "Task", 501, {"content": "read while retired"})
+        await self.daemon.service.poller.poll()
+        task = await self.assertLocal("find_one", "Task", [["id", "is", 501]], ["entity", "task_assignees"])
+        self.assertIsNone(task["entity"])
+        self.assertEqual([u["id"] for u in task["task_assignees"]], [102])
+
+    async def test_revival_by_event_shows_the_links_to_it_again(self):
+        await self._copy_read_while_retired()
+        await deferToThread(self.direct.revive, "Shot", 201)
+        await deferToThread(self.direct.revive, "HumanUser", 101)
+        await self.daemon.service.poller.poll()
+        task = await self.assertLocal("find_one", "Task", [["id", "is", 501]], ["entity", "task_assignees"])
+        self.assertEqual(task["entity"]["id"], 201)
+        self.assertEqual([u["id"] for u in task["task_assignees"]], [101, 102])
+        await self.assertLocal("find", "Task", [["task_assignees", "is", {"type": "HumanUser", "id": 101}]],
+                               ["content"])
+
+    async def test_revival_through_the_cache_shows_the_links_to_it_again(self):
+        await self._copy_read_while_retired()
+        self.assertTrue(await deferToThread(self.sg.revive, "Shot", 201))
+        self.assertTrue(await deferToThread(self.sg.revive, "HumanUser", 101))
+        # written back before the revive's answer: no poll needed
+        task = await self.assertLocal("find_one", "Task", [["id", "is", 501]], ["entity", "task_assignees"])
+        self.assertEqual(task["entity"]["id"], 201)
+        self.assertEqual([u["id"] for u in task["task_assignees"]], [101, 102])
+
     # -- upstream trouble ---------------------------------------------------------
     async def test_upstream_failure_on_a_write_is_a_fault_not_a_retry(self):
         self.emulator.fail_next(1, status=502, methods=["update"])
