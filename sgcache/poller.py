@@ -451,6 +451,14 @@ class EventPoller:
             for link in meta.get(key) or []:
                 if isinstance(link, dict) and isinstance(link.get("id"), int) and link.get("type"):
                     named.append((str(link["type"]), link["id"], None))
+        # An entity field's old and new targets: their backref fields moved
+        # too, but the backref event of a retired target names no entity
+        # (`entity` is null), so this is the only word of it.
+        if meta.get("field_data_type") == "entity":
+            for key in ("old_value", "new_value"):
+                link = meta.get(key)
+                if isinstance(link, dict) and isinstance(link.get("id"), int) and link.get("type"):
+                    named.append((str(link["type"]), link["id"], None))
         found = False
         for ntype, nid, attr in named:
             if ntype not in self.schema:

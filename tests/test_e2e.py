@@ -371,6 +371,16 @@ class EndToEndMixin:
         self.assertEqual(task["entity"]["id"], 201)
         self.assertEqual([u["id"] for u in task["task_assignees"]], [101, 102])
 
+    async def test_link_moved_away_from_a_retired_entity(self):
+        # the backref event of a retired Sequence names no entity (it is
+        # null in events): the Shot's own event names it as the old value
+        await deferToThread(self.direct.delete, "Sequence", 10)
+        await self.daemon.service.poller.poll()
+        await deferToThread(self.direct.update, "Shot", 203, {"sg_sequence": {"type": "Sequence", "id": 11}})
+        await self.daemon.service.poller.poll()
+        await self.assertLocal("find", "Sequence", [["id", "is", 10]], ["shots", "updated_at"], retired_only=True)
+        await self.assertLocal("find", "Sequence", [["id", "is", 11]], ["shots", "updated_at"])
+
     # -- upstream trouble ---------------------------------------------------------
     async def test_upstream_failure_on_a_write_is_a_fault_not_a_retry(self):
         self.emulator.fail_next(1, status=502, methods=["update"])
