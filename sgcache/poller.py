@@ -198,7 +198,9 @@ class EventPoller:
         first = True
         while True:
             start = self.cursor
-            events = await self._read([{"path": "id", "relation": "greater_than", "values": [max(start - 1, 0) if first else start]}])
+            events, more = await self._read(
+                [{"path": "id", "relation": "greater_than", "values": [max(start - 1, 0) if first else start]}]
+            )
             gap = None
             if first and start > 0:
                 if not events or int(events[0]["id"]) != start:
@@ -228,7 +230,7 @@ class EventPoller:
             total += len(fresh)
             if gap is not None:
                 self._report_gap(gap)
-            if len(events) < self.page_size:
+            if not more:
                 self.caught_up_at = self.reactor.seconds()
                 return total
 
@@ -261,7 +263,14 @@ class EventPoller:
         ids = sorted(self.holes)
         for start in range(0, len(ids), self.page_size):
             chunk = ids[start : start + self.page_size]
-            found += await self._read([{"path": "id", "relation": "in", "values": chunk}])
+            last = 0
+            while True:
+                events, more = await self._read([{"path": "id", "relation": "in", "values": chunk},
+                                                 {"path": "id", "relation": "greater_than", "values": [last]}])
+                found += events
+                if not more or not events:
+                    break
+                last = int(events[-1]["id"])
         holes = dict(self.holes)
         for event in found:
             holes.pop(int(event["id"]), None)
@@ -309,7 +318,11 @@ class EventPoller:
         entities = result.get("entities") or []
         return entities[0] if entities else None
 
-    async def _read(self, conditions: list[dict]) -> list[dict[str, Any]]:
+    async def _read(self, conditions: list[dict]) -> tuple[list[dict[str, Any]], bool]:
+        """One page of events by ascending id, and whether more follow. The
+        site says so (``has_next_page``): it may cap pages below
+        `page_size` (its ``api_max_entities_per_page``), and a short page
+        then is not the end of the log."""
         result = await self.upstream.call(
             "read",
             {
@@ -319,9 +332,14 @@ class EventPoller:
                 "sorts": [{"field_name": "id", "direction": "asc"}],
                 "paging": {"entities_per_page": self.page_size, "current_page": 1},
                 "return_only": "active",
+                "return_paging_info_without_counts": True,
             },
         )
-        return list(result.get("entities") or [])
+        events = list(result.get("entities") or [])
+        paging = result.get("paging_info")
+        if isinstance(paging, dict) and "has_next_page" in paging:
+            return events, bool(paging["has_next_page"])
+        return events, len(events) >= self.page_size
 
     def _advance(
         self, start: int, events: list[dict[str, Any]], renumber: bool = False

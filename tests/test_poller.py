@@ -192,7 +192,35 @@ class PollerMixin:
         self.assertGreater(applied, 5 * 3)
         await self.assertSynced()
 
+    def cap_site_pages(self, size: int) -> None:
+        """The site answers at most `size` entities a page (its
+        api_max_entities_per_page), below the poller's page size."""
+        self.emulator.page_size = self.emulator.engine.max_page_size = size
+
+    async def test_site_pages_smaller_than_ours(self):
+        # a page of 3 when 500 were asked is not the end of the log
+        self.cap_site_pages(3)
+        for i in range(8):
+            self.emulator.create("Shot", {"code": f"s{i}", "project": PROJECT})
+        applied = await self.poll()
+        self.assertGreaterEqual(applied, 8 * 3)
+        await self.assertSynced()
+
     # -- holes -------------------------------------------------------------
+    async def test_holes_filled_through_small_site_pages(self):
+        self.cap_site_pages(3)
+        await self.poll()
+        self.emulator.hold_events(count=7)
+        shots = [self.emulator.create("Shot", {"code": f"h{i}", "project": PROJECT}) for i in range(4)]
+        await self.poll()
+        self.assertEqual(len(self.poller.holes), 7)
+        self.emulator.release_events()
+        await self.poll()
+        self.assertEqual(self.poller.holes, {})
+        self.assertEqual(self.poller.counters["holes_filled"], 7)
+        self.assertEqual(len(shots), 4)
+        await self.assertSynced()
+
     async def test_hole_filled_late(self):
         shot = self.emulator.create("Shot", {"code": "sh010", "project": PROJECT})
         await self.poll()
