@@ -48,7 +48,7 @@ NOW = "2024-03-31T12:00:00Z"
 PAGE_SIZE = 9
 EXAMPLES = int(os.environ.get("SGCACHE_DIFF_EXAMPLES", "220"))
 #: rounds of reads, writes and the same reads again (test_kept_answers_follow_site_changes)
-CHANGE_ROUNDS = int(os.environ.get("SGCACHE_DIFF_CHANGE_ROUNDS", "40"))
+CHANGE_ROUNDS = int(os.environ.get("SGCACHE_DIFF_CHANGE_ROUNDS", "200"))
 #: the least share of queries the cache must answer itself
 MIN_LOCAL_SHARE = 0.5
 
