@@ -7,8 +7,12 @@ from __future__ import annotations
 from typing import Any, AsyncIterator, Iterable
 
 from .changes import EntityChange
+from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from .fieldtypes import is_cacheable
+from .logs import logger
 from .schema import Schema
+
+log = logger(__name__)
 
 PAGE_SIZE = 500
 
@@ -144,8 +148,17 @@ async def linkers(upstream: Any, schema: Schema, revived: Iterable[tuple[str, in
             condition = {"logical_operator": "or", "conditions": [
                 {"path": fname, "relation": "is", "values": [link]} for link in links
             ]}
-            for return_only in ("active", "retired"):
-                async for page in iter_pages(upstream, schema, etype, return_only, [condition],
-                                             return_fields=["id"]):
-                    found.update((etype, int(e["id"])) for e in page)
+            try:
+                for return_only in ("active", "retired"):
+                    async for page in iter_pages(upstream, schema, etype, return_only, [condition],
+                                                 return_fields=["id"]):
+                        found.update((etype, int(e["id"])) for e in page)
+            except Fault as e:
+                if e.error_code in (ERR_AUTH, ERR_UPSTREAM):
+                    raise
+                # the site refuses this filter: the rest still counts, and
+                # the event stream must not stall on it
+                log.warn("cannot list the {type} linking to revived {target}s through {field} "
+                         "({error}); a full scan brings those links back",
+                         type=etype, target=target_type, field=fname, error=e.message)
     return found

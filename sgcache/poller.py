@@ -11,9 +11,11 @@ deltas makes every event kind (New, Change, multi-entity add/remove,
 backrefs, Retirement, Revival, in_create changes) converge on the site's
 current state, and makes re-applying an event harmless, so a crash at any
 point loses nothing. A Revival also re-reads the entities that link to the
-revived one (the site shows those links again; `fetch.linkers`). Re-fetched rows carry no event id (a late hole's
-re-read is fresher than what a higher event fetched); the store's
-`updated_at` check and the shared `Freshness` fence refuse stale re-reads.
+revived one (the site shows those links again; `fetch.linkers`), and an
+entity field's change its old and new targets (their backrefs moved).
+Re-fetched rows carry no event id (a late hole's re-read is fresher than
+what a higher event fetched); the store's `updated_at` check and the
+shared `Freshness` fence refuse stale re-reads.
 
 State (``_sgcache_state``, written with the rows):
 
