@@ -11,8 +11,8 @@ date filters read the clock), and only answers whose generation did not move
 while they were read. The store says when it cannot tell (its generation is
 None): nothing is kept or reused then.
 
-Bounded by bytes, least recently used first out; a generation change
-empties it.
+Bounded by bytes (answers and their keys), least recently used first out;
+a generation change empties it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class Answers:
         self.max_entry_bytes = max_entry_bytes if max_entry_bytes is not None else self.max_bytes // 8
         self._generation: Hashable = None
         self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        #: bytes each entry counts for: its answer and its key's text
+        self._sizes: dict[Hashable, int] = {}
         self.bytes = 0
         self.hits = 0
         self.kept = 0
@@ -46,9 +48,7 @@ class Answers:
         """Forget everything kept under another generation."""
         if generation != self._generation:
             if self._entries:
-                self.dropped += len(self._entries)
-                self._entries.clear()
-                self.bytes = 0
+                self.clear()
             self._generation = generation
 
     def get(self, key: Hashable, generation: Hashable) -> bytes | None:
@@ -64,24 +64,35 @@ class Answers:
 
     def put(self, key: Hashable, generation: Hashable, body: bytes) -> None:
         """Keep `body` as the answer to `key`, read entirely at `generation`."""
-        if key is None or generation is None or not self.enabled or len(body) > self.max_entry_bytes:
+        if key is None or generation is None or not self.enabled:
+            return
+        size = len(body) + _key_size(key)
+        if size > self.max_entry_bytes:
             return
         self._at(generation)
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.bytes -= len(old)
+        if self._entries.pop(key, None) is not None:
+            self.bytes -= self._sizes.pop(key)
         self._entries[key] = body
-        self.bytes += len(body)
+        self._sizes[key] = size
+        self.bytes += size
         self.kept += 1
         while self.bytes > self.max_bytes and self._entries:
-            _, evicted = self._entries.popitem(last=False)
-            self.bytes -= len(evicted)
+            evicted, _ = self._entries.popitem(last=False)
+            self.bytes -= self._sizes.pop(evicted)
             self.dropped += 1
 
     def clear(self) -> None:
         self.dropped += len(self._entries)
         self._entries.clear()
+        self._sizes.clear()
         self.bytes = 0
 
     def status(self) -> dict[str, int]:
         return {"entries": len(self._entries), "bytes": self.bytes, "reused": self.hits}
+
+
+def _key_size(key: Hashable) -> int:
+    """What a key holds in text (a request's canonical arguments)."""
+    if isinstance(key, tuple):
+        return sum(len(part) for part in key if isinstance(part, str))
+    return len(key) if isinstance(key, str) else 0
