@@ -33,9 +33,8 @@ class Answers:
         #: bytes each entry counts for: its answer and its key's text
         self._sizes: dict[Hashable, int] = {}
         self.bytes = 0
+        #: reads answered with a kept answer
         self.hits = 0
-        self.kept = 0
-        self.dropped = 0
 
     @property
     def enabled(self) -> bool:
@@ -75,20 +74,14 @@ class Answers:
         self._entries[key] = body
         self._sizes[key] = size
         self.bytes += size
-        self.kept += 1
         while self.bytes > self.max_bytes and self._entries:
             evicted, _ = self._entries.popitem(last=False)
             self.bytes -= self._sizes.pop(evicted)
-            self.dropped += 1
 
     def clear(self) -> None:
-        self.dropped += len(self._entries)
         self._entries.clear()
         self._sizes.clear()
         self.bytes = 0
-
-    def status(self) -> dict[str, int]:
-        return {"entries": len(self._entries), "bytes": self.bytes, "reused": self.hits}
 
 
 def _key_size(key: Hashable) -> int:

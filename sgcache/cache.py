@@ -147,14 +147,14 @@ class Cache:
     async def _read(self, args: Any) -> RawReply:
         """A read answered from the store (or raises PassThrough): reused
         when the same read was answered since the store last changed."""
-        request = request_key(args, self.max_page_size())
+        page_size = self.max_page_size()
+        request = request_key(args, page_size)
         answers = self.answers
         generation = self.store.read_generation() if answers.enabled else None
         body = answers.get(request, generation)
         if body is None:
             plans = self._plans
-            plan = plans.plan(args, request[1] if request else self.max_page_size(),
-                              now=self.now, tz=self.tz, key=request)
+            plan = plans.plan(args, page_size, now=self.now, tz=self.tz, key=request)
             body = encode_json({"results": await execute(self.store, plan, self.catalog)})
             # kept only when nothing moved while it was read: the store, the
             # catalog (refresh_catalog), the clock (relative dates)

@@ -74,7 +74,7 @@ class SgcacheService(service.MultiService):
         self.cache = Cache(
             reactor, schema, self.store, self.upstream, freshness=freshness,
             tz=parse_timezone(settings.get("site_timezone") or "UTC"),
-            answers=Answers(int((ANSWERS_BYTES / 2**20 if answers_mb is None else answers_mb) * 2**20)),
+            answers=Answers(ANSWERS_BYTES if answers_mb is None else int(answers_mb * 2**20)),
         )
         self.scanner = Scanner(
             reactor, schema, self.store, self.upstream,

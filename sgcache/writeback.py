@@ -57,6 +57,7 @@ class WriteBack:
             ]
         else:
             requests = [(method, args if isinstance(args, dict) else {}, results)]
+        revived: list[tuple[str, int]] = []
         for kind, req, res in requests:
             entity_type = req.get("type")
             if entity_type not in self.schema:
@@ -71,9 +72,11 @@ class WriteBack:
             if kind in ("create", "update"):
                 await self._reverse_targets(entity_type, entity_id, req, res, touched)
             elif kind == "revive" and res is True:
-                # the site shows links to it again (see `fetch.linkers`)
-                for linker_type, linker_id in await linkers(self.upstream, self.schema, [(entity_type, entity_id)]):
-                    touched.setdefault(linker_type, set()).add(linker_id)
+                revived.append((entity_type, entity_id))
+        if revived:
+            # the site shows links to them again (see `fetch.linkers`)
+            for linker_type, linker_id in await linkers(self.upstream, self.schema, revived):
+                touched.setdefault(linker_type, set()).add(linker_id)
         return touched
 
     async def _reverse_targets(

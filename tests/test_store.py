@@ -779,7 +779,7 @@ class PostgresStoreTests(StoreTestsMixin, unittest.TestCase):
         self.assertEqual(await store.get_state("k"), "3")
         self.assertEqual(await store.count("Shot"), 3)
 
-    async def test_read_generation_unknown_while_not_listening(self) -> None:
+    async def test_listener_lost_and_back_moves_the_generation(self) -> None:
         store = await self.synced()
         await store.track_changes()
         before = store.read_generation()

@@ -604,8 +604,8 @@ class PostgresStore:
             self._listening = True
 
     def _listener_lost(self) -> None:
+        # read_generation is None from here; it moves on when listening again
         self._listening = False
-        self._generation += 1
 
     def _heard(self) -> None:
         self._generation += 1
@@ -621,7 +621,6 @@ class PostgresStore:
     async def close(self) -> None:
         listener, self._listener = self._listener, None
         self._listening = False
-        self._generation += 1
         if listener is not None:
             await listener.detector.stop()
             listener.close()
