@@ -35,13 +35,11 @@ from sgcache.schema_tools import filter_schema, parse_rules
 from sgcache.config import parse_timezone
 from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon
 from sgcache.testing.filters import RELATIONS
+from sgcache.testing.fixtures import FIXTURE_SCHEMA
 from sgcache.testing.harness import client, start_emulator
 from sgcache.testing.pg import fresh_postgres_url
 
-FIXTURE = "/work/shared/fixtures/shotgun-schema"
-if not os.path.isdir(FIXTURE):
-    FIXTURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
-                           "fixtures", "shotgun-schema")
+FIXTURE = FIXTURE_SCHEMA
 
 USER_SCRIPT = ("pipeline", "pipeline-key")
 NOW = "2024-03-31T12:00:00Z"

@@ -1,6 +1,7 @@
-"""Where the shared real-site schema fixture lives: ``$SGCACHE_SCHEMA_FIXTURE``,
-else ``../shared/fixtures/shotgun-schema`` beside the checkout (as laid out
-for developers and CI)."""
+"""Where the real-site schema fixture the tests use lives:
+``$SGCACHE_SCHEMA_FIXTURE``, else ``tests/fixtures/shotgun-schema`` in this
+checkout (a copy of ``shared/fixtures/shotgun-schema``, so a clone of the
+repository alone passes its tests)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def fixture_schema_path() -> str:
     configured = os.environ.get("SGCACHE_SCHEMA_FIXTURE")
     if configured:
         return configured
-    return os.path.join(os.path.dirname(_ROOT), "shared", "fixtures", "shotgun-schema")
+    return os.path.join(_ROOT, "tests", "fixtures", "shotgun-schema")
 
 
 FIXTURE_SCHEMA = fixture_schema_path()
