@@ -686,30 +686,30 @@ class _Compiler:
         self.require_ready(path, "filter")
         negated = relation in NEGATIONS
         positive = NEGATIONS.get(relation, relation)
-        q, _ = self.match(scope, alias, path.hops, path.leaf, path.leaf_type, positive, values)
+        q, _ = self.match(scope, alias, self.entity_type, path.hops, path.leaf, positive, values)
         return negate(q) if negated else q
 
     def match(
         self,
         scope: _Scope,
         alias: str,
+        alias_type: str,
         hops: tuple[Hop, ...],
         leaf: FieldSpec,
-        leaf_type: str,
         relation: str,
         values: list,
     ) -> tuple[Q, bool]:
         """A positive relation over the leaf set reached by `hops` from
-        `alias`: true when any leaf matches. Also says whether the relation
-        matches a null leaf."""
+        `alias` (a row of `alias_type`): true when any leaf matches. Also
+        says whether the relation matches a null leaf."""
         for i, hop in enumerate(hops):
             if hop.spec.data_type != "multi_entity":
                 continue
             owner = self.walk(scope, alias, hops[:i])
-            owner_type = hops[i - 1].target if i else self.entity_type
+            owner_type = hops[i - 1].target if i else alias_type
             sub = _Scope()
             a, t = self.alias("a"), self.alias("t")
-            inner, null_match = self.match(sub, t, hops[i + 1:], leaf, leaf_type, relation, values)
+            inner, null_match = self.match(sub, t, hop.target, hops[i + 1:], leaf, relation, values)
             assoc = layout.multi_table(owner_type, hop.spec.name)
             head = (
                 f"FROM {assoc} AS {a} JOIN {layout.entity_table(hop.target)} AS {t} "

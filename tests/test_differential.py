@@ -298,10 +298,24 @@ def paths(etype: str, depth: int = 2, through_multi: bool = True) -> list[tuple[
     return out
 
 
+def _hop_fields(etype: str, path: str) -> list[tuple[str, str]]:
+    parts = path.split(".")
+    out, current = [], etype
+    for i in range(0, len(parts) - 1, 2):
+        out.append((current, parts[i]))
+        current = parts[i + 1]
+    return out
+
+
 PATHS = {t: paths(t) for t in set(QUERY_TYPES)}
 SHALLOW = {t: [p for p in PATHS[t] if p[0].count(".") <= 2] for t in PATHS}
 #: filters two entity hops deep (entity.Shot.sg_sequence.Sequence.code)
 DEEP = {t: [p for p in paths(t, through_multi=False) if p[0].count(".") == 4] for t in PATHS}
+#: filters two hops deep through a multi-entity link, or two of them
+#: (assets.Asset.shots.Shot.code, tasks.Task.entity.Shot.code)
+DEEP_MULTI = {t: [p for p in PATHS[t] if p[0].count(".") == 4 and p not in DEEP[t]] for t in PATHS}
+MULTI_MULTI = {t: [p for p in DEEP_MULTI[t] if all(
+    SCHEMA.get_field(o, f).data_type == "multi_entity" for o, f in _hop_fields(t, p[0]))] for t in PATHS}
 
 
 class Pools:
@@ -358,8 +372,9 @@ def _number(draw: Any, dtype: str) -> Any:
 
 @st.composite
 def condition(draw: Any, pools: Pools, etype: str) -> list:
-    deep = DEEP[etype] and draw(st.integers(0, 9)) == 0
-    path, spec = draw(st.sampled_from(DEEP[etype] if deep else SHALLOW[etype]))
+    roll = draw(st.integers(0, 9))
+    pool = {0: DEEP[etype], 1: DEEP_MULTI[etype], 2: MULTI_MULTI[etype]}.get(roll)
+    path, spec = draw(st.sampled_from(pool or SHALLOW[etype]))
     dtype = "number" if spec.name == "id" else spec.data_type
     relations = sorted(RELATIONS.get(dtype, ()))
     if not relations:
@@ -466,15 +481,6 @@ def query(draw: Any, pools: Pools) -> dict:
         "include_archived_projects": draw(st.integers(0, 5)) != 0,
         "filter_operator": draw(st.sampled_from(["all", "all", "any"])),
     }
-
-
-def _hop_fields(etype: str, path: str) -> list[tuple[str, str]]:
-    parts = path.split(".")
-    out, current = [], etype
-    for i in range(0, len(parts) - 1, 2):
-        out.append((current, parts[i]))
-        current = parts[i + 1]
-    return out
 
 
 def run_query(sg: shotgun_api3.Shotgun, q: dict) -> Any:
