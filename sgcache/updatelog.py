@@ -80,4 +80,6 @@ class Pruner:
                 await self.prune()
             except Exception as e:
                 log.warn("update log pruning failed: {error}", error=describe(e))
-            await self._sleeper.sleep(self.every)
+            # a stop that came during the prune found no wait to wake
+            if self._running:
+                await self._sleeper.sleep(self.every)
