@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -42,6 +44,7 @@ from .relations import (
     TEXT_TYPES,
     TRUE,
     Clock,
+    check_int,
     PassThrough,
     Q,
     Text,
@@ -69,6 +72,26 @@ RETURN_ONLY = {"active": 1, "retired": 0}
 
 #: Leaf data types the engine can sort on (others are ignored as keys).
 SORTABLE = TEXT_TYPES | NUMBER_TYPES | {"checkbox", "date", "date_time", "entity"}
+
+# -- cheap limits, checked before planning: a read beyond them passes through
+#: leaf conditions in a read's filters
+MAX_CONDITIONS = 500
+#: filter groups nested in one another
+MAX_GROUP_DEPTH = 16
+#: values of one condition (an ``in`` list)
+MAX_FILTER_VALUES = 10_000
+#: return fields and sort keys, together
+MAX_FIELDS = 1_000
+#: rows a page may skip (``(current_page - 1) * entities_per_page``)
+MAX_OFFSET = 10**9
+#: the text of a plan's main statement (SQLite's and PostgreSQL's parsers
+#: and statement caches grow with it)
+MAX_SQL_CHARS = 64_000
+#: parameters of one SQLite statement (SQLITE_MAX_VARIABLE_NUMBER's default)
+SQLITE_MAX_PARAMS = 32_766
+
+#: memory for compiled plans and pass-through decisions (`PlanCache`)
+PLAN_CACHE_BYTES = 16 * 2**20
 
 #: Read arguments the planner understands; any other key passes through.
 KNOWN_ARGS = frozenset(
@@ -240,12 +263,16 @@ def plan_read(
     if not catalog.type_ready(entity_type):
         raise PassThrough("type not loaded yet", entity_type)
     return_only = args.get("return_only") or "active"
-    if return_only not in RETURN_ONLY:
+    if not isinstance(return_only, str) or return_only not in RETURN_ONLY:
         raise PassThrough("unusual return_only")
+    wire = _normalize_filters(args.get("filters"))
+    named = [args.get(k) for k in ("return_fields", "sorts")]
+    if sum(len(v) for v in named if isinstance(v, (list, tuple))) > MAX_FIELDS:
+        raise PassThrough("too many return fields or sorts")
 
     compiler = _Compiler(catalog, entity_type, dialect, now or _default_now, tz or datetime.timezone.utc)
     outputs = compiler.outputs(args.get("return_fields"))
-    where = compiler.filters(args.get("filters"))
+    where = compiler.filters(wire)
     order = compiler.sorts(args.get("sorts"))
     conditions = [Q(f'm."_active" = {RETURN_ONLY[return_only]}')]
     if args.get("include_archived_projects", True) is False:
@@ -266,6 +293,8 @@ def plan_read(
             raise PassThrough("unusual paging")
         page_size = min(page_size, max_page_size)
         offset = (page - 1) * page_size
+        if offset > MAX_OFFSET:
+            raise PassThrough("page beyond the store's range")
 
     want_has_next = bool(args.get("return_paging_info_without_counts"))
     want_count = bool(args.get("return_paging_info"))
@@ -279,6 +308,10 @@ def plan_read(
     if page_size is not None:
         # one extra row tells whether a next page exists
         sql += f" LIMIT {int(page_size) + 1} OFFSET {int(offset)}"
+    if len(sql) > MAX_SQL_CHARS:
+        raise PassThrough("read too large to plan")
+    if dialect == "sqlite" and len(base_where.params) > SQLITE_MAX_PARAMS:
+        raise PassThrough("too many filter values")
     count_sql = None
     if want_count and not want_has_next:
         count_sql = f"SELECT COUNT(*) FROM {table} AS m {joins} WHERE {base_where.sql}"
@@ -317,13 +350,20 @@ class PlanCache:
     catalog: a farm sends the same few reads thousands of times. A plan is
     a function of the arguments, the catalog, the dialect and the page size
     only -- except relative dates, which read the clock: those are never
-    kept. Bounded: emptied when full."""
+    kept. Bounded by bytes (`plan_bytes`), least recently used out; one
+    entry may take at most `max_entry_bytes` (an eighth of the budget)."""
 
-    def __init__(self, catalog: Catalog, dialect: str, size: int = 2048):
+    def __init__(self, catalog: Catalog, dialect: str, max_bytes: int = PLAN_CACHE_BYTES,
+                 max_entry_bytes: int | None = None):
         self.catalog = catalog
         self.dialect = dialect
-        self.size = size
-        self._plans: dict[tuple[str, int], ReadPlan | PassThrough] = {}
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_bytes // 8 if max_entry_bytes is None else max_entry_bytes
+        self._plans: OrderedDict[tuple[str, int], tuple[ReadPlan | PassThrough, int]] = OrderedDict()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._plans)
 
     def plan(
         self,
@@ -337,21 +377,52 @@ class PlanCache:
         if key is None:
             key = request_key(args, max_page_size)
         found = self._plans.get(key) if key is not None else None
-        if isinstance(found, PassThrough):
-            raise PassThrough(found.reason)
         if found is not None:
-            return found
+            self._plans.move_to_end(key)  # type: ignore[arg-type]
+            kept = found[0]
+            if isinstance(kept, PassThrough):
+                raise kept.again()
+            return kept
         try:
             made: ReadPlan | PassThrough = plan_read(args, self.catalog, self.dialect, max_page_size, now, tz)
         except PassThrough as p:
             made = p
         if key is not None and (isinstance(made, PassThrough) or made.timeless):
-            if len(self._plans) >= self.size:
-                self._plans.clear()
-            self._plans[key] = made
+            self._keep(key, made)
         if isinstance(made, PassThrough):
             raise made
         return made
+
+    def _keep(self, key: tuple[str, int], made: ReadPlan | PassThrough) -> None:
+        size = plan_bytes(key[0], made)
+        if size > self.max_entry_bytes:
+            return
+        self._plans[key] = (made, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes and self._plans:
+            _, (_, evicted) = self._plans.popitem(last=False)
+            self.bytes -= evicted
+
+
+def plan_bytes(key_text: str, made: ReadPlan | PassThrough) -> int:
+    """About what a kept plan holds in memory: its key's text, its SQL and
+    its parameters (a fixed share for the objects around them)."""
+    size = 512 + sys.getsizeof(key_text)
+    if isinstance(made, PassThrough):
+        return size + len(made.reason)
+    size += sum(len(text) for text in (made.sql, made.guard_sql, made.count_sql or ""))
+    size += sum(len(out.links_sql or "") + 256 for out in made.outputs)
+    params = _values_bytes(made.params)
+    return size + (2 * params if made.count_sql else params)
+
+
+def _values_bytes(values: list[Any]) -> int:
+    total = 8 * len(values)
+    for value in values:
+        total += sys.getsizeof(value)
+        if isinstance(value, list):
+            total += _values_bytes(value)
+    return total
 
 
 # -- paths ----------------------------------------------------------------------
@@ -385,25 +456,24 @@ class _Scope:
 
 
 def _normalize_filters(filters: Any) -> Any:
-    """The client-side list form as the wire form, like the engine."""
+    """The client-side list form as the wire form, like the engine; a read
+    over the cheap limits (`MAX_CONDITIONS`, `MAX_GROUP_DEPTH`,
+    `MAX_FILTER_VALUES`) passes through."""
     if filters is None:
         return None
+    counted = [0]
     if isinstance(filters, (list, tuple)):
-        return {"logical_operator": "and", "conditions": [_normalize_condition(f) for f in filters]}
+        return {"logical_operator": "and",
+                "conditions": [_normalize_condition(f, 1, counted) for f in filters]}
     if isinstance(filters, dict):
-        return _normalize_condition(filters)
+        return _normalize_condition(filters, 0, counted)
     raise PassThrough("unusual filters")
 
 
-def _normalize_condition(cond: Any) -> Any:
-    if isinstance(cond, (list, tuple)):
-        if len(cond) < 2:
-            raise PassThrough("unusual filter condition")
-        values = list(cond[2:])
-        if len(values) == 1 and isinstance(values[0], (list, tuple)):
-            values = list(values[0])
-        return {"path": cond[0], "relation": cond[1], "values": values}
-    if isinstance(cond, dict):
+def _normalize_condition(cond: Any, depth: int, counted: list[int]) -> Any:
+    if depth > MAX_GROUP_DEPTH:
+        raise PassThrough("filter groups nested too deeply")
+    if isinstance(cond, dict) and ("filter_operator" in cond or "logical_operator" in cond):
         if "filter_operator" in cond:
             op = cond.get("filter_operator")
             if op in ("all", "and"):
@@ -413,17 +483,26 @@ def _normalize_condition(cond: Any) -> Any:
             else:
                 raise PassThrough("unusual logical operator")
             subs = cond.get("filters")
-            if not isinstance(subs, (list, tuple)):
-                raise PassThrough("unusual filter group")
-            return {"logical_operator": logical, "conditions": [_normalize_condition(f) for f in subs]}
-        if "logical_operator" in cond:
-            subs = cond.get("conditions")
-            if not isinstance(subs, (list, tuple)):
-                raise PassThrough("unusual filter group")
-            return {
-                "logical_operator": cond["logical_operator"],
-                "conditions": [_normalize_condition(c) for c in subs],
-            }
+        else:
+            logical, subs = cond["logical_operator"], cond.get("conditions")
+        if not isinstance(subs, (list, tuple)):
+            raise PassThrough("unusual filter group")
+        return {"logical_operator": logical,
+                "conditions": [_normalize_condition(c, depth + 1, counted) for c in subs]}
+    counted[0] += 1
+    if counted[0] > MAX_CONDITIONS:
+        raise PassThrough("too many filter conditions")
+    if isinstance(cond, (list, tuple)):
+        if len(cond) < 2:
+            raise PassThrough("unusual filter condition")
+        values = list(cond[2:])
+        if len(values) == 1 and isinstance(values[0], (list, tuple)):
+            values = list(values[0])
+        cond = {"path": cond[0], "relation": cond[1], "values": values}
+    if isinstance(cond, dict):
+        values = cond.get("values")
+        if isinstance(values, (list, tuple)) and len(values) > MAX_FILTER_VALUES:
+            raise PassThrough("too many filter values")
         return cond
     raise PassThrough("unusual filter condition")
 
@@ -653,8 +732,8 @@ class _Compiler:
                 out.columns.append(self.column(col(new, ident)))
 
     # -- filters -----------------------------------------------------------
-    def filters(self, filters: Any) -> Q | None:
-        wire = _normalize_filters(filters)
+    def filters(self, wire: Any) -> Q | None:
+        """The WHERE condition of normalized filters (`_normalize_filters`)."""
         if wire is None:
             return None
         return self.group_or_condition(self.main, "m", self.entity_type, wire)
@@ -891,6 +970,7 @@ class _Compiler:
             raise PassThrough("filter value of the wrong type", "entity")
         if not is_int(value["id"]):
             raise PassThrough("filter value of the wrong type", "entity id")
+        check_int(value["id"])
         self.need_type(value["type"])
         return value["type"], value["id"]
 

@@ -1,6 +1,9 @@
 """Runs a `ReadPlan` against a store and shapes the rows into exactly the
 JSON Shotgun returns: ``{"entities": [...], "paging_info": {...}}``.
 
+Every statement goes through the store's `read` (a client's read, within
+the read budget: past it the store raises `ReadTimeout`).
+
 Some things can only be known from the data, and each raises `PassThrough`
 so the request goes upstream: a row (of any type the plan reads) not yet
 fully loaded, a link to a type whose names the cache does not hold, a link
@@ -23,11 +26,11 @@ _IDENTITY = FIELD_TYPES["text"].decode
 
 
 async def execute(store: Any, plan: ReadPlan, catalog: Catalog) -> dict[str, Any]:
-    rows = await store.fetch(plan.sql, plan.params)
+    rows = await store.read(plan.sql, plan.params)
     if rows:
         flags = [rows[0][column] for _, column in plan.guard_columns]
     else:
-        flags = list((await store.fetch(plan.guard_sql, []))[0])
+        flags = list((await store.read(plan.guard_sql, []))[0])
     for (reason, _), flag in zip(plan.guard_columns, flags):
         if flag:
             raise PassThrough(reason)
@@ -50,7 +53,7 @@ async def _paging_info(store: Any, plan: ReadPlan, has_next: bool) -> dict[str, 
     if plan.paging_mode == "has_next_page":
         return {"has_next_page": has_next}
     if plan.count_sql is not None:
-        count_rows = await store.fetch(plan.count_sql, plan.count_params)
+        count_rows = await store.read(plan.count_sql, plan.count_params)
         return {"entity_count": int(count_rows[0][0])}
     return {"has_next_page": has_next}
 
@@ -154,7 +157,7 @@ async def _fill_multi(
     for start in range(0, len(owners), _CHUNK):
         chunk = owners[start : start + _CHUNK]
         ids = in_list(store.dialect, "a.parent_id", chunk)
-        links = await store.fetch(f"{out.links_sql}{ids.sql} ORDER BY a.parent_id, a.position", ids.params)
+        links = await store.read(f"{out.links_sql}{ids.sql} ORDER BY a.parent_id, a.position", ids.params)
         for link in links:
             child_type = link[1]
             target = targets.get(child_type)

@@ -21,6 +21,7 @@ import datetime
 from typing import Any, Iterable, Sequence
 
 from .fieldtypes import format_datetime, parse_datetime
+from .reasons import PassThrough
 from .store import layout
 from .store.prepared import literal_type
 
@@ -77,20 +78,6 @@ UNITS = ("HOUR", "DAY", "WEEK", "MONTH", "YEAR")
 #: Data types whose values can serve as a link's display name in a
 #: comparison or a sort (stored as the text of the wire value).
 NAME_TEXT_TYPES = TEXT_TYPES | {"date", "date_time"}
-
-
-class PassThrough(Exception):
-    """The cache cannot answer this request exactly.
-
-    `reason` is a short stable phrase (what gets counted), optionally
-    followed by ``": "`` and a bounded detail (a type or field name,
-    a relation) -- never a client value.
-    """
-
-    def __init__(self, reason: str, detail: str | None = None):
-        full = reason if detail is None else f"{reason}: {detail}"
-        super().__init__(full)
-        self.reason = full
 
 
 # -- SQL fragments -----------------------------------------------------------
@@ -207,11 +194,21 @@ class Text:
         return f"lower({expr})"
 
     def check_value(self, lowered: str) -> None:
-        """PostgreSQL lowers a capital sigma to "σ" everywhere, Python to "ς"
+        """A (lowered) text filter value the store can compare exactly.
+
+        PostgreSQL lowers a capital sigma to "σ" everywhere, Python to "ς"
         at the end of a word: the two agree on every comparison unless the
-        (lowered) value itself holds a sigma."""
-        if self.dialect == "postgresql" and any(s in lowered for s in _SIGMAS):
-            raise PassThrough("text value with a Greek sigma on postgresql")
+        value itself holds a sigma. PostgreSQL text cannot hold NUL. A lone
+        surrogate is no text a store can be sent."""
+        if self.dialect == "postgresql":
+            if any(s in lowered for s in _SIGMAS):
+                raise PassThrough("text value with a Greek sigma on postgresql")
+            if "\x00" in lowered:
+                raise PassThrough("text value with a NUL character on postgresql")
+        try:
+            lowered.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PassThrough("text value not valid Unicode") from None
 
     def contains(self, low_expr: str, value: str) -> Q:
         if self.dialect == "postgresql":
@@ -262,11 +259,23 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+#: integers both stores hold (64-bit); a filter on a bigger one passes through
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def check_int(value: int) -> int:
+    if not INT_MIN <= value <= INT_MAX:
+        raise PassThrough("number out of the store's range")
+    return value
+
+
 def conv_number(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PassThrough("filter value of the wrong type", "number")
     if isinstance(value, float) and value != value:
         raise PassThrough("filter value of the wrong type", "NaN")
+    if isinstance(value, int):
+        check_int(value)
     return value
 
 
@@ -363,6 +372,12 @@ class Clock:
         return add_months(self.today, n if unit == "MONTH" else 12 * n)
 
     def date_range(self, relation: str, values: list) -> tuple[datetime.date, datetime.date]:
+        try:
+            return self._date_range(relation, values)
+        except (OverflowError, ValueError):
+            raise PassThrough("relative date out of range") from None
+
+    def _date_range(self, relation: str, values: list) -> tuple[datetime.date, datetime.date]:
         if relation.startswith("in_calendar_"):
             if len(values) != 1 or not is_int(values[0]):
                 raise PassThrough("bad relative date arguments")

@@ -176,10 +176,24 @@ class PlanCacheTests(unittest.TestCase):
             self.assertEqual(caught.exception.reason, "type not cached")
 
     def test_bounded(self):
-        cache = PlanCache(ready_catalog(), "sqlite", size=3)
-        for i in range(10):
-            cache.plan(read("Shot", [cond("id", "is", i)]), 500)
-        self.assertLessEqual(len(cache._plans), 3)
+        one = PlanCache(ready_catalog(), "sqlite")
+        one.plan(read("Shot", [cond("id", "is", 0)]), 500)
+        size = one.bytes
+        # three plans fit, not four; the least recently used goes first
+        cache = PlanCache(ready_catalog(), "sqlite", max_bytes=3 * size + size // 2, max_entry_bytes=2 * size)
+        plans = [cache.plan(read("Shot", [cond("id", "is", i)]), 500) for i in range(10)]
+        self.assertEqual(len(cache._plans), 3)
+        self.assertLessEqual(cache.bytes, cache.max_bytes)
+        self.assertIs(cache.plan(read("Shot", [cond("id", "is", 9)]), 500), plans[9])
+        self.assertIsNot(cache.plan(read("Shot", [cond("id", "is", 0)]), 500), plans[0])
+
+    def test_a_plan_over_its_share_is_not_kept(self):
+        cache = PlanCache(ready_catalog(), "sqlite", max_bytes=2**20)
+        big = read("Shot", [cond("id", "in", *range(9000))])
+        cache.plan(big, 500)
+        self.assertEqual((len(cache._plans), cache.bytes), (0, 0))
+        cache.plan(read("Shot", [cond("id", "in", *range(10))]), 500)
+        self.assertEqual(len(cache._plans), 1)
 
 
 class CompiledShapeTests(unittest.TestCase):
@@ -459,7 +473,7 @@ class PostgresPlannerStoreTests(StoreMixin, unittest.TestCase):
         self.assertEqual(len(result["entities"]), 50)
         self.assertTrue(all(e["task_assignees"] for e in result["entities"]))
         plans = []
-        for conn in self.store._pool.every:
+        for conn in self.store._read_pool.every:
             plans += await conn.runQuery(
                 "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
                 "WHERE statement LIKE '%%FROM \"Task__task_assignees\" AS a%%'")
@@ -482,7 +496,7 @@ class PostgresPlannerStoreTests(StoreMixin, unittest.TestCase):
             result = await self.answer(read("Shot", [cond("id", "in", *range(n, 0, -1))], ["code"]))
             self.assertEqual([e["id"] for e in result["entities"]], [1, 2][:n])  # Shots 1 and 2 exist
         statements = set()
-        for conn in self.store._pool.every:
+        for conn in self.store._read_pool.every:
             for (text,) in await conn.runQuery(
                     "SELECT statement FROM pg_prepared_statements WHERE statement LIKE '%%FROM \"Shot\" AS m%%'"):
                 # the same statement on another pooled connection has another name

@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 from sgcache.changes import EntityChange
 from sgcache.schema import Schema
 from sgcache.store import IStore, StoreError, open_store, parse_store_url
+from sgcache.store.base import ReadTimeout
 from sgcache.store import base, layout
 from sgcache.store.postgres import to_pyformat
 from sgcache.testing.pg import fresh_postgres_url
@@ -90,6 +91,26 @@ class StoreTestsMixin:
             "WHERE parent_id = ? ORDER BY position",
             [entity_id],
         )
+
+    # -- the read budget ---------------------------------------------------------
+    #: a statement that runs for seconds on either store
+    SLOW_SQL = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+                "SELECT count(*) FROM n")
+
+    async def test_a_read_over_the_budget_is_stopped(self) -> None:
+        url = self.url = await self.store_url()
+        store = open_store(url, reactor)
+        store.set_read_budget(0.05)
+        await store.open()
+        self.addCleanup(store.close)
+        started = reactor.seconds()
+        with self.assertRaises(ReadTimeout):
+            await store.read(self.SLOW_SQL, [10**9])
+        self.assertLess(reactor.seconds() - started, 5.0)
+        # the store goes on serving reads; the cache's own queries have no budget
+        self.assertEqual(await store.read("SELECT ?", [3]), [(3,)])
+        self.assertEqual(await store.fetch(self.SLOW_SQL, [300_000]), [(300_000,)])
+        store.set_read_budget(None)
 
     # -- lifecycle ---------------------------------------------------------------
     async def test_open_close(self) -> None:

@@ -54,13 +54,14 @@ def parse_store_url(url: str) -> tuple[str, str]:
     raise ValueError(f"bad store URL {url!r}: unknown scheme {scheme!r} ({_USAGE})")
 
 
-def open_store(url: str, reactor: Any) -> IStore:
-    """The store a URL names, not yet opened (``await store.open()``)."""
+def open_store(url: str, reactor: Any, read_pool: int | None = None) -> IStore:
+    """The store a URL names, not yet opened (``await store.open()``).
+    `read_pool`: PostgreSQL connections for clients' reads."""
     kind, target = parse_store_url(url)
     if kind == "sqlite":
         from .sqlite import SQLiteStore
 
         return SQLiteStore(target, reactor)
-    from .postgres import PostgresStore
+    from .postgres import DEFAULT_READ_POOL, PostgresStore
 
-    return PostgresStore(target, reactor)
+    return PostgresStore(target, reactor, pool_size=read_pool or DEFAULT_READ_POOL)

@@ -44,10 +44,16 @@ class StoreError(Exception):
     entity type...). The message is one line meant for an operator."""
 
 
+class ReadTimeout(StoreError):
+    """A client's read (`IStore.read`) went over the store's time budget
+    and was stopped."""
+
+
 class IStore(Interface):
     """The cache database. Every method returns a Deferred."""
 
     dialect = Attribute('"sqlite" or "postgresql": the SQL dialect fetch() speaks')
+    reads_block = Attribute("True when reads run on the reactor thread (nothing else runs meanwhile)")
 
     def open() -> "defer.Deferred[None]":
         """Connect; create the bookkeeping tables if missing; check and record
@@ -82,7 +88,17 @@ class IStore(Interface):
         (stale or uncached ones are skipped)."""
 
     def fetch(sql: str, params: Sequence[Any]) -> "defer.Deferred[list[tuple]]":
-        """Run a read-only query written with ``?`` placeholders."""
+        """Run a read-only query written with ``?`` placeholders (the
+        cache's own: sync, admin; no time limit)."""
+
+    def read(sql: str, params: Sequence[Any]) -> "defer.Deferred[list[tuple]]":
+        """Run one statement of a client's read (``?`` placeholders), within
+        the store's read budget (`set_read_budget`): past it the statement
+        is stopped and the Deferred fails with `ReadTimeout`."""
+
+    def set_read_budget(seconds: "float | None") -> None:
+        """The most a statement of a client's read may take (None: no
+        limit). Set before `open`."""
 
     def get_state(key: str) -> "defer.Deferred[str | None]":
         """One item of ``_sgcache_state``."""

@@ -1,7 +1,10 @@
 """The production store: PostgreSQL through txpostgres (psycopg2 in async
 mode, no threads).
 
-A small pool of connections serves reads while a write transaction runs.
+Two small pools: clients' reads run on the read pool (`read`; size
+``--pg-pool-size``), whose connections stop any statement that runs past
+the read budget (``statement_timeout``); writes and the cache's own queries
+(`fetch`) run on the sync pool, so neither waits for the other.
 Each connection has its own dead-connection detector: when the server drops
 it (restart, ``pg_terminate_backend``, network cut) the connection reconnects
 in the background with backoff, and the pool hands out live connections
@@ -29,7 +32,6 @@ connection is down.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Awaitable, Callable, Iterator, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -60,6 +62,12 @@ CHANGES_CHANNEL = "sgcache_changes"
 _LISTENER_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
                         "keepalives_count": 3}
 
+#: connections for clients' reads, by default (--pg-pool-size)
+DEFAULT_READ_POOL = 4
+#: connections for writes and the cache's own queries: one write at a time
+#: (writes are serialized) and one query beside it
+SYNC_POOL = 2
+
 #: psycopg2 errors that say nothing about the connection itself.
 _NOT_FATAL = (
     psycopg2.extensions.TransactionRollbackError,
@@ -67,7 +75,7 @@ _NOT_FATAL = (
 )
 
 
-@functools.lru_cache(maxsize=2048)
+@prepared.memoized_short
 def to_pyformat(sql: str) -> str:
     """Turn ``?`` placeholders into psycopg2's ``%s`` and escape literal
     ``%`` (psycopg2 formats the whole string). ``?`` inside quoted literals
@@ -177,6 +185,25 @@ class _Connection(txpostgres.Connection):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.statements = prepared.SessionStatements()
+        self._cancelled_by_caller = False
+
+    # txpostgres turns every QueryCanceledError into a CancelledError, as if
+    # the caller had cancelled the query. A statement the server stopped
+    # itself (statement_timeout: the read budget; an operator's
+    # pg_cancel_backend) stays a QueryCanceledError here, so a read over its
+    # budget is told from a client that went away.
+    def poll(self) -> defer.Deferred:
+        self._cancelled_by_caller = False
+        return txpostgres.Connection.poll(self)
+
+    def _cancel(self, d: defer.Deferred) -> None:
+        self._cancelled_by_caller = True
+        txpostgres.Connection._cancel(self, d)
+
+    def _handleCancellation(self, f: Failure) -> Failure:
+        if self._cancelled_by_caller:
+            return txpostgres.Connection._handleCancellation(self, f)
+        return f
 
     def run_prepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
         """`sql` (``?`` placeholders) run as a statement prepared on this
@@ -190,7 +217,9 @@ class _Connection(txpostgres.Connection):
                 query, preparing = text
 
                 def as_text(f: Failure) -> Any:
-                    if connection_failed(f.value):
+                    if connection_failed(f.value) or f.check(psycopg2.extensions.QueryCanceledError):
+                        # a dead connection is retried elsewhere; a read
+                        # stopped by statement_timeout is not run again
                         return f
                     self.statements.failed(key, preparing)
                     log.debug("prepared statement failed, running the query as text: {error}",
@@ -337,7 +366,7 @@ class _ListenerDetector(_Detector):
 class _Pool(txpostgres.ConnectionPool):
     """ConnectionPool whose connections reconnect, handing out live ones first."""
 
-    def __init__(self, reactor: Any, dsn: str, size: int):
+    def __init__(self, reactor: Any, dsn: str, size: int, statement_timeout_ms: int | None = None):
         self.reactor = reactor
         self.every: list[_Connection] = []
         # join_collapse_limit=1: the planner's reads list the main table
@@ -345,9 +374,12 @@ class _Pool(txpostgres.ConnectionPool):
         # searching every join order of a 500-row page with 8 links cost
         # ~16 ms of planning for ~3 ms of execution. (Filters through links
         # compile to IN / EXISTS sets, which PostgreSQL still reorders.)
+        options = "-c join_collapse_limit=1"
+        if statement_timeout_ms:
+            options += f" -c statement_timeout={int(statement_timeout_ms)}"
         super().__init__(
             None, dsn, min=size, connect_timeout=10, application_name="sgcache",
-            options="-c join_collapse_limit=1",
+            options=options,
         )
 
     def connectionFactory(self, reactor: Any, cooperator: Any) -> _Connection:  # type: ignore[override]
@@ -447,14 +479,21 @@ class PostgresStore:
     """`IStore` on a PostgreSQL database given by a libpq URL."""
 
     dialect = "postgresql"
+    #: reads wait on the server, the reactor serves others meanwhile
+    reads_block = False
 
-    def __init__(self, dsn: str, reactor: Any, pool_size: int = 3, attempts: int = 8):
+    def __init__(self, dsn: str, reactor: Any, pool_size: int = DEFAULT_READ_POOL, attempts: int = 8):
         self.dsn = dsn
         self._reactor = reactor
-        self._pool_size = max(2, pool_size)
+        #: connections for clients' reads (`read`)
+        self._pool_size = max(1, pool_size)
         #: tries of one operation whose connection keeps dying
         self._attempts = max(1, attempts)
+        #: the sync pool: writes and the cache's own queries (`fetch`)
         self._pool: _Pool | None = None
+        #: the read pool: clients' reads, under statement_timeout
+        self._read_pool: _Pool | None = None
+        self._read_budget: float | None = None
         self._synced: base.Synced | None = None
         self._write_lock = defer.DeferredLock()
         #: moves on every write of this process and every notification of
@@ -473,6 +512,11 @@ class PostgresStore:
             raise base.StoreError(f"{redact(self.dsn)}: the store is not open")
         return self._pool
 
+    def _the_read_pool(self) -> _Pool:
+        if self._read_pool is None:
+            raise base.StoreError(f"{redact(self.dsn)}: the store is not open")
+        return self._read_pool
+
     def _retriable(self, error: BaseException, attempt: int) -> bool:
         return self._pool is not None and connection_failed(error) and attempt < self._attempts
 
@@ -485,7 +529,7 @@ class PostgresStore:
         error = first_error
         while True:
             if error is not None:
-                delay = 0.0 if attempt < self._pool_size else min(0.1 * 2 ** (attempt - self._pool_size), 2.0)
+                delay = 0.0 if attempt < SYNC_POOL else min(0.1 * 2 ** (attempt - SYNC_POOL), 2.0)
                 log.info(
                     "{what} failed on a dead PostgreSQL connection ({error}); retry {attempt}",
                     what=what, error=_line(error), attempt=attempt,
@@ -534,18 +578,22 @@ class PostgresStore:
     async def open(self) -> None:
         if self._pool is not None:
             return
-        pool = _Pool(self._reactor, self.dsn, self._pool_size)
+        budget_ms = None if self._read_budget is None else max(1, int(self._read_budget * 1000))
+        pool = _Pool(self._reactor, self.dsn, SYNC_POOL)
+        read_pool = _Pool(self._reactor, self.dsn, self._pool_size, statement_timeout_ms=budget_ms)
         results = await defer.DeferredList(
-            [c.connect(*pool.connargs, **pool.connkw) for c in pool.connections],
+            [c.connect(*p.connargs, **p.connkw) for p in (pool, read_pool) for c in p.connections],
             consumeErrors=True,
         )
         errors = [r for ok, r in results if not ok]
         if errors:
             await pool.shut()
+            await read_pool.shut()
             raise base.StoreError(
                 f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_line(errors[0].value)}"
             )
         self._pool = pool
+        self._read_pool = read_pool
         try:
             await self._transaction(
                 "open", lambda cur: base.ensure_layout(cur, redact(self.dsn))
@@ -553,8 +601,9 @@ class PostgresStore:
             self._synced = await base.load_synced(_ReadCursor(self))
             ctype = (await self.fetch("SHOW lc_ctype", []))[0][0]
         except BaseException:
-            self._pool = None
+            self._pool = self._read_pool = None
             await pool.shut()
+            await read_pool.shut()
             raise
         if ctype.upper() in ("C", "POSIX"):
             log.warn(
@@ -624,9 +673,12 @@ class PostgresStore:
         if listener is not None:
             await listener.detector.stop()
             listener.close()
-        pool = self._pool
+        pool, read_pool = self._pool, self._read_pool
         if pool is None:
             return
+        self._read_pool = None
+        if read_pool is not None:
+            await read_pool.shut()
         await self._write_lock.acquire()
         try:
             self._pool = None
@@ -689,6 +741,28 @@ class PostgresStore:
             if not self._retriable(f.value, 1):
                 return f
             return defer.ensureDeferred(self._retrying("fetch", op, first_error=f.value))
+
+        return defer.maybeDeferred(op).addErrback(again)
+
+    def set_read_budget(self, seconds: float | None) -> None:
+        self._read_budget = seconds if seconds and seconds > 0 else None
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> defer.Deferred:
+        """A statement of a client's read, on the read pool, whose
+        connections stop any statement after the read budget
+        (``statement_timeout``): it then fails with `ReadTimeout`."""
+        def stopped(f: Failure) -> Any:
+            if f.check(psycopg2.extensions.QueryCanceledError):
+                raise base.ReadTimeout(_line(f.value))
+            return f
+
+        def op() -> defer.Deferred:
+            return self._the_read_pool().runPrepared(sql, params).addErrback(stopped)
+
+        def again(f: Failure) -> Any:
+            if not self._retriable(f.value, 1):
+                return f
+            return defer.ensureDeferred(self._retrying("read", op, first_error=f.value))
 
         return defer.maybeDeferred(op).addErrback(again)
 

@@ -37,6 +37,10 @@ from typing import Any, Callable, Sequence
 
 #: statements kept per session; past that, all are dropped and prepared anew
 CAPACITY = 256
+#: longer statements are never prepared (nor their rewrites memoized): with
+#: CAPACITY, this bounds what a session keeps (both here and on the server)
+#: to about CAPACITY x this, whatever clients send
+PREPARED_SQL_CHARS = 8192
 #: keys remembered as not preparable per session (then forgotten)
 _UNPREPARABLE_CAPACITY = 1024
 
@@ -66,7 +70,20 @@ def rewrite_placeholders(sql: str, placeholder: Callable[[int], str]) -> str:
     return "".join(out)
 
 
-@functools.lru_cache(maxsize=2048)
+def memoized_short(fn: Callable[[str], str]) -> Callable[[str], str]:
+    """`fn` over SQL texts, memoized for texts of at most
+    `PREPARED_SQL_CHARS` (the few shapes a farm sends again and again;
+    1024 of them: a few MB at most)."""
+    memo = functools.lru_cache(maxsize=1024)(fn)
+
+    @functools.wraps(fn)
+    def rewrite(sql: str) -> str:
+        return memo(sql) if len(sql) <= PREPARED_SQL_CHARS else fn(sql)
+
+    return rewrite
+
+
+@memoized_short
 def to_numbered(sql: str) -> str:
     """`sql` with ``$1, $2, ...`` for its ``?`` placeholders, ``%`` doubled."""
     return rewrite_placeholders(sql, lambda n: f"${n}")
@@ -105,6 +122,10 @@ def literal_type(value: Any) -> str | None:
 
 
 def statement_key(sql: str, params: Sequence[Any]) -> tuple[str, tuple[str, ...]] | None:
+    """What identifies a prepared statement; None when `sql` should go as
+    text (too long to keep, or a parameter of a type not declared)."""
+    if len(sql) > PREPARED_SQL_CHARS:
+        return None
     types = []
     for value in params:
         t = literal_type(value)

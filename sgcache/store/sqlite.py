@@ -13,6 +13,7 @@ Unicode exactly as the Shotgun emulator (Python) does.
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from twisted.internet import defer
@@ -44,6 +45,16 @@ def _py_lower(value: Any) -> Any:
 #: over 200k Versions) spent most of their time re-reading pages through
 #: the OS; filled only as pages are read.
 CACHE_KIB = 128 * 1024
+
+#: compiled statements kept by the main connection; SQLite's compiled form
+#: of a statement takes roughly 16 times its text in memory
+STATEMENT_CACHE = 256
+#: statements longer than this (rare: reads with hundreds of conditions)
+#: run on a side connection that keeps none, so that the statement cache
+#: stays within about STATEMENT_CACHE x 16 x this (~32 MB)
+CACHED_SQL_CHARS = 8192
+#: SQLite virtual-machine steps between two looks at a read's deadline
+PROGRESS_STEPS = 1000
 
 
 def configure(conn: sqlite3.Connection) -> None:
@@ -90,11 +101,18 @@ class SQLiteStore:
     """`IStore` on a SQLite file (or ``:memory:``)."""
 
     dialect = "sqlite"
+    #: reads run on the reactor: nothing else is served meanwhile
+    reads_block = True
 
-    def __init__(self, path: str, reactor: Any = None):
+    def __init__(self, path: str, reactor: Any = None, monotonic: Callable[[], float] = time.monotonic):
         self.path = path
         self._reactor = reactor
         self._conn: sqlite3.Connection | None = None
+        #: the side connection for long statements (see CACHED_SQL_CHARS)
+        self._uncached_conn: sqlite3.Connection | None = None
+        #: seconds a client's read statement may run (None: no limit)
+        self._read_budget: float | None = None
+        self._monotonic = monotonic
         self._synced: base.Synced | None = None
         #: this process's commits that a read could see (see read_generation)
         self._writes = 0
@@ -138,7 +156,7 @@ class SQLiteStore:
             return
         try:
             conn = sqlite3.connect(
-                self.path, timeout=0, isolation_level=None, cached_statements=512
+                self.path, timeout=0, isolation_level=None, cached_statements=STATEMENT_CACHE
             )
         except sqlite3.Error as e:
             raise base.StoreError(f"{self.path}: cannot open SQLite database: {e}") from None
@@ -159,6 +177,9 @@ class SQLiteStore:
             return
         conn, self._conn = self._conn, None
         self._synced = None
+        side, self._uncached_conn = self._uncached_conn, None
+        if side is not None:
+            side.close()
         # the next connection counts data_version afresh
         self._writes += 1
         conn.close()
@@ -219,6 +240,40 @@ class SQLiteStore:
     @base.returns_deferred
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._connection().execute(sql, tuple(params)).fetchall()
+
+    def set_read_budget(self, seconds: float | None) -> None:
+        self._read_budget = seconds if seconds and seconds > 0 else None
+
+    def _connection_for(self, sql: str) -> sqlite3.Connection:
+        conn = self._connection()
+        if len(sql) <= CACHED_SQL_CHARS or self.path == ":memory:":
+            return conn
+        if self._uncached_conn is None:
+            side = sqlite3.connect(self.path, timeout=0, isolation_level=None, cached_statements=0)
+            configure(side)
+            self._uncached_conn = side
+        return self._uncached_conn
+
+    @base.returns_deferred
+    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """A client's read statement, aborted from SQLite's progress handler
+        once it has run longer than the read budget (it runs on the
+        reactor: nothing else is served meanwhile)."""
+        conn = self._connection_for(sql)
+        budget = self._read_budget
+        if budget is None:
+            return conn.execute(sql, tuple(params)).fetchall()
+        clock = self._monotonic
+        deadline = clock() + budget
+        conn.set_progress_handler(lambda: clock() > deadline, PROGRESS_STEPS)
+        try:
+            return conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.OperationalError as e:
+            if clock() > deadline and "interrupt" in str(e):
+                raise base.ReadTimeout(f"read stopped after {budget * 1000:.0f} ms") from None
+            raise
+        finally:
+            conn.set_progress_handler(None, 0)
 
     @base.returns_deferred
     async def get_state(self, key: str) -> str | None:

@@ -526,12 +526,15 @@ class FilterCompiler:
             return in_days
         n, unit = self._relative_args(values, where)
         now = self.now_utc
-        if relation == "in_last":
-            lo = self._shift_datetime(-n, unit)
-            return lambda v: v is not None and lo < norm_datetime(v) <= now  # type: ignore[operator]
-        if relation == "in_next":
-            hi = self._shift_datetime(n, unit)
-            return lambda v: v is not None and now <= norm_datetime(v) < hi  # type: ignore[operator]
+        try:
+            if relation == "in_last":
+                lo = self._shift_datetime(-n, unit)
+                return lambda v: v is not None and lo < norm_datetime(v) <= now  # type: ignore[operator]
+            if relation == "in_next":
+                hi = self._shift_datetime(n, unit)
+                return lambda v: v is not None and now <= norm_datetime(v) < hi  # type: ignore[operator]
+        except (OverflowError, ValueError):
+            raise self._fault(f"{where}: relative date out of range") from None
         raise self._fault(f"{where}: unsupported relation {relation!r}")
 
     # -- relative dates --------------------------------------------------
@@ -565,6 +568,12 @@ class FilterCompiler:
 
     def _date_range(self, relation: str, values: list, where: str) -> tuple[datetime.date, datetime.date]:
         """Inclusive calendar-date range (in tz) of a relative date relation."""
+        try:
+            return self._date_range_of(relation, values, where)
+        except (OverflowError, ValueError):
+            raise self._fault(f"{where}: relative date out of range") from None
+
+    def _date_range_of(self, relation: str, values: list, where: str) -> tuple[datetime.date, datetime.date]:
         if relation.startswith("in_calendar_"):
             offset = self._one(values, where)
             if isinstance(offset, bool) or not isinstance(offset, int):

@@ -1,0 +1,122 @@
+"""Why a read passes through to the site: the one fixed table of reasons,
+each in a category, and `PassThrough`, the exception that carries one.
+
+What is counted and shown (``info`` -> ``sgcache`` -> ``passthrough_reasons``,
+the metrics) is only ever a reason from `REASONS`: a fixed phrase, never a
+client's text. The detail of one pass-through (a type or field name, a
+relation) goes to the debug log only. A phrase that is not in the table
+counts as ``other`` (a test keeps the table complete).
+"""
+
+from __future__ import annotations
+
+#: Categories, for coarse counting (the metrics' label).
+NOT_CACHED = "not cached"
+NOT_READY = "not ready"
+UNSUPPORTED = "unsupported"
+UNUSUAL = "unusual request"
+CREDENTIALS = "credentials"
+LIMITS = "limits"
+BUDGET = "read budget"
+ERROR = "internal error"
+OTHER = "other"
+
+_PURPOSES = ("return", "filter", "sort")
+
+#: reason phrase -> category
+REASONS: dict[str, str] = {
+    # the store does not hold what the read touches
+    "type not cached": NOT_CACHED,
+    "linked type not cached": NOT_CACHED,
+    "Project.archived not cached": NOT_CACHED,
+    "include_archived_projects false without a cached project field": NOT_CACHED,
+    "link to a type whose names are not cached": NOT_CACHED,
+    "links to uncached types": NOT_CACHED,
+    "filter on an uncached data type": NOT_CACHED,
+    **{f"{p} field not cached": NOT_CACHED for p in _PURPOSES},
+    **{f"{p} field of an uncached data type": NOT_CACHED for p in _PURPOSES},
+    # the store holds it, not yet completely
+    "not serving yet (initial load)": NOT_READY,
+    "type not loaded yet": NOT_READY,
+    "linked type not loaded yet": NOT_READY,
+    "rows not fully loaded yet": NOT_READY,
+    "link target not in the store": NOT_READY,
+    **{f"{p} field not ready": NOT_READY for p in _PURPOSES},
+    # answerable by the site, not exactly by the store
+    "deep return field through a multi-entity field": UNSUPPORTED,
+    "additional_filter_presets": UNSUPPORTED,
+    "link names not comparable locally": UNSUPPORTED,
+    "link names not sortable locally": UNSUPPORTED,
+    "text value with a Greek sigma on postgresql": UNSUPPORTED,
+    "text value with a NUL character on postgresql": UNSUPPORTED,
+    "calendar period edge near a time zone change": UNSUPPORTED,
+    "unsupported relation": UNSUPPORTED,
+    # what the site would judge (often with a fault of its own)
+    "read arguments are not a mapping": UNUSUAL,
+    "unknown read argument": UNUSUAL,
+    "unusual return_only": UNUSUAL,
+    "unusual return_fields": UNUSUAL,
+    "unusual return field": UNUSUAL,
+    "unusual filters": UNUSUAL,
+    "unusual filter condition": UNUSUAL,
+    "unusual filter group": UNUSUAL,
+    "unusual logical operator": UNUSUAL,
+    "unusual sorts": UNUSUAL,
+    "unusual paging": UNUSUAL,
+    "relation not valid for the field": UNUSUAL,
+    "filter value of the wrong type": UNUSUAL,
+    "wrong number of filter values": UNUSUAL,
+    "bad relative date arguments": UNUSUAL,
+    "relative date out of range": UNUSUAL,
+    "text value not valid Unicode": UNUSUAL,
+    "number out of the store's range": UNUSUAL,
+    **{f"unusual {p} field": UNUSUAL for p in _PURPOSES},
+    **{f"{p} path through a non-link field": UNUSUAL for p in _PURPOSES},
+    **{f"{p} path names a type the field does not link": UNUSUAL for p in _PURPOSES},
+    # who asks
+    "credentials not yet vouched for by the site": CREDENTIALS,
+    "request on behalf of a user": CREDENTIALS,
+    "script not served locally (policy)": CREDENTIALS,
+    # cheap limits, checked before any work (see sgcache.planner.Limits)
+    "too many filter conditions": LIMITS,
+    "filter groups nested too deeply": LIMITS,
+    "too many filter values": LIMITS,
+    "too many return fields or sorts": LIMITS,
+    "page beyond the store's range": LIMITS,
+    "read too large to plan": LIMITS,
+    # the time budget of a local read (--read-budget-ms)
+    "read over its time budget": BUDGET,
+    "read shape over its time budget recently": BUDGET,
+    # a bug: the local read failed, the site answers instead (logged at error)
+    "local read failed": ERROR,
+}
+
+
+class PassThrough(Exception):
+    """The cache cannot answer this request exactly.
+
+    `phrase` is one of `REASONS` (what gets counted); `reason` adds a
+    bounded detail for the debug log (a type or field name, a relation,
+    never a client value): ``"filter field not cached: Shot.nope"``.
+    """
+
+    def __init__(self, phrase: str, detail: str | None = None):
+        full = phrase if detail is None else f"{phrase}: {detail}"
+        super().__init__(full)
+        self.phrase = phrase if phrase in REASONS else OTHER
+        self.reason = full
+        self._args = (phrase, detail)
+
+    @property
+    def category(self) -> str:
+        return REASONS.get(self.phrase, OTHER)
+
+    def again(self) -> "PassThrough":
+        """A fresh copy, to raise a kept decision once more (raising one
+        exception object again and again would grow its traceback)."""
+        return PassThrough(*self._args)
+
+
+def category(phrase: str) -> str:
+    """The category of a counted phrase."""
+    return REASONS.get(phrase, OTHER)
