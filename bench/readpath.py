@@ -75,7 +75,8 @@ async def main(reactor: Any, opts: argparse.Namespace) -> None:
             daemon = await start_daemon(schema, site.url, url)
             try:
                 cache = daemon.cache
-                cache._verified[cache._auth_key(auth)] = reactor.seconds() + 3600
+                cache.credentials.ttl = 3600.0
+                cache.credentials.accepted(cache.credentials.key(auth))
                 before = cache.counters["read.local"]
                 await cache.handle("read", auth, args, b"", None)
                 assert cache.counters["read.local"] == before + 1, dict(cache.passthrough_reasons)

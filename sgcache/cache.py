@@ -4,42 +4,59 @@ planner says it can be answered exactly and the caller is known to the site
 changed: `answers`); pass everything else through; write back the results of
 writes; keep the site's `info` in memory.
 
-Local reads are served only to callers the site has accepted recently:
-a script's first read goes upstream, and its success vouches for the
-credentials for `AUTH_TTL` seconds. Requests made on behalf of a user
-(`sudo_as_login`, user logins, session tokens) always pass through, since the
-site applies that user's permission rules to what they may see.
+Local reads are served only to script credentials the site has accepted
+recently, within the studio's policy (`sgcache.credentials`). Requests made
+on behalf of a user (`sudo_as_login`, user logins, session tokens) always
+pass through, since the site applies that user's permission rules.
+
+When not sure, pass through -- without exception: a read the planner
+refuses, a read over its time budget (`sgcache.budget`), and any error in
+the local read path (logged at error, counted) all go to the site.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 from collections import Counter
 from typing import Any
 
+from twisted.internet import defer
 from twisted.web.http_headers import Headers
 
 from . import __version__
 from .answers import Answers
+from .budget import SLOW_SHARE, SlowShapes
+from .credentials import Credentials, check_args
 from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from .freshness import Freshness
 from .planner import Catalog, PassThrough, PlanCache, request_key
 from .reader import execute
+from .reasons import REASONS
 from .rpc import JSON_CONTENT_TYPE, RawReply, encode_json
-from .upstream import Upstream, UpstreamError
+from .store.base import ReadTimeout
+from .upstream import IDEMPOTENT_METHODS, Upstream, UpstreamError
 from .writeback import WRITE_METHODS, WriteBack
 from .logs import logger
 
 log = logger(__name__)
 
-AUTH_TTL = 600.0
-
 #: default memory for answers to repeated reads (`Answers`)
 ANSWERS_BYTES = 64 * 2**20
 
+#: methods counted by name (`counters`); any other counts as "other"
+COUNTED_METHODS = IDEMPOTENT_METHODS | WRITE_METHODS
+
 _JSON_HEADERS = [(b"content-type", [JSON_CONTENT_TYPE])]
+
+
+def _trimmed(args: Any, limit: int = 300) -> str:
+    """A read's arguments for a log line: JSON, ASCII, at most `limit` chars."""
+    try:
+        text = json.dumps(args, sort_keys=True, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = "<unprintable>"
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
 class Cache:
@@ -55,6 +72,8 @@ class Cache:
         tz: datetime.tzinfo | None = None,
         freshness: Freshness | None = None,
         answers: Answers | None = None,
+        credentials: Credentials | None = None,
+        slow: SlowShapes | None = None,
     ):
         self.reactor = reactor
         #: the site's clock and time zone, for relative date filters
@@ -74,9 +93,16 @@ class Cache:
         self.info_fetched_at: float | None = None
         self.serving = False
         self.loading_message = "initial load not started"
+        #: requests by method (known methods only), and read outcomes
         self.counters: Counter[str] = Counter()
+        #: reads passed through, by reason phrase (`sgcache.reasons.REASONS`)
         self.passthrough_reasons: Counter[str] = Counter()
-        self._verified: dict[str, float] = {}
+        #: the script credentials served locally
+        self.credentials = credentials if credentials is not None else Credentials(reactor)
+        #: read shapes over the read budget recently
+        self.slow = slow if slow is not None else SlowShapes(reactor)
+        #: seconds a local read may take (the store stops it then); None: no limit
+        self.read_budget: float | None = None
         #: callables adding to the `sgcache` block of info (poller, scanner)
         self.status_sources: list[Any] = []
 
@@ -106,43 +132,74 @@ class Cache:
             return self.info["api_max_entities_per_page"]
         return 500
 
-    # -- auth --------------------------------------------------------------
-    @staticmethod
-    def _auth_key(auth: Any) -> str | None:
-        """A key for credentials the cache may vouch for, or None."""
-        if not isinstance(auth, dict):
-            return None
-        if set(auth) - {"script_name", "script_key", "session_uuid"}:
-            return None
-        name, key = auth.get("script_name"), auth.get("script_key")
-        if not isinstance(name, str) or not isinstance(key, str):
-            return None
-        digest = hashlib.sha256(f"{name}\0{key}".encode("utf-8")).hexdigest()
-        return f"script:{name}:{digest}"
-
-    def _is_verified(self, key: str | None) -> bool:
-        if key is None:
-            return False
-        expiry = self._verified.get(key)
-        return expiry is not None and expiry > self.reactor.seconds()
-
     # -- dispatch ----------------------------------------------------------
     async def handle(self, method: str, auth: Any, args: Any, body: bytes, headers: Headers) -> Any:
-        self.counters[f"{method}"] += 1
+        self.counters[method if method in COUNTED_METHODS else "other"] += 1
         if method == "info":
             return {"results": await self._info()}
         if method == "read":
-            key = self._auth_key(auth)
-            if self.serving and self._is_verified(key):
-                try:
-                    return await self._read(args)
-                except PassThrough as p:
-                    self._count_passthrough(p.reason)
-            elif not self.serving:
-                self._count_passthrough("not serving yet (initial load)")
+            refusal, key = self._who(auth)
+            if refusal is not None:
+                self._count_passthrough(refusal)
             else:
-                self._count_passthrough("credentials not yet vouched for by the site")
+                try:
+                    reply = await self._read(args)
+                except PassThrough as p:
+                    self._count_passthrough(p.phrase, p.reason)
+                except Exception:
+                    # when not sure, pass through: a bug in the local path
+                    # must cost a round trip, never a wrong or failed answer
+                    self.counters["read.failed"] += 1
+                    self._count_passthrough("local read failed")
+                    log.failure("a local read failed and passes through: {args}", args=_trimmed(args))
+                else:
+                    if self.credentials.due(key):
+                        self._check_again(key, auth, args)
+                    return reply
         return await self._passthrough(method, auth, args, body, headers)
+
+    def _who(self, auth: Any) -> tuple[str | None, Any]:
+        """(why the caller's reads pass through, or None; its credentials' key)."""
+        if not self.serving:
+            return "not serving yet (initial load)", None
+        key = self.credentials.key(auth)
+        if key is None:
+            return "request on behalf of a user", None
+        if not self.credentials.allowed(auth):
+            return "script not served locally (policy)", key
+        if not self.credentials.vouched(key):
+            return "credentials not yet vouched for by the site", key
+        return None, key
+
+    def _check_again(self, key: str, auth: dict, args: Any) -> None:
+        """Have the site check these credentials again, in the background
+        (the client already has its answer)."""
+        entity_type = args.get("type") if isinstance(args, dict) else None
+        if not isinstance(entity_type, str):
+            return
+        self.credentials.checking(key, True)
+        own = {"script_name": auth["script_name"], "script_key": auth["script_key"]}
+        defer.ensureDeferred(self._verify(key, own, entity_type))
+
+    async def _verify(self, key: str, auth: dict, entity_type: str) -> None:
+        try:
+            await self.upstream.call("read", check_args(entity_type), auth=auth)
+        except Fault as fault:
+            if fault.error_code == ERR_AUTH:
+                self.credentials.refused(key)
+                log.info("the site refused a script's credentials ({script}); its reads pass through",
+                         script=auth["script_name"][:80])
+            else:
+                log.info("the site did not renew a script's credentials ({script}): {message}",
+                         script=auth["script_name"][:80], message=fault.message[:200])
+        except UpstreamError as e:
+            log.info("could not check a script's credentials again: {error}", error=str(e)[:200])
+        except Exception:
+            log.failure("checking a script's credentials again failed")
+        else:
+            self.credentials.accepted(key)
+        finally:
+            self.credentials.checking(key, False)
 
     async def _read(self, args: Any) -> RawReply:
         """A read answered from the store (or raises PassThrough): reused
@@ -155,7 +212,26 @@ class Cache:
         if body is None:
             plans = self._plans
             plan = plans.plan(args, page_size, now=self.now, tz=self.tz, key=request)
-            body = encode_json({"results": await execute(self.store, plan, self.catalog)})
+            shape = hash(plan.sql)
+            if shape in self.slow:
+                raise PassThrough("read shape over its time budget recently")
+            started = self.reactor.seconds()
+            try:
+                result = await execute(self.store, plan, self.catalog)
+            except ReadTimeout:
+                self.slow.add(shape)
+                log.warn("a read of {type} went over the read budget; it and reads of its shape pass "
+                         "through for {penalty:.0f} s: {args}",
+                         type=plan.entity_type, penalty=self.slow.penalty, args=_trimmed(args))
+                raise PassThrough("read over its time budget") from None
+            took = self.reactor.seconds() - started
+            if (self.read_budget is not None and took > self.read_budget * SLOW_SHARE
+                    and getattr(self.store, "reads_block", False)):
+                self.slow.add(shape, stopped=False)
+                log.info("a read of {type} took {ms:.0f} ms; reads of its shape pass through for "
+                         "{penalty:.0f} s: {args}", type=plan.entity_type, ms=took * 1000,
+                         penalty=self.slow.penalty, args=_trimmed(args))
+            body = encode_json({"results": result})
             # kept only when nothing moved while it was read: the store, the
             # catalog (refresh_catalog), the clock (relative dates)
             if (plan.timeless and generation is not None and plans is self._plans
@@ -164,9 +240,11 @@ class Cache:
         self.counters["read.local"] += 1
         return RawReply(200, _JSON_HEADERS, body)
 
-    def _count_passthrough(self, reason: str) -> None:
-        self.passthrough_reasons[reason] += 1
-        log.debug("read passes through: {reason}", reason=reason)
+    def _count_passthrough(self, phrase: str, detail: str | None = None) -> None:
+        if phrase not in REASONS:
+            phrase = "other"
+        self.passthrough_reasons[phrase] += 1
+        log.debug("read passes through: {reason}", reason=(detail or phrase)[:300])
 
     async def _passthrough(self, method: str, auth: Any, args: Any, body: bytes, headers: Headers) -> RawReply:
         self.counters["passthrough"] += 1
@@ -175,28 +253,23 @@ class Cache:
         if response.status == 200:
             try:
                 decoded = json.loads(response.body) if response.body else None
-            except ValueError:
+            except (ValueError, RecursionError):
                 decoded = None
         fault = isinstance(decoded, dict) and bool(decoded.get("exception"))
-        key = self._auth_key(auth)
+        key = self.credentials.key(auth)
         if key is not None:
             if fault and decoded.get("error_code") == ERR_AUTH:
-                self._verified.pop(key, None)
+                self.credentials.refused(key)
             elif response.status == 200 and decoded is not None and not fault:
-                self._verified[key] = self.reactor.seconds() + AUTH_TTL
+                self.credentials.accepted(key)
         if method in WRITE_METHODS and response.status == 200 and isinstance(decoded, dict) and not fault:
             await self.writeback.after(method, args, decoded.get("results"))
         return RawReply(response.status, response.headers, response.body)
 
-    async def forward_http(self, verb: str, uri: str, body: bytes, headers: Headers) -> Any:
-        from .upstream import _DROP_REQUEST_HEADERS
-
-        out = Headers()
-        for name, values in headers.getAllRawHeaders():
-            if name.lower() not in _DROP_REQUEST_HEADERS:
-                out.setRawHeaders(name, values)
+    async def relay(self, verb: str, target: bytes, body: Any, headers: Headers) -> Any:
+        """A non-RPC request relayed to the site (see `Upstream.relay`)."""
         try:
-            return await self.upstream.request(verb, self.upstream.base_url + uri, body or None, out)
+            return await self.upstream.relay(verb, target, body, headers)
         except UpstreamError as e:
             raise Fault(f"sgcache: the Shotgun site is unreachable ({e})", ERR_UPSTREAM)
 
@@ -208,7 +281,12 @@ class Cache:
                 "sgcache: the Shotgun site is unreachable and its info was never fetched", ERR_UPSTREAM
             )
         info = dict(self.info)
-        info["sgcache"] = self.status()
+        try:
+            info["sgcache"] = self.status()
+        except Exception:
+            # info must always answer: every client calls it when it starts
+            log.failure("the sgcache block of info could not be made")
+            info["sgcache"] = {"version": __version__, "serving": self.serving, "status_error": True}
         return info
 
     def status(self) -> dict[str, Any]:
@@ -226,8 +304,19 @@ class Cache:
             "answers_kept": len(self.answers),
             "answers_bytes": self.answers.bytes,
             "passthrough": self.counters.get("passthrough", 0),
-            # why reads went upstream: reason -> count (the 20 commonest)
-            "passthrough_reasons": dict(self.passthrough_reasons.most_common(20)),
+            # why reads went upstream: reason -> count (fixed phrases only,
+            # sgcache.reasons; never a client's text)
+            "passthrough_reasons": dict(self.passthrough_reasons.most_common()),
+            # reads whose local answer failed (a bug; logged) and passed through
+            "reads_failed_locally": self.counters.get("read.failed", 0),
+            # reads stopped at --read-budget-ms, reads that took over a quarter
+            # of it, and the shapes passing through for either
+            "reads_over_budget": self.slow.stopped,
+            "reads_slow": self.slow.slow_reads,
+            "slow_shapes": len(self.slow),
+            "plans_kept": len(self._plans),
+            "plans_bytes": self._plans.bytes,
+            "credentials_vouched": len(self.credentials),
             "event_lag_seconds": None,
         }
         for source in self.status_sources:

@@ -119,6 +119,38 @@ def _timezone(value: Any) -> str:
     return str(value).strip()
 
 
+def _readable_file(name: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = str(value)
+        try:
+            with open(text, "rb"):
+                pass
+        except OSError as e:
+            raise ConfigError(f"--{name}: cannot read {text}: {e.strerror}")
+        return text
+
+    return check
+
+
+def _int_at_least(name: str, low: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"--{name}: {value!r} is not a whole number")
+        if number < low:
+            raise ConfigError(f"--{name}: must be {low} or more")
+        return number
+
+    return check
+
+
+def _patterns(value: Any) -> str:
+    from .credentials import parse_patterns
+
+    return ",".join(parse_patterns(value))
+
+
 def _schema(value: Any) -> str:
     text = str(value)
     if not os.path.exists(text):
@@ -140,7 +172,10 @@ SETTINGS = [
     Setting("db", "sqlite:///sgcache.sqlite", "Store URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB.", _db),
     Setting("shotgun", None, "Base URL of the Shotgun site.", _url("shotgun")),
     Setting("script-name", None, "The cache's own API script name (for syncing)."),
-    Setting("api-key", None, "The cache's own API script key."),
+    Setting("api-key", None, "The cache's own API script key (prefer --api-key-file or "
+            "SGCACHE_API_KEY: a command line shows in ps)."),
+    Setting("api-key-file", None, "A file holding the cache's own API script key (its first line).",
+            _readable_file("api-key-file")),
     Setting("listen", "tcp:8010:interface=127.0.0.1", "Twisted endpoint to serve clients on.", _listen),
     Setting("poll-interval", 2.0, "Seconds between event-log polls (none while catching up).", _positive("poll-interval")),
     Setting("scan-interval", 600.0, "Seconds between incremental scans (changes events miss).", _positive("scan-interval")),
@@ -156,6 +191,21 @@ SETTINGS = [
     Setting("answer-cache-mb", 64.0, "Memory (MB) for answers to repeated identical reads, reused until "
             "the store changes (0: off).", _not_negative("answer-cache-mb")),
     Setting("info-refresh", 300.0, "Seconds between refreshes of the site's info.", _positive("info-refresh")),
+    Setting("max-request-mb", 16.0, "Largest RPC body (MB), as sent and once inflated; larger ones get a "
+            "fault.", _positive("max-request-mb")),
+    Setting("max-upload-mb", 2048.0, "Largest body of a request relayed to the site (uploads), in MB "
+            "(0: no limit); larger ones get HTTP 413.", _not_negative("max-upload-mb")),
+    Setting("read-budget-ms", 1000.0, "Longest a local read's statement may run (ms); past it the read "
+            "passes through, and reads of its shape do for 5 minutes (0: no limit).",
+            _not_negative("read-budget-ms")),
+    Setting("pg-pool-size", 4, "PostgreSQL connections for clients' reads (writes and sync have two "
+            "of their own).", _int_at_least("pg-pool-size", 1)),
+    Setting("auth-ttl", 60.0, "Seconds the site's acceptance of a script key is trusted; keys in use are "
+            "checked again in the background before then.", _positive("auth-ttl")),
+    Setting("serve-scripts", "*", "Scripts whose reads may be answered locally: comma-separated names "
+            "or globs.", _patterns),
+    Setting("pass-scripts", "", "Scripts whose reads always pass through (wins over --serve-scripts).",
+            _patterns),
     Setting("demo", False, "Run an in-process emulator with a demo project as the site.", _bool, flag=True),
 ]
 
@@ -215,6 +265,14 @@ def resolve(options: dict[str, Any], environ: dict[str, str] | None = None) -> d
             except Exception as e:
                 raise ConfigError(f"--{s.name}: {e}")
         out[s.name.replace("-", "_")] = value
+    if out["api_key_file"]:
+        if out["api_key"]:
+            raise ConfigError("--api-key-file: give the key once (--api-key or --api-key-file)")
+        with open(out["api_key_file"], encoding="utf-8", errors="replace") as fh:
+            key = fh.readline().strip()
+        if not key:
+            raise ConfigError(f"--api-key-file: {out['api_key_file']} holds no key")
+        out["api_key"] = key
     if not out["demo"]:
         missing = [n for n in ("schema", "shotgun", "script_name", "api_key") if not out[n]]
         if missing:

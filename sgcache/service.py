@@ -15,14 +15,15 @@ from typing import Any
 
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
-from twisted.web.server import Site
 
 from .answers import Answers
+from .httpsite import DaemonSite
 from .cache import ANSWERS_BYTES, Cache
 from .config import ConfigError, Options, parse_timezone, resolve
+from .credentials import DEFAULT_TTL, Credentials, parse_patterns
 from .freshness import Freshness
 from .poller import EventPoller
-from .rpc import RPCResource
+from .rpc import Limits, RPCResource
 from .scanner import Scanner
 from .schema import Schema, SchemaError
 from .store import layout, open_store
@@ -35,26 +36,6 @@ log = logger(__name__)
 __all__ = ["Options", "makeService", "SgcacheService"]
 
 
-class _RPCSite(Site):
-    """The endpoint's site: an access-log line per request only when an
-    access log file is configured. Twisted's default would put one in the
-    daemon's own log for every request -- at farm rates that is most of the
-    log, and a tenth of the time of a local read.
-
-    POST bodies are not parsed as forms (``parsePOSTFormSubmission``):
-    nothing here reads ``request.args``, uploads are forwarded as the bytes
-    they are, and Twisted parses every POST's Content-Type through the
-    `email` package to decide whether to -- about a fifth of the daemon's
-    CPU per local read (py-spy, find-one loop)."""
-
-    def __init__(self, resource: Any, logPath: str | None = None):
-        super().__init__(resource, logPath=logPath, parsePOSTFormSubmission=False)
-
-    def log(self, request: Any) -> None:
-        if self.logPath:
-            super().log(request)
-
-
 class SgcacheService(service.MultiService):
     """The daemon: store + upstream + cache + scanner, started in order."""
 
@@ -63,7 +44,10 @@ class SgcacheService(service.MultiService):
         self.reactor = reactor
         self.settings = settings
         self.schema = schema
-        self.store = open_store(settings["db"], reactor)
+        self.store = open_store(settings["db"], reactor, settings.get("pg_pool_size"))
+        budget_ms = settings.get("read_budget_ms", 1000.0)
+        read_budget = budget_ms / 1000.0 if budget_ms else None
+        self.store.set_read_budget(read_budget)
         self.upstream = Upstream(
             reactor, settings["shotgun"], settings["script_name"], settings["api_key"]
         )
@@ -75,7 +59,13 @@ class SgcacheService(service.MultiService):
             reactor, schema, self.store, self.upstream, freshness=freshness,
             tz=parse_timezone(settings.get("site_timezone") or "UTC"),
             answers=Answers(ANSWERS_BYTES if answers_mb is None else int(answers_mb * 2**20)),
+            credentials=Credentials(
+                reactor, ttl=settings.get("auth_ttl") or DEFAULT_TTL,
+                serve=parse_patterns(settings.get("serve_scripts") or "*"),
+                deny=parse_patterns(settings.get("pass_scripts")),
+            ),
         )
+        self.cache.read_budget = read_budget
         self.scanner = Scanner(
             reactor, schema, self.store, self.upstream,
             overlap=settings.get("scan_overlap", 60.0),
@@ -100,8 +90,13 @@ class SgcacheService(service.MultiService):
         #: under twistd: a start-up failure stops the process with one line
         self.exit_on_start_failure = False
         set_level(settings.get("log_level") or "info")
-        site = _RPCSite(RPCResource(self.cache).resource(), logPath=settings.get("access_log"))
-        site.displayTracebacks = False
+        upload_mb = settings.get("max_upload_mb", 2048.0)
+        limits = Limits(
+            request_bytes=int(settings.get("max_request_mb", 16.0) * 2**20),
+            relay_bytes=int(upload_mb * 2**20) if upload_mb else None,
+        )
+        site = DaemonSite(RPCResource(self.cache, limits).resource(), logPath=settings.get("access_log"),
+                          limits=limits)
         self.site = site
         self.listener = internet.StreamServerEndpointService(
             endpoints.serverFromString(reactor, settings["listen"]), site

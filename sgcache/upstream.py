@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import treq
+from hyperlink import EncodedURL
 from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar
 from twisted.internet import defer
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 
 from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from .logs import logger
@@ -47,7 +50,7 @@ IDEMPOTENT_METHODS = frozenset(
 )
 
 #: Request headers not forwarded (hop-by-hop, or recomputed by treq).
-_DROP_REQUEST_HEADERS = {
+DROP_REQUEST_HEADERS = {
     b"host",
     b"content-length",
     b"connection",
@@ -58,13 +61,43 @@ _DROP_REQUEST_HEADERS = {
     b"proxy-connection",
     b"accept-encoding",
 }
-_DROP_RESPONSE_HEADERS = {
+DROP_RESPONSE_HEADERS = {
     b"content-length",
     b"connection",
     b"keep-alive",
     b"transfer-encoding",
     b"content-encoding",
 }
+
+
+def forwarded_headers(headers: Headers) -> Headers:
+    """A client's request headers as the site gets them (hop-by-hop ones
+    left out)."""
+    out = Headers()
+    for name, values in headers.getAllRawHeaders():
+        if name.lower() not in DROP_REQUEST_HEADERS:
+            out.setRawHeaders(name, values)
+    return out
+
+
+def is_origin_form(target: bytes) -> bool:
+    """An origin-form request-target (RFC 9112 3.2.1): an absolute path and
+    query, in printable ASCII. Only these are relayed: anything else
+    (``.evil.net/x``, ``:8080/x``, ``http://other/x``, ``*``) appended to the
+    site's URL could name another host or port."""
+    return target.startswith(b"/") and all(0x20 < byte < 0x7F for byte in target)
+
+
+class _NoCookies(IndexableCookieJar):
+    """A cookie jar that keeps nothing. The daemon's one HTTP client carries
+    every client's requests; a cookie the site sets in answer to one client
+    (a web login through the relay) must never ride along on another's."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+    def set_cookie(self, cookie: Any) -> None:
+        pass
 
 
 class UpstreamError(Exception):
@@ -110,7 +143,7 @@ class Upstream:
         self.pool.maxPersistentPerHost = 16
         self.pool.retryAutomatically = False
         #: a treq HTTPClient (tests pass treq.testing.StubTreq)
-        self.http = http or HTTPClient(Agent(reactor, pool=self.pool))
+        self.http = http or HTTPClient(Agent(reactor, pool=self.pool), cookiejar=_NoCookies())
         #: the cache's own requests in flight (`call`), and whether they are
         #: being abandoned because the daemon stops
         self._calls: set[defer.Deferred] = set()
@@ -119,6 +152,7 @@ class Upstream:
     def set_base_url(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_url = self.base_url + "/api3/json"
+        self._origin = _origin(self.base_url)
 
     async def close(self) -> None:
         await self.pool.closeCachedConnections()
@@ -158,9 +192,34 @@ class Upstream:
         headers_out = [
             (name, values)
             for name, values in response.headers.getAllRawHeaders()
-            if name.lower() not in _DROP_RESPONSE_HEADERS
+            if name.lower() not in DROP_RESPONSE_HEADERS
         ]
         return UpstreamResponse(response.code, headers_out, content)
+
+    async def relay(self, verb: str, target: bytes, body: IO[bytes] | None, request_headers: Headers) -> IResponse:
+        """Send a non-RPC request (upload, thumbnail, file serving) to the
+        site: `target` is the client's origin-form request-target, appended
+        to the site's URL; `body` a file read as it is sent. The response
+        comes back unbuffered (its body is the caller's to deliver).
+
+        Raises ValueError for a target that is not origin-form or that would
+        leave the site's scheme, host and port; UpstreamError when the site
+        cannot be reached."""
+        if not is_origin_form(target):
+            raise ValueError("the request-target is not an absolute path")
+        url = self.base_url + target.decode("ascii")
+        if _origin(url) != self._origin:
+            raise ValueError("the request-target leaves the site")
+        try:
+            return await self.http.request(
+                verb, url, data=None if body is None else FileBodyProducer(body),
+                headers=forwarded_headers(request_headers),
+                reactor=self.reactor, timeout=self.timeout, allow_redirects=False, unbuffered=True,
+            )
+        except defer.CancelledError:
+            raise UpstreamError(f"upstream {self.base_url} did not answer within {self.timeout:g}s")
+        except Exception as e:
+            raise UpstreamError(f"upstream {self.base_url} unreachable: {e.__class__.__name__}: {e}")
 
     async def forward(self, method_name: str, body: bytes, request_headers: Headers, path: str = "/api3/json") -> UpstreamResponse:
         """Send a client's RPC body upstream unchanged; return what came back.
@@ -168,10 +227,8 @@ class Upstream:
         Raises `Fault` (never a gateway status) when the upstream is down,
         or when it answered 502/504 to a non-idempotent method.
         """
-        headers = Headers()
-        for name, values in request_headers.getAllRawHeaders():
-            if name.lower() not in _DROP_REQUEST_HEADERS:
-                headers.setRawHeaders(name, values)
+        headers = forwarded_headers(request_headers)
+        method_name = method_name[:80]  # a client's text: bounded in logs and faults
         try:
             response = await self.request("POST", self.base_url + path, body, headers)
         except UpstreamError as e:
@@ -236,3 +293,9 @@ class Upstream:
 
 def is_auth_fault(error: BaseException) -> bool:
     return isinstance(error, Fault) and error.error_code == ERR_AUTH
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, as the HTTP client will read it."""
+    parsed = EncodedURL.from_text(url)
+    return parsed.scheme.lower(), parsed.host.lower(), parsed.port

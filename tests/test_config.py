@@ -81,11 +81,41 @@ class ResolveTests(unittest.TestCase):
             (["--answer-cache-mb", "-1"], "--answer-cache-mb"),
             (["--answer-cache-mb", "inf"], "--answer-cache-mb"),
             (["--answer-cache-mb", "lots"], "--answer-cache-mb"),
+            (["--max-request-mb", "0"], "--max-request-mb"),
+            (["--max-upload-mb", "-1"], "--max-upload-mb"),
+            (["--read-budget-ms", "-5"], "--read-budget-ms"),
+            (["--pg-pool-size", "0"], "--pg-pool-size"),
+            (["--pg-pool-size", "two"], "--pg-pool-size"),
+            (["--auth-ttl", "0"], "--auth-ttl"),
+            (["--api-key-file", "/does/not/exist"], "--api-key-file"),
         ]
         for extra, option in cases:
             argv = list(REQUIRED) + extra
             exc = self.assertRaises(ConfigError, resolve, parse(*argv), {})
             self.assertOneLine(exc, option)
+
+    def test_hardening_defaults(self):
+        out = resolve(parse(*REQUIRED), environ={})
+        self.assertEqual((out["max_request_mb"], out["max_upload_mb"], out["read_budget_ms"]), (16.0, 2048.0, 1000.0))
+        self.assertEqual((out["pg_pool_size"], out["auth_ttl"]), (4, 60.0))
+        self.assertEqual((out["serve_scripts"], out["pass_scripts"]), ("*", ""))
+        out = resolve(parse(*REQUIRED, "--serve-scripts", " render , farm-* ,", "--pass-scripts", "x"), environ={})
+        self.assertEqual((out["serve_scripts"], out["pass_scripts"]), ("render,farm-*", "x"))
+
+    def test_api_key_file(self):
+        path = self.mktemp()
+        with open(path, "w") as fh:
+            fh.write("  the-key  \nignored\n")
+        argv = [a for a in REQUIRED if a not in ("--api-key", "k")] + ["--api-key-file", path]
+        self.assertEqual(resolve(parse(*argv), environ={})["api_key"], "the-key")
+        # the environment works too; the key is given once
+        self.assertEqual(resolve(parse(*argv[:-2]), environ={"SGCACHE_API_KEY_FILE": path})["api_key"], "the-key")
+        exc = self.assertRaises(ConfigError, resolve, parse(*REQUIRED, "--api-key-file", path), {})
+        self.assertOneLine(exc, "--api-key-file")
+        with open(path, "w") as fh:
+            fh.write("\n")
+        exc = self.assertRaises(ConfigError, resolve, parse(*argv), {})
+        self.assertOneLine(exc, "--api-key-file")
 
     def test_missing_required(self):
         exc = self.assertRaises(ConfigError, resolve, parse(), {})

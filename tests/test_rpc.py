@@ -14,7 +14,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from sgcache.faults import ERR_BAD_REQUEST, ERR_UPSTREAM, Fault
-from sgcache.rpc import RawReply, RPCResource, parse_envelope
+from sgcache.rpc import RawReply, RPCResource, encode_json, parse_envelope
 from sgcache.upstream import Upstream, UpstreamError
 
 
@@ -36,8 +36,8 @@ class FakeCache:
             raise self.error
         return self.reply
 
-    async def forward_http(self, verb, uri, body, headers):
-        self.calls.append(("http", verb, uri))
+    async def relay(self, verb, target, body, headers):
+        self.calls.append(("http", verb, target.decode()))
         raise Fault("site down", ERR_UPSTREAM)
 
 
@@ -63,6 +63,45 @@ class EnvelopeTests(unittest.TestCase):
                      b'{"method_name": "read", "params": ["x"]}', b"\xff\xfe"]:
             fault = self.assertRaises(Fault, parse_envelope, body)
             self.assertEqual(fault.error_code, ERR_BAD_REQUEST)
+
+
+class LimitTests(unittest.TestCase):
+    def test_a_gzip_bomb_is_refused_while_inflating(self):
+        import gzip
+
+        bomb = gzip.compress(b"[" + b" " * (64 * 2**20) + b"]")
+        self.assertLess(len(bomb), 2**20)
+        fault = self.assertRaises(Fault, parse_envelope, bomb, b"gzip", 2**20)
+        self.assertEqual(fault.error_code, ERR_BAD_REQUEST)
+        self.assertIn("--max-request-mb", fault.message)
+        # just under the limit is fine, in several members too
+        body = b'{"method_name": "info", "params": []}'
+        self.assertEqual(parse_envelope(gzip.compress(body) + gzip.compress(b" "), b"gzip", len(body) + 1)[0], "info")
+        fault = self.assertRaises(Fault, parse_envelope, gzip.compress(body), b"gzip", len(body) - 1)
+        self.assertIn("--max-request-mb", fault.message)
+
+    def test_broken_gzip_is_a_fault(self):
+        import gzip
+
+        whole = gzip.compress(b'{"method_name": "info", "params": []}')
+        for body in (whole[:-9], whole[:5], b"not gzip at all", whole + b"junk"):
+            fault = self.assertRaises(Fault, parse_envelope, body, b"gzip")
+            self.assertEqual(fault.error_code, ERR_BAD_REQUEST)
+
+    def test_deep_json_is_a_fault(self):
+        for depth in (101, 5000, 200000):
+            body = b'{"method_name": "read", "params": [{}, ' + b"[" * depth + b"]" * depth + b"]}"
+            fault = self.assertRaises(Fault, parse_envelope, body)
+            self.assertEqual(fault.error_code, ERR_BAD_REQUEST)
+            self.assertIn("nests deeper", fault.message)
+        body = b'{"method_name": "read", "params": [{}, ' + b"[" * 90 + b"]" * 90 + b"]}"
+        self.assertEqual(parse_envelope(body)[0], "read")
+        wide = b'{"method_name": "read", "params": [{}, [' + b",".join([b"[1]"] * 5000) + b"]]}"
+        self.assertEqual(len(parse_envelope(wide)[2]), 5000)
+
+    def test_answers_encode_whatever_text_they_hold(self):
+        self.assertEqual(json.loads(encode_json({"a": "\ud800", "b": "é"})), {"a": "\ud800", "b": "é"})
+        self.assertEqual(encode_json({"b": "é"}), '{"b": "é"}'.encode("utf-8"))
 
 
 class ResourceTests(unittest.TestCase):

@@ -78,7 +78,7 @@ class EmulatorServer:
         try:
             result = self.emulator.call(method, params)
         except Fault as fault:
-            log.debug("{method} refused: {message}", method=method, message=fault.message)
+            log.debug("{method} refused: {message}", method=method[:80], message=fault.message[:300])
             return self._json(request, fault.to_wire())
         except Exception:
             log.failure("emulator error in {method}", method=method)
