@@ -37,7 +37,7 @@ from .rpc import JSON_CONTENT_TYPE, RawReply, encode_json
 from .store.base import ReadTimeout
 from .upstream import IDEMPOTENT_METHODS, Upstream, UpstreamError
 from .writeback import WRITE_METHODS, WriteBack
-from .logs import logger
+from .logs import clip, logger
 
 log = logger(__name__)
 
@@ -188,12 +188,12 @@ class Cache:
             if fault.error_code == ERR_AUTH:
                 self.credentials.refused(key)
                 log.info("the site refused a script's credentials ({script}); its reads pass through",
-                         script=auth["script_name"][:80])
+                         script=clip(auth["script_name"], 80))
             else:
                 log.info("the site did not renew a script's credentials ({script}): {message}",
-                         script=auth["script_name"][:80], message=fault.message[:200])
+                         script=clip(auth["script_name"], 80), message=clip(fault.message))
         except UpstreamError as e:
-            log.info("could not check a script's credentials again: {error}", error=str(e)[:200])
+            log.info("could not check a script's credentials again: {error}", error=clip(str(e)))
         except Exception:
             log.failure("checking a script's credentials again failed")
         else:
@@ -244,7 +244,7 @@ class Cache:
         if phrase not in REASONS:
             phrase = "other"
         self.passthrough_reasons[phrase] += 1
-        log.debug("read passes through: {reason}", reason=(detail or phrase)[:300])
+        log.debug("read passes through: {reason}", reason=clip(detail or phrase, 300))
 
     async def _passthrough(self, method: str, auth: Any, args: Any, body: bytes, headers: Headers) -> RawReply:
         self.counters["passthrough"] += 1
@@ -309,8 +309,8 @@ class Cache:
             "passthrough_reasons": dict(self.passthrough_reasons.most_common()),
             # reads whose local answer failed (a bug; logged) and passed through
             "reads_failed_locally": self.counters.get("read.failed", 0),
-            # reads stopped at --read-budget-ms, reads that took over a quarter
-            # of it, and the shapes passing through for either
+            # reads stopped at --read-budget-ms, reads that took over a tenth
+            # of it (SQLite), and the shapes passing through for either
             "reads_over_budget": self.slow.stopped,
             "reads_slow": self.slow.slow_reads,
             "slow_shapes": len(self.slow),

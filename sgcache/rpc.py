@@ -28,7 +28,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
 from .faults import ERR_BAD_REQUEST, Fault
-from .logs import logger
+from .logs import clip, logger
 from .upstream import DROP_RESPONSE_HEADERS
 
 log = logger(__name__)
@@ -164,14 +164,14 @@ class RPCResource:
                 body, request.getHeader(b"content-encoding"), self.limits.request_bytes
             )
         except Fault as fault:
-            log.info("refused a malformed request: {message}", message=fault.message)
+            log.info("refused a malformed request: {message}", message=clip(fault.message))
             return _json_body(request, fault.to_wire())
         try:
             reply = await self.cache.handle(method, auth, args, body, request.requestHeaders)
         except Fault as fault:
             return _json_body(request, fault.to_wire())
         except Exception:
-            log.failure("unexpected error answering {method}", method=method[:80])
+            log.failure("unexpected error answering {method}", method=clip(method, 80))
             fault = Fault("sgcache: internal error answering the request; see the service log", 500)
             return _json_body(request, fault.to_wire())
         if isinstance(reply, RawReply):

@@ -25,7 +25,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
-from .logs import logger
+from .logs import clip, logger
 
 log = logger(__name__)
 
@@ -228,7 +228,7 @@ class Upstream:
         or when it answered 502/504 to a non-idempotent method.
         """
         headers = forwarded_headers(request_headers)
-        method_name = method_name[:80]  # a client's text: bounded in logs and faults
+        method_name = clip(method_name, 80)  # a client's text, in logs and faults
         try:
             response = await self.request("POST", self.base_url + path, body, headers)
         except UpstreamError as e:

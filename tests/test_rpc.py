@@ -99,6 +99,16 @@ class LimitTests(unittest.TestCase):
         wide = b'{"method_name": "read", "params": [{}, [' + b",".join([b"[1]"] * 5000) + b"]]}"
         self.assertEqual(len(parse_envelope(wide)[2]), 5000)
 
+    def test_client_text_in_log_lines_is_bounded_and_writable(self):
+        from sgcache.logs import clip
+
+        line = clip("\ud800" + "x" * 500, 100)
+        line.encode("utf-8")
+        self.assertTrue(line.startswith("\\ud800x"))
+        self.assertTrue(line.endswith("... (501 chars)"))
+        self.assertLess(len(line), 130)
+        self.assertEqual(clip("plain"), "plain")
+
     def test_answers_encode_whatever_text_they_hold(self):
         self.assertEqual(json.loads(encode_json({"a": "\ud800", "b": "é"})), {"a": "\ud800", "b": "é"})
         self.assertEqual(encode_json({"b": "é"}), '{"b": "é"}'.encode("utf-8"))

@@ -23,6 +23,7 @@ from twisted.web.iweb import IRequest
 
 from sgcache import faults
 from sgcache.faults import Fault
+from sgcache.logs import clip
 from sgcache.testing.emulator import Emulator
 
 log = Logger()
@@ -78,10 +79,10 @@ class EmulatorServer:
         try:
             result = self.emulator.call(method, params)
         except Fault as fault:
-            log.debug("{method} refused: {message}", method=method[:80], message=fault.message[:300])
+            log.debug("{method} refused: {message}", method=clip(method, 80), message=clip(fault.message, 300))
             return self._json(request, fault.to_wire())
         except Exception:
-            log.failure("emulator error in {method}", method=method)
+            log.failure("emulator error in {method}", method=clip(method, 80))
             return self._json(request, Fault(f"API {method}() internal error in the emulator").to_wire())
         body = result if method == "info" else {"results": result}
         return self._json(request, body)
@@ -106,7 +107,10 @@ class EmulatorServer:
         return payload["method_name"], params
 
     def _json(self, request: IRequest, body: Any) -> bytes:
-        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        try:
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (echoed in a fault): escaped
+            data = json.dumps(body, separators=(",", ":")).encode("ascii")
         request.setHeader(b"content-type", b"application/json; charset=utf-8")
         accept = (request.getHeader(b"accept-encoding") or b"").lower()
         if len(data) >= GZIP_THRESHOLD and b"gzip" in accept:
