@@ -5,7 +5,8 @@ the store (`sgcache.store.base.ReadTimeout`) and passes through; its shape
 (the plan's SQL text: the same filters, fields and sorts, whatever the
 values) then passes through without a local try for `PENALTY` seconds, so
 a client looping a heavy read does not stall the others once per loop. A
-read that finishes but takes more than `SLOW_SHARE` of the budget is
+read that finishes but takes more than `SLOW_SHARE` of the budget (100 ms
+at the default budget) is
 answered, and marks its shape the same way when the store's reads run on
 the reactor (SQLite): there a client looping reads just under the budget
 would otherwise hold everyone else up nearly all the time.
@@ -13,42 +14,34 @@ would otherwise hold everyone else up nearly all the time.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Hashable
+
+from .expiring import Expiring
 
 #: seconds a shape that went over the budget passes through
 PENALTY = 300.0
 #: shapes remembered at most (oldest first out)
 CAPACITY = 1024
-#: a finished read that took more than this share of the budget marks its shape
-SLOW_SHARE = 0.25
+#: a finished read that took more than this share of the budget marks its
+#: shape (stores whose reads block the reactor only)
+SLOW_SHARE = 0.1
 
 
 class SlowShapes:
     """Shapes over the budget recently, by key (a hash of the plan's SQL)."""
 
     def __init__(self, clock: Any, penalty: float = PENALTY, capacity: int = CAPACITY):
-        self.clock = clock
         self.penalty = penalty
-        self.capacity = capacity
-        self._until: OrderedDict[Hashable, float] = OrderedDict()
+        self._shapes = Expiring(clock, capacity)
         #: reads stopped at the budget, and reads that finished slowly
         self.stopped = 0
         self.slow_reads = 0
 
     def __len__(self) -> int:
-        return len(self._until)
+        return len(self._shapes)
 
     def __contains__(self, shape: Hashable) -> bool:
-        if not self._until:
-            return False
-        until = self._until.get(shape)
-        if until is None:
-            return False
-        if until <= self.clock.seconds():
-            del self._until[shape]
-            return False
-        return True
+        return shape in self._shapes
 
     def add(self, shape: Hashable, stopped: bool = True) -> None:
         """A read of this shape was stopped at the budget (or, `stopped`
@@ -57,7 +50,4 @@ class SlowShapes:
             self.stopped += 1
         else:
             self.slow_reads += 1
-        self._until.pop(shape, None)
-        self._until[shape] = self.clock.seconds() + self.penalty
-        while len(self._until) > self.capacity:
-            self._until.popitem(last=False)
+        self._shapes.hold(shape, self.penalty)

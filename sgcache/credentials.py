@@ -25,8 +25,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import secrets
-from collections import OrderedDict
 from typing import Any, Sequence
+
+from .expiring import Expiring
 
 #: default seconds the site's acceptance of a script key is trusted
 DEFAULT_TTL = 60.0
@@ -51,17 +52,16 @@ class Credentials:
         self.ttl = float(ttl)
         self.serve = tuple(serve) or ("*",)
         self.deny = tuple(deny)
-        self.capacity = capacity
         self._salt = secrets.token_bytes(16)
-        #: key -> the time its vouching expires (oldest vouched first)
-        self._expiry: OrderedDict[str, float] = OrderedDict()
+        #: key -> the time its vouching expires
+        self._vouched = Expiring(clock, capacity)
         #: keys with a background check in flight
         self._checking: set[str] = set()
         self.checks = 0
         self.revoked = 0
 
     def __len__(self) -> int:
-        return len(self._expiry)
+        return len(self._vouched)
 
     # -- who is asking -----------------------------------------------------------
     def key(self, auth: Any) -> str | None:
@@ -86,20 +86,12 @@ class Credentials:
 
     # -- what the site said ------------------------------------------------------
     def vouched(self, key: str | None) -> bool:
-        if key is None:
-            return False
-        expiry = self._expiry.get(key)
-        if expiry is None:
-            return False
-        if expiry <= self.clock.seconds():
-            del self._expiry[key]
-            return False
-        return True
+        return key is not None and key in self._vouched
 
     def due(self, key: str) -> bool:
         """A vouched key should be checked again now: half its TTL has
         passed and no check is in flight."""
-        expiry = self._expiry.get(key)
+        expiry = self._vouched.until(key)
         return (
             expiry is not None
             and key not in self._checking
@@ -108,14 +100,11 @@ class Credentials:
 
     def accepted(self, key: str) -> None:
         """The site answered a request made with these credentials."""
-        self._expiry.pop(key, None)
-        self._expiry[key] = self.clock.seconds() + self.ttl
-        while len(self._expiry) > self.capacity:
-            self._expiry.popitem(last=False)
+        self._vouched.hold(key, self.ttl)
 
     def refused(self, key: str) -> None:
         """The site refused these credentials (an authentication fault)."""
-        if self._expiry.pop(key, None) is not None:
+        if self._vouched.drop(key):
             self.revoked += 1
 
     def checking(self, key: str, busy: bool) -> None:

@@ -388,7 +388,9 @@ class PlanCache:
         except PassThrough as p:
             made = p
         if key is not None and (isinstance(made, PassThrough) or made.timeless):
-            self._keep(key, made)
+            # a decision is kept as a fresh copy: the raised one holds its
+            # traceback, and through it the frames of the whole planning
+            self._keep(key, made.again() if isinstance(made, PassThrough) else made)
         if isinstance(made, PassThrough):
             raise made
         return made
@@ -409,7 +411,7 @@ def plan_bytes(key_text: str, made: ReadPlan | PassThrough) -> int:
     its parameters (a fixed share for the objects around them)."""
     size = 512 + sys.getsizeof(key_text)
     if isinstance(made, PassThrough):
-        return size + len(made.reason)
+        return size + 300 + 2 * len(made.reason)  # the exception, its args and message
     size += sum(len(text) for text in (made.sql, made.guard_sql, made.count_sql or ""))
     size += sum(len(out.links_sql or "") + 256 for out in made.outputs)
     params = _values_bytes(made.params)

@@ -251,6 +251,7 @@ class SQLiteStore:
         if self._uncached_conn is None:
             side = sqlite3.connect(self.path, timeout=0, isolation_level=None, cached_statements=0)
             configure(side)
+            side.execute("PRAGMA cache_size=-2048")  # SQLite's default 2 MB: it serves rare reads
             self._uncached_conn = side
         return self._uncached_conn
 
