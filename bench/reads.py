@@ -59,6 +59,7 @@ from sgcache.testing.harness import client  # noqa: E402
 from sgcache.testing.pg import base_url  # noqa: E402
 
 USER = ("bench", "bench-key")
+SCHEMA_PATH = os.path.join(ROOT, "schema", "basic.yml")
 #: the data's "now": the real clock, which the emulator and the daemons both follow
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
 
@@ -290,26 +291,35 @@ def main(opts: argparse.Namespace) -> None:
             cleanup()
 
 
-def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list, stores: list[str],
-        shots: int, tasks: int, versions: int) -> None:
-    schema_path = os.path.join(ROOT, "schema", "basic.yml")
+def start_site(servers: Servers) -> str:
+    """Start the emulator (test controls on, the cache's and the bench's
+    scripts known); its URL once it answers."""
     site_url = f"http://127.0.0.1:{free_port()}"
     servers.start_twistd("emulator", [
-        "sgcache-emulator", "--test-mode", f"--schema={schema_path}", "--page-size=500",
+        "sgcache-emulator", "--test-mode", f"--schema={SCHEMA_PATH}", "--page-size=500",
         f"--listen=tcp:{urlsplit(site_url).port}:interface=127.0.0.1",
         f"--script={CACHE_SCRIPT[0]}:{CACHE_SCRIPT[1]}", f"--script={USER[0]}:{USER[1]}",
     ])
+    wait_until("the emulator", lambda: site_reads(site_url) >= 0, servers, 60)
+    return site_url
+
+
+def seed_site(site_url: str, items: list[dict]) -> None:
+    for i in range(0, len(items), 20_000):
+        post(site_url + "/_emulator/seed", {"entities": items[i:i + 20_000]})
+
+
+def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list, stores: list[str],
+        shots: int, tasks: int, versions: int) -> None:
+    schema_path = SCHEMA_PATH
     floor_url = f"http://127.0.0.1:{free_port()}"
     servers.start("floor", [sys.executable, os.path.join(ROOT, "bench", "floor.py"),
                             f"--port={urlsplit(floor_url).port}"])
-    wait_until("the emulator", lambda: site_reads(site_url) >= 0, servers, 60)
+    site_url = start_site(servers)
 
     print(f"building {shots} shots, {tasks} tasks, {versions} versions...", flush=True)
     t0 = time.time()
-    items = build_items(shots, tasks, versions)
-    for i in range(0, len(items), 20_000):
-        post(site_url + "/_emulator/seed", {"entities": items[i:i + 20_000]})
-    del items
+    seed_site(site_url, build_items(shots, tasks, versions))
     print(f"  seeded the emulator in {time.time() - t0:.1f}s", flush=True)
 
     daemons: dict[str, str] = {}
