@@ -19,7 +19,8 @@ setup(
     package_dir={"sgcache.schemas": "schema"},
     package_data={"sgcache.schemas": ["*.yml", "*.rules"], "twisted.plugins": ["*.py"]},
     install_requires=[
-        "twisted>=25.5",
+        # [tls]: the ssl: listen endpoint (README, production setup)
+        "twisted[tls]>=25.5",
         "klein>=23.5",
         "treq>=23.11",
         "txpostgres>=1.7",

@@ -350,7 +350,11 @@ class FuzzMixin:
                     stats["local" if not passed else "passed through"] += 1
 
         async def after(_: Any) -> None:
-            info = await deferToThread(self.sg.info)
+            # a client that starts now (the setUp one's connection has been
+            # idle longer than the daemon keeps it)
+            fresh = client(self.url, *USER_SCRIPT, timeout_secs=60)
+            self.addCleanup(fresh.close)
+            info = await deferToThread(fresh.info)
             block = info["sgcache"]
             grown = _rss_mb(self.proc.pid) - rss_before
             print(f"\n[{type(self).__name__}] {dict(sorted(stats.items()))}")

@@ -356,3 +356,64 @@ class SQLiteHardeningTests(HardeningMixin, unittest.TestCase):
 class PostgresHardeningTests(HardeningMixin, unittest.TestCase):
     async def store_url(self) -> str:
         return await fresh_postgres_url(self)
+
+
+def self_signed(directory: str) -> tuple[str, str]:
+    """A key and a self-signed certificate for localhost (files)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    os.makedirs(directory, exist_ok=True)
+    key_path, cert_path = os.path.join(directory, "key.pem"), os.path.join(directory, "cert.pem")
+    with open(key_path, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    with open(cert_path, "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+class TLSTests(unittest.TestCase):
+    """The README's production setup: the daemon listens with TLS (an
+    ``ssl:`` endpoint) and the real client verifies it (``ca_certs``)."""
+
+    async def test_clients_talk_to_the_daemon_over_tls(self) -> None:
+        emulator = Emulator(SCHEMA, scripts=dict([CACHE_SCRIPT, USER_SCRIPT]), clock=reactor)
+        emulator.seed(seed_items())
+        site_port = reactor.listenTCP(0, Site(EmulatorServer(emulator, reactor).resource()), interface="127.0.0.1")
+        self.addCleanup(site_port.stopListening)
+        key, cert = self_signed(os.path.abspath(self.mktemp()))
+        daemon = await start_daemon(
+            SCHEMA, f"http://127.0.0.1:{site_port.getHost().port}",
+            "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite",
+            settings={"listen": f"ssl:0:privateKey={key}:certKey={cert}:interface=127.0.0.1"})
+        self.addCleanup(lambda: defer.ensureDeferred(daemon.stop()))
+        url = f"https://localhost:{daemon.service.port.getHost().port}"
+        sg = client(url, *USER_SCRIPT, ca_certs=cert)
+        self.addCleanup(sg.close)
+        await deferToThread(sg.find_one, "Project", [])  # vouches for the script
+        before = emulator.counters().get("read", 0)
+        shot = await deferToThread(sg.find_one, "Shot", [["code", "is", "sh000"]], ["code"])
+        self.assertEqual(shot, {"type": "Shot", "id": 200, "code": "sh000"})
+        self.assertEqual(emulator.counters().get("read", 0), before)  # answered locally, over TLS
+        # a client that does not trust the certificate is refused by its own check
+        untrusting = client(url, *USER_SCRIPT)
+        self.addCleanup(untrusting.close)
+        with self.assertRaises(Exception) as refused:
+            await deferToThread(untrusting.find_one, "Shot", [], ["code"])
+        self.assertIn("CERTIFICATE_VERIFY_FAILED", str(refused.exception))
