@@ -31,5 +31,5 @@ setup(
         "attrs>=22",
     ],
     extras_require={"test": ["hypothesis>=6"]},
-    entry_points={"console_scripts": ["sgcache = sgcache.cli:main"]},
+    entry_points={"console_scripts": ["sgcache = sgcache.admin.cli:main"]},
 )

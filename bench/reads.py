@@ -9,7 +9,7 @@ site stand-in).
 
 Each query but one is the same read again and again, as a farm sends it:
 after its first call a daemon answers it with the answer it kept
-(`sgcache.answers`; nothing changes on the site while timing). "find one,
+(`sgcache.web.answers`; nothing changes on the site while timing). "find one,
 new code each" asks for a different Shot each call, so every call is
 planned and read from the store: the cost of a read nobody asked before.
 The last table says how many calls were answered with a kept answer.

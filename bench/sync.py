@@ -31,10 +31,10 @@ from twisted.internet import defer, task
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from sgcache.changes import EntityChange  # noqa: E402
-from sgcache.fieldtypes import FIELD_TYPES  # noqa: E402
-from sgcache.poller import EventPoller  # noqa: E402
-from sgcache.scanner import Scanner  # noqa: E402
+from sgcache.schema.changes import EntityChange  # noqa: E402
+from sgcache.schema.fieldtypes import FIELD_TYPES  # noqa: E402
+from sgcache.sync.poller import EventPoller  # noqa: E402
+from sgcache.sync.scanner import Scanner  # noqa: E402
 from sgcache.schema import Schema  # noqa: E402
 from sgcache.store import layout, open_store, parse_store_url  # noqa: E402
 

@@ -84,7 +84,7 @@ def _listen(value: Any) -> str:
 
 
 def _log_level(value: Any) -> str:
-    from .logs import LEVELS
+    from sgcache.logs import LEVELS
 
     text = str(value).strip().lower()
     if text not in LEVELS:
@@ -146,9 +146,15 @@ def _int_at_least(name: str, low: int) -> Callable[[Any], int]:
 
 
 def _patterns(value: Any) -> str:
-    from .credentials import parse_patterns
-
     return ",".join(parse_patterns(value))
+
+
+def parse_patterns(value: Any) -> tuple[str, ...]:
+    """``"a, b*"`` or a list -> ("a", "b*")."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
 
 
 def _schema(value: Any) -> str:

@@ -16,8 +16,8 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.web.server import Site
 
-from .schema import Schema
-from .logs import logger
+from sgcache.schema import Schema
+from sgcache.logs import logger
 
 log = logger(__name__)
 
@@ -153,8 +153,8 @@ class DemoSite(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        from .testing.emulator import Emulator
-        from .testing.server import EmulatorServer
+        from sgcache.testing.emulator import Emulator
+        from sgcache.testing.server import EmulatorServer
 
         schema = Schema.load(self.schema_path)
         self.emulator = Emulator(schema, scripts=dict([DEMO_SCRIPT]), clock=self.reactor)

@@ -16,24 +16,24 @@ from typing import Any
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 
-from .answers import Answers
-from .httpsite import DaemonSite
-from .cache import ANSWERS_BYTES, Cache
-from .config import ConfigError, Options, parse_timezone, resolve
-from .credentials import DEFAULT_TTL, Credentials, parse_patterns
-from .freshness import Freshness
-from .poller import EventPoller
-from .rpc import Limits, RPCResource
-from .scanner import Scanner
-from .schema import Schema, SchemaError
-from .store import layout, open_store
-from .updatelog import Pruner
-from .upstream import Upstream
-from .logs import logger, set_level
+from sgcache.config import ConfigError, parse_patterns, parse_timezone
+from sgcache.logs import logger, set_level
+from sgcache.schema import Schema
+from sgcache.site.client import Upstream
+from sgcache.store import layout, open_store
+from sgcache.sync.freshness import Freshness
+from sgcache.sync.poller import EventPoller
+from sgcache.sync.scanner import Scanner
+from sgcache.sync.updatelog import Pruner
+from sgcache.web.answers import Answers
+from sgcache.web.credentials import DEFAULT_TTL, Credentials
+from sgcache.web.dispatch import ANSWERS_BYTES, Cache
+from sgcache.web.httpsite import DaemonSite
+from sgcache.web.rpc import Limits, RPCResource
 
 log = logger(__name__)
 
-__all__ = ["Options", "makeService", "SgcacheService"]
+__all__ = ["SgcacheService"]
 
 
 class SgcacheService(service.MultiService):
@@ -166,7 +166,7 @@ class SgcacheService(service.MultiService):
     async def _retrying(self, what: str, op: Any) -> Any:
         """`op()` retried with exponential back-off until it succeeds (or
         the service stops)."""
-        from .backoff import Backoff, Sleeper, describe
+        from sgcache.site.backoff import Backoff, Sleeper, describe
 
         backoff, sleeper = Backoff(1.0, 60.0), Sleeper(self.reactor)
         while True:
@@ -215,39 +215,3 @@ def _exit_failed() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
-
-
-def build(settings: dict[str, Any], reactor: Any) -> service.MultiService:
-    """A ready-to-start service tree from resolved settings."""
-    parent = service.MultiService()
-    if settings["demo"]:
-        from .demo import DemoSite
-
-        demo = DemoSite(reactor)
-        demo.setServiceParent(parent)
-        settings = demo.apply(settings)
-    try:
-        schema = Schema.load(settings["schema"])
-    except SchemaError as e:
-        raise ConfigError(f"--schema: {e}")
-    daemon = SgcacheService(reactor, settings, schema)
-    if settings["demo"]:
-        daemon.upstream_ready = demo.ready
-    daemon.setServiceParent(parent)
-    parent.daemon = daemon  # type: ignore[attr-defined]
-    return parent
-
-
-def makeService(options: Options, reactor: Any = None) -> service.IService:
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
-    try:
-        settings = resolve(dict(options))
-        parent = build(settings, reactor)
-        parent.daemon.exit_on_start_failure = True  # type: ignore[attr-defined]
-        return parent
-    except ConfigError as e:
-        sys.stderr.write(f"sgcache: {e}\n")
-        raise SystemExit(2)

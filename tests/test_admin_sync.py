@@ -30,7 +30,7 @@ def python(*args: str) -> defer.Deferred:
 
 
 def sgcache(*args: str) -> defer.Deferred:
-    return python("-m", "sgcache.cli", *args)
+    return python("-m", "sgcache.admin.cli", *args)
 
 
 class AdminSyncTests(unittest.TestCase):

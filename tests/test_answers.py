@@ -1,10 +1,10 @@
-"""Tests for sgcache.answers: the memory of answers to repeated reads."""
+"""Tests for sgcache.web.answers: the memory of answers to repeated reads."""
 
 from __future__ import annotations
 
 from twisted.trial import unittest
 
-from sgcache.answers import Answers
+from sgcache.web.answers import Answers
 
 
 class AnswersTests(unittest.TestCase):

@@ -15,7 +15,7 @@ from twisted.trial import unittest
 
 from sgcache.demo import DemoSite, bundled_schema_path, demo_entities
 from sgcache.schema import Schema
-from sgcache.service import build
+from sgcache.tap import build
 from sgcache.testing.daemon import CACHE_SCRIPT
 from sgcache.testing.harness import start_emulator
 
@@ -142,18 +142,18 @@ class AdminCommandTests(unittest.TestCase):
             site.emulator.seed([i for i in demo_entities() if i["type"] in schema])
             db = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite"
             out, err, code = await python(
-                "-m", "sgcache.cli", "scan", "--full", "--schema", BASIC, "--db", db,
+                "-m", "sgcache.admin.cli", "scan", "--full", "--schema", BASIC, "--db", db,
                 "--shotgun", site.url, "--script-name", CACHE_SCRIPT[0], "--api-key", CACHE_SCRIPT[1],
             )
             self.assertEqual(code, 0, err)
             self.assertRegex(out.decode(), r"(?m)^Shot: .*\b12 entities")
             self.assertIn(b"full scan done", out)
-            out, err, code = await python("-m", "sgcache.cli", "status", "--schema", BASIC, "--db", db)
+            out, err, code = await python("-m", "sgcache.admin.cli", "status", "--schema", BASIC, "--db", db)
             self.assertEqual(code, 0, err)
             shot_line = [line for line in out.decode().splitlines() if line.startswith("Shot ")][0]
             self.assertIn("12 rows", shot_line)
             # a wrong option: one line, exit 2
-            out, err, code = await python("-m", "sgcache.cli", "scan", "--full", "--db", db)
+            out, err, code = await python("-m", "sgcache.admin.cli", "scan", "--full", "--db", db)
             self.assertEqual(code, 2)
             self.assertEqual(len(err.decode().strip().splitlines()), 1)
 

@@ -1,5 +1,5 @@
-"""Who gets local answers (sgcache.credentials) and slow read shapes
-(sgcache.budget): expiry on a clock, policy lists, bounds. The end-to-end
+"""Who gets local answers (sgcache.web.credentials) and slow read shapes
+(sgcache.web.budget): expiry on a clock, policy lists, bounds. The end-to-end
 behaviour (revocation within one TTL, background checks, policy) is in
 tests/test_hardening.py."""
 
@@ -8,8 +8,9 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from sgcache.budget import SlowShapes
-from sgcache.credentials import Credentials, parse_patterns
+from sgcache.web.budget import SlowShapes
+from sgcache.config import parse_patterns
+from sgcache.web.credentials import Credentials
 
 
 def script(name: str = "pipe", key: str = "k") -> dict:

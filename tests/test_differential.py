@@ -31,7 +31,7 @@ from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial import unittest
 
 from sgcache.schema import FieldSpec, Schema
-from sgcache.schema_tools import filter_schema, parse_rules
+from sgcache.schema.tools import filter_schema, parse_rules
 from sgcache.config import parse_timezone
 from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon
 from sgcache.testing.filters import RELATIONS
@@ -125,7 +125,7 @@ SCHEMA = build_schema()
 # -- data ---------------------------------------------------------------------------
 
 #: No capital sigma: PostgreSQL lowers a final one differently from Python
-#: (see sgcache.relations.Text.check_value); filters guard it, sorts cannot.
+#: (see sgcache.read.relations.Text.check_value); filters guard it, sorts cannot.
 ALPHABET = "aAbBsSxXéÉßİıKk%_ 019σ"
 PREFIXES = ["sh", "SH", "Sh", "ab", "AB", "ée", "ÉE", "x%", "x_", "İi", ""]
 

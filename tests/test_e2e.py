@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
-from sgcache.changes import EntityChange
+from sgcache.schema.changes import EntityChange
 from sgcache.schema import Schema
 from sgcache.store import open_store
 from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon

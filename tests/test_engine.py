@@ -7,7 +7,7 @@ import datetime
 from shotgun_api3.shotgun import _translate_filters
 from twisted.trial import unittest
 
-from sgcache.faults import Fault
+from sgcache.site.faults import Fault
 from sgcache.schema import Schema
 from sgcache.testing.engine import ReadEngine
 from sgcache.testing.fixtures import FIXTURE_SCHEMA

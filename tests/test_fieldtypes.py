@@ -1,4 +1,4 @@
-"""Tests for sgcache.fieldtypes: the date_time fast paths give exactly what
+"""Tests for sgcache.schema.fieldtypes: the date_time fast paths give exactly what
 the general path gives (value or error), for every kind of input."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 
 from twisted.trial import unittest
 
-from sgcache.fieldtypes import FIELD_TYPES, format_datetime, parse_datetime
+from sgcache.schema.fieldtypes import FIELD_TYPES, format_datetime, parse_datetime
 
 
 # -- the general path, as it was before the fast paths (the reference) -------

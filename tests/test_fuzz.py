@@ -34,8 +34,8 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
-from sgcache.reasons import REASONS
-from sgcache.relations import RELATIONS as _RELATIONS_BY_TYPE
+from sgcache.read.reasons import REASONS
+from sgcache.read.relations import RELATIONS as _RELATIONS_BY_TYPE
 from sgcache.schema import Schema
 from sgcache.testing.daemon import CACHE_SCRIPT
 from sgcache.testing.harness import client, start_emulator

@@ -263,12 +263,12 @@ class HardeningMixin:
         self.assertEqual(self.reads(), before, dict(self.cache.passthrough_reasons))
 
     async def test_any_error_in_the_local_read_passes_through(self) -> None:
-        import sgcache.cache
+        import sgcache.web.dispatch
 
         def broken(*args: Any) -> Any:
             raise RuntimeError("a bug in the local read path")
 
-        self.patch(sgcache.cache, "execute", broken)
+        self.patch(sgcache.web.dispatch, "execute", broken)
         via_cache, direct = await self.both(lambda sg: sg.find("Shot", [["code", "is", "sh000"]], ["code"]))
         self.assertEqual(via_cache, direct)
         self.assertEqual(len(via_cache), 1)

@@ -1,4 +1,4 @@
-"""Request bodies held to their limit as they arrive (sgcache.httpsite), on a
+"""Request bodies held to their limit as they arrive (sgcache.web.httpsite), on a
 real listening port: declared lengths, chunked bodies, the RPC limit and
 the relay limit. The relay limit being applied to a relayed path (and the
 smaller RPC limit to the RPC path) is what shows Twisted still tells the
@@ -13,8 +13,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 from twisted.web.resource import Resource
 
-from sgcache.rpc import Limits
-from sgcache.httpsite import DaemonSite
+from sgcache.web.rpc import Limits
+from sgcache.web.httpsite import DaemonSite
 from sgcache.testing.rawhttp import raw_request, request_bytes
 
 

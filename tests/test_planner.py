@@ -17,9 +17,9 @@ import psycopg2
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from sgcache.changes import EntityChange
-from sgcache.planner import Catalog, PassThrough, PlanCache, plan_read
-from sgcache.reader import execute
+from sgcache.schema.changes import EntityChange
+from sgcache.read.planner import Catalog, PassThrough, PlanCache, plan_read
+from sgcache.read.reader import execute
 from sgcache.schema import Schema
 from sgcache.store import layout, open_store
 from sgcache.store.postgres import to_pyformat

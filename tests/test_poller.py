@@ -17,8 +17,8 @@ import os
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from sgcache import poller as poller_module
-from sgcache.poller import CURSOR_KEY, HOLES_KEY, RESCAN_KEY, EventPoller
+from sgcache.sync import poller as poller_module
+from sgcache.sync.poller import CURSOR_KEY, HOLES_KEY, RESCAN_KEY, EventPoller
 from sgcache.schema import Schema
 from sgcache.store import base as store_base
 from sgcache.store import open_store
@@ -27,7 +27,7 @@ from sgcache.testing.harness import start_emulator
 from sgcache.testing.pg import fresh_postgres_url
 from sgcache.testing.eventlog import EventContext
 from sgcache.testing.syncdump import differences, emulator_dump, store_dump
-from sgcache.upstream import Upstream
+from sgcache.site.client import Upstream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = Schema.load(os.path.join(ROOT, "schema", "basic.yml"))
@@ -80,7 +80,7 @@ class PollerMixin:
         self.poller = self.make_poller()
         await self.poller.initialize()
         # what existed before the cursor: loaded as a scan would
-        from sgcache.scanner import Scanner
+        from sgcache.sync.scanner import Scanner
 
         await Scanner(reactor, SCHEMA, self.store, self.upstream).full_scan(TYPES)
 
@@ -289,7 +289,7 @@ class PollerMixin:
         self.assertTrue(await self.store.fetch('SELECT id FROM "Shot" WHERE id = ?', [kept["id"]]))
         self.assertFalse(await self.store.fetch('SELECT id FROM "Shot" WHERE id = ?', [lost["id"]]))
         # the rescan catches what the lost events said
-        from sgcache.scanner import Scanner
+        from sgcache.sync.scanner import Scanner
 
         scanner = Scanner(reactor, SCHEMA, self.store, self.upstream)
         await scanner.incremental_scan(TYPES, since=self.gaps[0][1], reason=self.gaps[0][0], answers_request=True)

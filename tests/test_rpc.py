@@ -1,5 +1,5 @@
-"""Unit tests for the endpoint (sgcache.rpc) and the upstream client
-(sgcache.upstream), in memory: StubTreq in front of the Klein resource, and
+"""Unit tests for the endpoint (sgcache.web.rpc) and the upstream client
+(sgcache.site.client), in memory: StubTreq in front of the Klein resource, and
 StubTreq standing in for the site."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from twisted.trial import unittest
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
-from sgcache.faults import ERR_BAD_REQUEST, ERR_UPSTREAM, Fault
-from sgcache.rpc import RawReply, RPCResource, encode_json, parse_envelope
-from sgcache.upstream import Upstream, UpstreamError
+from sgcache.site.faults import ERR_BAD_REQUEST, ERR_UPSTREAM, Fault
+from sgcache.web.rpc import RawReply, RPCResource, encode_json, parse_envelope
+from sgcache.site.client import Upstream, UpstreamError
 
 
 def run(coro):

@@ -12,16 +12,16 @@ import os
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from sgcache import updatelog
-from sgcache.poller import EventPoller
-from sgcache.scanner import PENDING_KEY, PROGRESS_PREFIX, WATERMARK_PREFIX, Scanner
+from sgcache.sync import updatelog
+from sgcache.sync.poller import EventPoller
+from sgcache.sync.scanner import PENDING_KEY, PROGRESS_PREFIX, WATERMARK_PREFIX, Scanner
 from sgcache.schema import Schema
 from sgcache.store import open_store
 from sgcache.testing.daemon import CACHE_SCRIPT
 from sgcache.testing.harness import start_emulator
 from sgcache.testing.pg import fresh_postgres_url
 from sgcache.testing.syncdump import differences, emulator_dump, store_dump
-from sgcache.upstream import Upstream
+from sgcache.site.client import Upstream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = Schema.load(os.path.join(ROOT, "schema", "basic.yml"))

@@ -1,5 +1,5 @@
-"""Tests for sgcache.schema_tools (rules, filter, dump, YAML output), the
-``sgcache schema`` commands of sgcache.cli, and the checked-in schema/basic.yml."""
+"""Tests for sgcache.schema.tools (rules, filter, dump, YAML output), the
+``sgcache schema`` commands of sgcache.admin.cli, and the checked-in schema/basic.yml."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import shotgun_api3
 import yaml
 from twisted.trial import unittest
 
-from sgcache import cli, schema_tools
-from sgcache.fieldtypes import is_cacheable
+from sgcache.admin import cli
+
+from sgcache.schema import tools as schema_tools
+from sgcache.schema.fieldtypes import is_cacheable
 from sgcache.schema import Schema, SchemaError
-from sgcache.schema_tools import Rule, filter_schema, filter_schema_report, parse_rules
+from sgcache.schema.tools import Rule, filter_schema, filter_schema_report, parse_rules
 from sgcache.testing.fixtures import FIXTURE_SCHEMA
 
 FIXTURE = FIXTURE_SCHEMA

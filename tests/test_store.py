@@ -12,7 +12,7 @@ from twisted.internet import reactor, task
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from sgcache.changes import EntityChange
+from sgcache.schema.changes import EntityChange
 from sgcache.schema import Schema
 from sgcache.store import IStore, StoreError, open_store, parse_store_url
 from sgcache.store.base import ReadTimeout

@@ -1,4 +1,4 @@
-"""The update log's pruner (sgcache.updatelog.Pruner): its lifecycle."""
+"""The update log's pruner (sgcache.sync.updatelog.Pruner): its lifecycle."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from sgcache.updatelog import Pruner
+from sgcache.sync.updatelog import Pruner
 
 
 class GatedStore:

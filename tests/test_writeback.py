@@ -9,10 +9,10 @@ import os
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from sgcache import writeback
-from sgcache.poller import EventPoller
+from sgcache.sync import writeback
+from sgcache.sync.poller import EventPoller
 from sgcache.testing.pg import fresh_postgres_url
-from sgcache.writeback import WriteBack
+from sgcache.sync.writeback import WriteBack
 
 from .test_scanner import SCHEMA, TYPES, ScanFixture
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from .base import IStore, StoreError
+from sgcache.store.base import IStore, StoreError
 
 __all__ = ["IStore", "StoreError", "open_store", "parse_store_url"]
 
@@ -59,9 +59,9 @@ def open_store(url: str, reactor: Any, read_pool: int | None = None) -> IStore:
     `read_pool`: PostgreSQL connections for clients' reads."""
     kind, target = parse_store_url(url)
     if kind == "sqlite":
-        from .sqlite import SQLiteStore
+        from sgcache.store.sqlite import SQLiteStore
 
         return SQLiteStore(target, reactor)
-    from .postgres import DEFAULT_READ_POOL, PostgresStore
+    from sgcache.store.postgres import DEFAULT_READ_POOL, PostgresStore
 
     return PostgresStore(target, reactor, pool_size=read_pool or DEFAULT_READ_POOL)

@@ -23,11 +23,11 @@ from typing import Any, Awaitable, Callable, Iterator, Protocol, Sequence, TypeV
 from twisted.internet import defer
 from zope.interface import Attribute, Interface
 
-from ..changes import EntityChange
-from ..fieldtypes import FIELD_TYPES, is_cacheable
-from ..schema import FieldSpec, Schema
-from . import layout
-from ..logs import logger
+from sgcache.schema.changes import EntityChange
+from sgcache.schema.fieldtypes import FIELD_TYPES, is_cacheable
+from sgcache.schema import FieldSpec, Schema
+from sgcache.store import layout
+from sgcache.logs import logger
 
 log = logger(__name__)
 
@@ -206,7 +206,7 @@ def bookkeeping_ddl(dialect: Dialect) -> list[str]:
 
 
 # -- the update log ---------------------------------------------------------------
-# What apply changed, written in the same transaction (sgcache.updatelog reads
+# What apply changed, written in the same transaction (sgcache.sync.updatelog reads
 # and prunes it): one row per applied change, with where it came from.
 
 
@@ -463,7 +463,7 @@ def multi_table_ddl(spec: FieldSpec, dialect: Dialect) -> list[str]:
     ]
 
 
-# -- indexes the read planner relies on (sgcache.planner) ----------------------
+# -- indexes the read planner relies on (sgcache.read.planner) ----------------------
 
 
 def read_index_ddl(

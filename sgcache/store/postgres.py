@@ -42,10 +42,10 @@ from twisted.python.failure import Failure
 from txpostgres import reconnection, retrying, txpostgres
 from zope.interface import implementer
 
-from ..changes import EntityChange
-from ..schema import Schema
-from . import base, layout, prepared
-from ..logs import logger
+from sgcache.schema.changes import EntityChange
+from sgcache.schema import Schema
+from sgcache.store import base, layout, prepared
+from sgcache.logs import logger
 
 log = logger(__name__)
 

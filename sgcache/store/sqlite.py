@@ -20,10 +20,10 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..changes import EntityChange
-from ..schema import Schema
-from . import base, layout
-from ..logs import logger
+from sgcache.schema.changes import EntityChange
+from sgcache.schema import Schema
+from sgcache.store import base, layout
+from sgcache.logs import logger
 
 log = logger(__name__)
 

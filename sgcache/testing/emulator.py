@@ -40,9 +40,9 @@ from shotgun_api3.lib.mockgun import Shotgun as Mockgun
 from shotgun_api3.shotgun import _translate_filters
 from twisted.logger import Logger
 
-from sgcache import faults
-from sgcache.faults import Fault
-from sgcache.fieldtypes import format_datetime, parse_datetime
+from sgcache.site import faults
+from sgcache.site.faults import Fault
+from sgcache.schema.fieldtypes import format_datetime, parse_datetime
 from sgcache.schema import EntitySpec, FieldSpec, Schema
 from sgcache.testing.engine import ReadEngine
 from sgcache.testing.eventlog import EventContext, EventLog, format_meta_datetime

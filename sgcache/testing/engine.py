@@ -22,9 +22,9 @@ import copy
 import datetime
 from typing import Any, Callable
 
-from sgcache import faults
-from sgcache.faults import Fault
-from sgcache.fieldtypes import format_datetime
+from sgcache.site import faults
+from sgcache.site.faults import Fault
+from sgcache.schema.fieldtypes import format_datetime
 from sgcache.schema import FieldSpec, Schema
 from sgcache.testing.filters import (
     NUMBER_TYPES,

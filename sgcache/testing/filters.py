@@ -20,20 +20,57 @@ import datetime
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sgcache import faults
-from sgcache.faults import Fault
-from sgcache.fieldtypes import format_datetime, parse_datetime
+from sgcache.site import faults
+from sgcache.site.faults import Fault
+from sgcache.schema.fieldtypes import format_datetime, parse_datetime
 from sgcache.schema import FieldSpec, Schema
 
 Row = dict
 Predicate = Callable[[Row], bool]
 
 # -- data type families -------------------------------------------------------
+#
+# The emulator's own table of which relations each data type accepts
+# (docs/emulator.md, "Reads"), written apart from the cache's planner
+# (`sgcache.read`) on purpose: the differential tests compare two
+# implementations, so a wrong entry on either side shows as a mismatch.
 
-# Shotgun's relation table (PROTOCOL.md) is one fact shared with the cache's
-# planner: the two differ in how they evaluate a relation, never in which
-# relations exist.
-from sgcache.relations import NEGATIONS, NUMBER_TYPES, RELATIONS, TEXT_TYPES, UNITS  # noqa: E402
+TEXT_TYPES = frozenset(["text", "color", "entity_type", "uuid", "list", "status_list"])
+NUMBER_TYPES = frozenset(["number", "float", "percent", "duration", "timecode", "currency"])
+UNITS = ("HOUR", "DAY", "WEEK", "MONTH", "YEAR")
+
+
+def _relations(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_FREE_TEXT = _relations("is is_not contains not_contains starts_with ends_with in not_in")
+_CHOICE = _relations("is is_not in not_in")
+_NUMERIC = _relations("is is_not less_than greater_than between not_between in not_in")
+_DATES = _relations(
+    "is is_not greater_than less_than between in not_in in_last not_in_last in_next not_in_next "
+    "in_calendar_day in_calendar_week in_calendar_month in_calendar_year")
+
+#: data type -> the relations a filter on it may use (anything else: a fault)
+RELATIONS: dict[str, frozenset[str]] = {
+    "text": _FREE_TEXT, "color": _FREE_TEXT, "entity_type": _FREE_TEXT, "uuid": _FREE_TEXT,
+    "list": _CHOICE, "status_list": _CHOICE,
+    **{t: _NUMERIC for t in NUMBER_TYPES},
+    "checkbox": _relations("is is_not"),
+    "date": _DATES, "date_time": _DATES,
+    "entity": _relations("is is_not in not_in type_is type_is_not name_contains name_not_contains name_is "
+                         "name_starts_with name_ends_with"),
+    "multi_entity": _relations("is is_not in not_in type_is type_is_not name_contains name_not_contains"),
+    "tag_list": _relations("is is_not name_contains name_not_contains"),
+    "image": _relations("is is_not"),
+}
+
+#: each negated relation is the exact complement of this positive one
+NEGATIONS = {
+    "is_not": "is", "not_in": "in", "not_contains": "contains", "not_between": "between",
+    "name_not_contains": "name_contains", "type_is_not": "type_is", "not_in_last": "in_last",
+    "not_in_next": "in_next",
+}
 
 
 # -- storage-form normalizers -------------------------------------------------

@@ -19,7 +19,7 @@ import psycopg2
 from twisted.internet import defer
 from txpostgres import txpostgres
 
-from ..store.postgres import redact
+from sgcache.store.postgres import redact
 
 DEFAULT_BASE = "postgresql://postgres@127.0.0.1:5432/postgres"
 

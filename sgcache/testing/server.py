@@ -21,8 +21,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from sgcache import faults
-from sgcache.faults import Fault
+from sgcache.site import faults
+from sgcache.site.faults import Fault
 from sgcache.logs import clip
 from sgcache.testing.emulator import Emulator
 

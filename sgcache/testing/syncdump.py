@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from sgcache.fetch import cached_fields
-from sgcache.planner import Catalog, PassThrough, plan_read
-from sgcache.reader import execute
+from sgcache.sync.fetch import cached_fields
+from sgcache.read.planner import Catalog, PassThrough, plan_read
+from sgcache.read.reader import execute
 from sgcache.schema import Schema
 from sgcache.store import layout
 

@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 sgcache = ServiceMaker(
     "sgcache",
-    "sgcache.service",
+    "sgcache.tap",
     "A site-local caching proxy for the Shotgun API.",
     "sgcache",
 )

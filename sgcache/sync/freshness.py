@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .changes import EntityChange
+from sgcache.schema.changes import EntityChange
 
 
 class Freshness:

@@ -1,7 +1,7 @@
 """The JSON-RPC endpoint clients talk to: ``POST [prefix]/api3/json``.
 
 Routes are thin: parse the envelope, then hand the call to `Cache`
-(`sgcache.cache`) which answers locally or passes it through. Every other
+(`sgcache.web.dispatch`) which answers locally or passes it through. Every other
 path (uploads, thumbnails, file serving) is relayed to the site as it is,
 streamed both ways, and only as an origin-form request-target (an absolute
 path) to exactly the site's scheme, host and port: anything else gets 400
@@ -9,7 +9,7 @@ without touching the site.
 
 No request ever gets a traceback or an HTTP 500 of the daemon's making: bad
 input becomes a Shotgun fault. Bodies are held to limits (`Limits`): the raw
-body (counted as it arrives, `sgcache.httpsite`), the body once inflated
+body (counted as it arrives, `sgcache.web.httpsite`), the body once inflated
 (inflated incrementally, refused as soon as it is over), and JSON nesting.
 """
 
@@ -27,9 +27,9 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
-from .faults import ERR_BAD_REQUEST, Fault
-from .logs import clip, logger
-from .upstream import DROP_RESPONSE_HEADERS
+from sgcache.site.faults import ERR_BAD_REQUEST, Fault
+from sgcache.logs import clip, logger
+from sgcache.site.client import DROP_RESPONSE_HEADERS
 
 log = logger(__name__)
 

@@ -11,16 +11,8 @@ import json
 import time
 from typing import Any
 
-from .admin import _STORE_SETTINGS, _add_settings, _settings, run_on_store
-from .cli import CommandError
-from .schema import Schema, SchemaError
-
-
-def _schema(settings: dict[str, Any]) -> Schema:
-    try:
-        return Schema.load(settings["schema"])
-    except SchemaError as e:
-        raise CommandError(f"--schema: {e}")
+from sgcache.admin.common import STORE_SETTINGS, CommandError, add_settings, load_schema, run_on_store, settings_from
+from sgcache.schema import Schema
 
 
 # -- sgcache log ---------------------------------------------------------------
@@ -28,7 +20,7 @@ def _schema(settings: dict[str, Any]) -> Schema:
 
 def register_log(parser: argparse.ArgumentParser) -> None:
     """Show what the cache changed on one entity, when and why (the update log)."""
-    _add_settings(parser, ("config", "schema", "db"))
+    add_settings(parser, ("config", "schema", "db"))
     parser.add_argument("entity_type", metavar="TYPE")
     parser.add_argument("entity_id", metavar="ID", type=int)
     parser.add_argument("--limit", type=int, default=200, help="newest entries to show (default 200)")
@@ -37,12 +29,12 @@ def register_log(parser: argparse.ArgumentParser) -> None:
 
 
 def run_log(args: argparse.Namespace) -> int:
-    settings = _settings(args, need_upstream=False)
-    if args.entity_type not in _schema(settings):
+    settings = settings_from(args, need_upstream=False)
+    if args.entity_type not in load_schema(settings):
         raise CommandError(f"log: {args.entity_type!r} is not an entity type of the schema")
 
     async def read_log(reactor: Any, store: Any, upstream: Any) -> Any:
-        from . import updatelog
+        from sgcache.sync import updatelog
 
         return await updatelog.entries(store, args.entity_type, args.entity_id, args.limit)
 
@@ -82,7 +74,7 @@ def _event_range(text: str) -> tuple[int, int]:
 
 def register_reprocess(parser: argparse.ArgumentParser) -> None:
     """Apply a range of events again (re-read the entities they name from the site)."""
-    _add_settings(parser, _STORE_SETTINGS)
+    add_settings(parser, STORE_SETTINGS)
     parser.add_argument("--events", required=True, metavar="FROM..TO",
                         help="event ids, inclusive")
     parser.add_argument("--kind", default=None, metavar="KIND",
@@ -94,7 +86,7 @@ async def reprocess(
     reactor: Any, schema: Schema, store: Any, upstream: Any, first: int, last: int, kind: str | None = None
 ) -> dict[str, int]:
     """Re-apply events `first`..`last`; counts of events and entities."""
-    from .poller import EVENT_FIELDS, EventPoller, event_kind
+    from sgcache.sync.poller import EVENT_FIELDS, EventPoller, event_kind
 
     poller = EventPoller(reactor, schema, store, upstream)
     counts = {"events": 0, "entities": 0}
@@ -127,8 +119,8 @@ def run_reprocess(args: argparse.Namespace) -> int:
     first, last = _event_range(args.events)
     if args.kind is not None and args.kind.lower() not in KINDS:
         raise CommandError(f"--kind: expected one of {', '.join(KINDS)}, got {args.kind!r}")
-    settings = _settings(args, need_upstream=True)
-    schema = _schema(settings)
+    settings = settings_from(args, need_upstream=True)
+    schema = load_schema(settings)
 
     async def run(reactor: Any, store: Any, upstream: Any) -> dict[str, Any]:
         return await reprocess(reactor, schema, store, upstream, first, last, args.kind)
@@ -144,8 +136,8 @@ def run_reprocess(args: argparse.Namespace) -> int:
 async def sync_report(store: Any, now: float, types: list[str]) -> dict[str, Any]:
     """Event cursor and its age, holes, last poll error, scan state and
     watermarks, as stored (the daemon's `info` has the live view)."""
-    from .poller import CURSOR_TIME_KEY, HOLES_KEY, LAST_ERROR_KEY, RESCAN_KEY, parse_wire_time
-    from .scanner import PENDING_KEY, WATERMARK_PREFIX
+    from sgcache.sync.poller import CURSOR_TIME_KEY, HOLES_KEY, LAST_ERROR_KEY, RESCAN_KEY, parse_wire_time
+    from sgcache.sync.scanner import PENDING_KEY, WATERMARK_PREFIX
 
     created = await store.get_state(CURSOR_TIME_KEY)
     when = parse_wire_time(created)

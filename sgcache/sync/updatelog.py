@@ -18,8 +18,8 @@ from typing import Any
 
 from twisted.internet import defer
 
-from .backoff import Sleeper, describe
-from .logs import logger
+from sgcache.site.backoff import Sleeper, describe
+from sgcache.logs import logger
 
 log = logger(__name__)
 

@@ -31,14 +31,14 @@ from typing import Any, AsyncIterator, Callable, Iterable
 
 from twisted.internet import defer, task
 
-from .backoff import Backoff, Sleeper, describe
-from .changes import SOURCE_SCAN, EntityChange
-from .fetch import PAGE_SIZE, cached_fields, fetch_by_ids, to_change
-from .freshness import Freshness
-from .linkfill import fill_missing_links
-from .schema import Schema
-from .store import layout
-from .logs import logger
+from sgcache.site.backoff import Backoff, Sleeper, describe
+from sgcache.schema.changes import SOURCE_SCAN, EntityChange
+from sgcache.sync.fetch import PAGE_SIZE, cached_fields, fetch_by_ids, to_change
+from sgcache.sync.freshness import Freshness
+from sgcache.sync.linkfill import fill_missing_links
+from sgcache.schema import Schema
+from sgcache.store import layout
+from sgcache.logs import logger
 
 log = logger(__name__)
 

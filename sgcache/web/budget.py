@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Hashable
 
-from .expiring import Expiring
+from sgcache.web.expiring import Expiring
 
 #: seconds a shape that went over the budget passes through
 PENALTY = 300.0

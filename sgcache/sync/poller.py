@@ -43,13 +43,13 @@ from typing import Any, Callable, Iterable
 
 from twisted.internet import defer, task
 
-from .backoff import Backoff, describe
-from .changes import SOURCE_EVENT, EntityChange
-from .fetch import fetch_by_ids, linkers
-from .freshness import Freshness
-from .linkfill import fill_missing_links
-from .schema import Schema
-from .logs import logger
+from sgcache.site.backoff import Backoff, describe
+from sgcache.schema.changes import SOURCE_EVENT, EntityChange
+from sgcache.sync.fetch import fetch_by_ids, linkers
+from sgcache.sync.freshness import Freshness
+from sgcache.sync.linkfill import fill_missing_links
+from sgcache.schema import Schema
+from sgcache.logs import logger
 
 log = logger(__name__)
 

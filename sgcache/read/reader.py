@@ -15,9 +15,9 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Any, Callable
 
-from .fieldtypes import FIELD_TYPES
-from .planner import Catalog, Output, PassThrough, ReadPlan
-from .relations import in_list
+from sgcache.schema.fieldtypes import FIELD_TYPES
+from sgcache.read.planner import Catalog, Output, PassThrough, ReadPlan
+from sgcache.read.relations import in_list
 
 #: ids per IN (...) list when reading link targets and association rows
 _CHUNK = 500

@@ -11,7 +11,7 @@ store cannot decide exactly, passes through to the site. Supported:
   ``{type, id, name}``; multi_entity in stored order with non-live items left
   out), deep paths through entity links (``f.Type.g[.Type.h]``);
 * filters: every relation of every cacheable data type (see
-  `sgcache.relations`), in nested ``and``/``or`` groups (wire or list form),
+  `sgcache.read.relations`), in nested ``and``/``or`` groups (wire or list form),
   deep paths through entity links (LEFT JOIN) and multi-entity links
   (EXISTS with the engine's "any leaf" / "no leaf" rules, where an empty
   list is one null leaf); relative dates against an injected "now" and tz;
@@ -22,7 +22,7 @@ store cannot decide exactly, passes through to the site. Supported:
   ``include_archived_projects: false``.
 
 Rows not fully loaded (``_complete = 0``) of any type a plan reads make the
-request pass through at run time (`sgcache.reader`), as do links whose
+request pass through at run time (`sgcache.read.reader`), as do links whose
 target row the store lacks.
 """
 
@@ -35,8 +35,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .fieldtypes import FIELD_TYPES
-from .relations import (
+from sgcache.schema.fieldtypes import FIELD_TYPES
+from sgcache.read.relations import (
     NAME_TEXT_TYPES,
     NEGATIONS,
     NUMBER_TYPES,
@@ -63,8 +63,8 @@ from .relations import (
     param,
     text_match,
 )
-from .schema import FieldSpec, Schema
-from .store import layout
+from sgcache.schema import FieldSpec, Schema
+from sgcache.store import layout
 
 __all__ = ["Catalog", "PassThrough", "ReadPlan", "Output", "LinkJoin", "plan_read"]
 
@@ -218,7 +218,7 @@ class ReadPlan:
     #: the same tests, run on their own when the page is empty
     guard_sql: str
     page_size: int | None
-    #: "has_next_page", "entity_count" or None (see `sgcache.reader`)
+    #: "has_next_page", "entity_count" or None (see `sgcache.read.reader`)
     paging_mode: str | None
     want_has_next: bool
     want_count: bool

@@ -24,8 +24,8 @@ from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
-from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
-from .logs import clip, logger
+from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
+from sgcache.logs import clip, logger
 
 log = logger(__name__)
 

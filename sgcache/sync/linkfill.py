@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 
-from .changes import EntityChange
-from .fetch import fetch_by_ids
-from .schema import Schema
-from .store import layout
-from .logs import logger
+from sgcache.schema.changes import EntityChange
+from sgcache.sync.fetch import fetch_by_ids
+from sgcache.schema import Schema
+from sgcache.store import layout
+from sgcache.logs import logger
 
 log = logger(__name__)
 

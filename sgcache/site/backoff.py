@@ -14,8 +14,8 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from .faults import ERR_AUTH, Fault
-from .upstream import UpstreamError
+from sgcache.site.faults import ERR_AUTH, Fault
+from sgcache.site.client import UpstreamError
 
 
 class Backoff:

@@ -1,4 +1,4 @@
-"""The daemon's HTTP site: what reaches the endpoint (`sgcache.rpc`) at all.
+"""The daemon's HTTP site: what reaches the endpoint (`sgcache.web.rpc`) at all.
 
 * Only origin-form request-targets (an absolute path and query) are served:
   anything else (``.evil.net/x``, ``http://other/x``, ``*``) is answered 400
@@ -27,8 +27,8 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from .rpc import API_SUFFIX, Limits
-from .upstream import is_origin_form
+from sgcache.web.rpc import API_SUFFIX, Limits
+from sgcache.site.client import is_origin_form
 
 
 class LimitedRequest(Request):

@@ -27,7 +27,7 @@ import hashlib
 import secrets
 from typing import Any, Sequence
 
-from .expiring import Expiring
+from sgcache.web.expiring import Expiring
 
 #: default seconds the site's acceptance of a script key is trusted
 DEFAULT_TTL = 60.0
@@ -125,11 +125,3 @@ def check_args(entity_type: str) -> dict[str, Any]:
         "paging": {"entities_per_page": 1, "current_page": 1},
         "return_paging_info_without_counts": True,
     }
-
-
-def parse_patterns(value: Any) -> tuple[str, ...]:
-    """``"a, b*"`` or a list -> ("a", "b*")."""
-    if value is None:
-        return ()
-    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    return tuple(str(item).strip() for item in items if str(item).strip())

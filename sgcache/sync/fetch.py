@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Iterable
 
-from .changes import EntityChange
-from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
-from .fieldtypes import is_cacheable
-from .logs import logger
-from .schema import Schema
+from sgcache.schema.changes import EntityChange
+from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
+from sgcache.schema.fieldtypes import is_cacheable
+from sgcache.logs import logger
+from sgcache.schema import Schema
 
 log = logger(__name__)
 

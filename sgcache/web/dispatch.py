@@ -5,12 +5,12 @@ changed: `answers`); pass everything else through; write back the results of
 writes; keep the site's `info` in memory.
 
 Local reads are served only to script credentials the site has accepted
-recently, within the studio's policy (`sgcache.credentials`). Requests made
+recently, within the studio's policy (`sgcache.web.credentials`). Requests made
 on behalf of a user (`sudo_as_login`, user logins, session tokens) always
 pass through, since the site applies that user's permission rules.
 
 When not sure, pass through -- without exception: a read the planner
-refuses, a read over its time budget (`sgcache.budget`), and any error in
+refuses, a read over its time budget (`sgcache.web.budget`), and any error in
 the local read path (logged at error, counted) all go to the site.
 """
 
@@ -24,20 +24,20 @@ from typing import Any
 from twisted.internet import defer
 from twisted.web.http_headers import Headers
 
-from . import __version__
-from .answers import Answers
-from .budget import SLOW_SHARE, SlowShapes
-from .credentials import Credentials, check_args
-from .faults import ERR_AUTH, ERR_UPSTREAM, Fault
-from .freshness import Freshness
-from .planner import Catalog, PassThrough, PlanCache, request_key
-from .reader import execute
-from .reasons import REASONS
-from .rpc import JSON_CONTENT_TYPE, RawReply, encode_json
-from .store.base import ReadTimeout
-from .upstream import IDEMPOTENT_METHODS, Upstream, UpstreamError
-from .writeback import WRITE_METHODS, WriteBack
-from .logs import clip, logger
+from sgcache import __version__
+from sgcache.web.answers import Answers
+from sgcache.web.budget import SLOW_SHARE, SlowShapes
+from sgcache.web.credentials import Credentials, check_args
+from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
+from sgcache.sync.freshness import Freshness
+from sgcache.read.planner import Catalog, PassThrough, PlanCache, request_key
+from sgcache.read.reader import execute
+from sgcache.read.reasons import REASONS
+from sgcache.web.rpc import JSON_CONTENT_TYPE, RawReply, encode_json
+from sgcache.store.base import ReadTimeout
+from sgcache.site.client import IDEMPOTENT_METHODS, Upstream, UpstreamError
+from sgcache.sync.writeback import WRITE_METHODS, WriteBack
+from sgcache.logs import clip, logger
 
 log = logger(__name__)
 
@@ -95,7 +95,7 @@ class Cache:
         self.loading_message = "initial load not started"
         #: requests by method (known methods only), and read outcomes
         self.counters: Counter[str] = Counter()
-        #: reads passed through, by reason phrase (`sgcache.reasons.REASONS`)
+        #: reads passed through, by reason phrase (`sgcache.read.reasons.REASONS`)
         self.passthrough_reasons: Counter[str] = Counter()
         #: the script credentials served locally
         self.credentials = credentials if credentials is not None else Credentials(reactor)
@@ -305,7 +305,7 @@ class Cache:
             "answers_bytes": self.answers.bytes,
             "passthrough": self.counters.get("passthrough", 0),
             # why reads went upstream: reason -> count (fixed phrases only,
-            # sgcache.reasons; never a client's text)
+            # sgcache.read.reasons; never a client's text)
             "passthrough_reasons": dict(self.passthrough_reasons.most_common()),
             # reads whose local answer failed (a bug; logged) and passed through
             "reads_failed_locally": self.counters.get("read.failed", 0),

@@ -20,10 +20,10 @@ import calendar
 import datetime
 from typing import Any, Iterable, Sequence
 
-from .fieldtypes import format_datetime, parse_datetime
-from .reasons import PassThrough
-from .store import layout
-from .store.prepared import literal_type
+from sgcache.schema.fieldtypes import format_datetime, parse_datetime
+from sgcache.read.reasons import PassThrough
+from sgcache.store import layout
+from sgcache.store.prepared import literal_type
 
 TEXT_TYPES = frozenset(["text", "color", "entity_type", "uuid", "list", "status_list"])
 NUMBER_TYPES = frozenset(["number", "float", "percent", "duration", "timecode", "currency"])

@@ -24,14 +24,13 @@ import sys
 from typing import Callable, Sequence, Union
 
 from sgcache import __version__
+from sgcache.admin.common import CommandError
 from sgcache.schema import Schema, SchemaError
 
 Handler = Callable[[argparse.Namespace], int]
 Register = Callable[[argparse.ArgumentParser], None]
 
 
-class CommandError(Exception):
-    """A command failed in a way the operator can fix; the message says how."""
 
 
 # -- sgcache schema ... --------------------------------------------------
@@ -108,7 +107,7 @@ class _RuleSource(argparse.Action):
 
 
 def _schema_dump(args: argparse.Namespace) -> int:
-    from sgcache import schema_tools
+    from sgcache.schema import tools as schema_tools
 
     if args.shotgun:
         api_key = args.api_key or os.environ.get("SGCACHE_API_KEY")
@@ -130,7 +129,7 @@ def _schema_dump(args: argparse.Namespace) -> int:
 
 
 def _schema_filter(args: argparse.Namespace) -> int:
-    from sgcache import schema_tools
+    from sgcache.schema import tools as schema_tools
 
     if not args.rule_sources:
         raise CommandError("schema filter needs --rules FILE or --rules-text RULES")
@@ -165,7 +164,7 @@ def _schema_filter(args: argparse.Namespace) -> int:
 
 
 def _schema_check(args: argparse.Namespace) -> int:
-    from sgcache import schema_tools
+    from sgcache.schema import tools as schema_tools
 
     schema = schema_tools.dump_from_file(args.input)
     schema.validate()
@@ -174,7 +173,7 @@ def _schema_check(args: argparse.Namespace) -> int:
 
 
 def _write(schema: Schema, output: str | None, generated_by: str, origin: str) -> None:
-    from sgcache import schema_tools
+    from sgcache.schema import tools as schema_tools
 
     schema_tools.write_yaml(schema, output or sys.stdout, generated_by=generated_by, source=origin)
 
@@ -192,9 +191,9 @@ def _say(message: str) -> None:
 #: Subcommands: (name, register function or "module:function").
 COMMANDS: list[tuple[str, Union[Register, str]]] = [
     ("schema", register_schema),
-    ("scan", "sgcache.admin:register_scan"),
-    ("status", "sgcache.admin:register_status"),
-    ("log", "sgcache.admin_sync:register_log"), ("reprocess", "sgcache.admin_sync:register_reprocess"),
+    ("scan", "sgcache.admin.commands:register_scan"),
+    ("status", "sgcache.admin.commands:register_status"),
+    ("log", "sgcache.admin.sync_commands:register_log"), ("reprocess", "sgcache.admin.sync_commands:register_reprocess"),
 ]
 
 
@@ -244,6 +243,6 @@ def _one_line(text: str) -> str:
 if __name__ == "__main__":
     # run through the package module, so its exception classes are the ones
     # other command modules import
-    from sgcache.cli import main as package_main
+    from sgcache.admin.cli import main as package_main
 
     sys.exit(package_main())

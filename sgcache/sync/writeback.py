@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 
-from .changes import SOURCE_PASSTHROUGH, EntityChange
-from .fetch import fetch_by_ids, linkers
-from .freshness import Freshness
-from .schema import Schema
-from .store import layout
-from .logs import logger
+from sgcache.schema.changes import SOURCE_PASSTHROUGH, EntityChange
+from sgcache.sync.fetch import fetch_by_ids, linkers
+from sgcache.sync.freshness import Freshness
+from sgcache.schema import Schema
+from sgcache.store import layout
+from sgcache.logs import logger
 
 log = logger(__name__)
 
