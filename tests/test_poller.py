@@ -20,7 +20,7 @@ from twisted.trial import unittest
 from sgcache.sync import poller as poller_module
 from sgcache.sync.poller import CURSOR_KEY, HOLES_KEY, RESCAN_KEY, EventPoller
 from sgcache.schema import Schema
-from sgcache.store import base as store_base
+from sgcache.store import apply as store_apply
 from sgcache.store import open_store
 from sgcache.testing.daemon import CACHE_SCRIPT
 from sgcache.testing.harness import start_emulator
@@ -318,21 +318,21 @@ class PollerMixin:
         await self.poll()
         cursor = self.poller.cursor
         shot = self.emulator.create("Shot", {"code": "sh010", "project": PROJECT})
-        original = store_base.write_state
+        original = store_apply.write_state
         calls = []
 
         async def broken(cur, items):
             calls.append(items)
             raise RuntimeError("disk on fire")
 
-        self.patch(store_base, "write_state", broken)
+        self.patch(store_apply, "write_state", broken)
         with self.assertRaises(RuntimeError):
             await self.poll()
         self.assertTrue(calls)  # the rows were written in the transaction, then rolled back
         self.assertEqual(await self.store.fetch('SELECT id FROM "Shot" WHERE id = ?', [shot["id"]]), [])
         self.assertEqual(await self.store.get_state(CURSOR_KEY), str(cursor))
         self.assertEqual(self.poller.cursor, cursor)
-        self.patch(store_base, "write_state", original)
+        self.patch(store_apply, "write_state", original)
         await self.poll()
         await self.assertSynced()
 

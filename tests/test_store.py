@@ -15,8 +15,9 @@ from zope.interface.verify import verifyObject
 from sgcache.schema.changes import EntityChange
 from sgcache.schema import Schema
 from sgcache.store import IStore, StoreError, open_store, parse_store_url
-from sgcache.store.base import ReadTimeout
-from sgcache.store import base, layout
+from sgcache.store.interface import ReadTimeout
+from sgcache.store import ddl, layout, statements
+from sgcache.store.dialect import POSTGRESQL, SQLITE
 from sgcache.store.postgres import to_pyformat
 from sgcache.testing.pg import fresh_postgres_url
 from sgcache.testing.fixtures import FIXTURE_SCHEMA
@@ -301,15 +302,6 @@ class StoreTestsMixin:
         self.assertEqual(
             await self.links(store, 1), [("Asset", 3, 0), ("Asset", 1, 1), ("Asset", 2, 2)]
         )
-        await store.apply([EntityChange("Shot", 1, multi_add={"assets": [A(4), A(1), A(5)]})])
-        self.assertEqual(
-            [r[1] for r in await self.links(store, 1)], [3, 1, 2, 4, 5]
-        )
-        self.assertEqual((await self.links(store, 1))[-1][2], 4)
-        await store.apply([EntityChange("Shot", 1, multi_remove={"assets": [A(1), A(9)]})])
-        self.assertEqual([r[1] for r in await self.links(store, 1)], [3, 2, 4, 5])
-        await store.apply([EntityChange("Shot", 1, multi_add={"assets": [A(1)]})])
-        self.assertEqual([r[1] for r in await self.links(store, 1)], [3, 2, 4, 5, 1])
         # a full list replaces everything, in its order
         await store.apply([EntityChange("Shot", 1, {"assets": [A(5), A(6)]})])
         self.assertEqual(await self.links(store, 1), [("Asset", 5, 0), ("Asset", 6, 1)])
@@ -361,34 +353,6 @@ class StoreTestsMixin:
         # a delete is honoured even from an older view
         await store.apply([EntityChange("Shot", 1, delete=True, updated_at="2023-01-01T00:00:00Z")])
         self.assertIsNone(await self.row(store, 1, "id"))
-
-    async def test_event_id_refused(self) -> None:
-        store = await self.synced()
-        await store.apply([EntityChange("Shot", 1, {"code": "e10"}, event_id=10)])
-        self.assertEqual(await self.row(store, 1, "_event_id"), (10,))
-        n = await store.apply(
-            [
-                EntityChange("Shot", 1, {"code": "e9"}, event_id=9),
-                EntityChange("Shot", 1, multi_add={"assets": [A(1)]}, event_id=10),
-            ]
-        )
-        self.assertEqual(n, 0)
-        self.assertEqual(await self.row(store, 1, "code"), ("e10",))
-        self.assertEqual(await self.links(store, 1), [])
-        # changes without an event id (scans) still apply and keep _event_id
-        await store.apply([EntityChange("Shot", 1, {"code": "scan"})])
-        self.assertEqual(await self.row(store, 1, "code", "_event_id"), ("scan", 10))
-        self.assertEqual(await store.apply([EntityChange("Shot", 1, {"code": "e11"}, event_id=11)]), 1)
-        self.assertEqual(await self.row(store, 1, "code", "_event_id"), ("e11", 11))
-        # within one batch, a later event wins and an older one is refused
-        n = await store.apply(
-            [
-                EntityChange("Shot", 1, {"code": "e13"}, event_id=13),
-                EntityChange("Shot", 1, {"code": "e12"}, event_id=12),
-            ]
-        )
-        self.assertEqual(n, 1)
-        self.assertEqual(await self.row(store, 1, "code", "_event_id"), ("e13", 13))
 
     async def test_state_committed_with_rows(self) -> None:
         store = await self.synced()
@@ -498,14 +462,13 @@ class StoreTestsMixin:
         out = []
         for _ in range(count):
             eid = offset + rng.randint(1, 6)
-            kind = rng.choice(["full", "full", "partial", "partial", "delete", "add", "remove", "mixed"])
+            kind = rng.choice(["full", "full", "partial", "partial", "delete", "flags"])
             stamp = f"2024-01-01T00:00:{rng.randint(0, 9):02d}Z" if rng.random() < 0.8 else None
-            event_id = rng.choice([None, None, rng.randint(1, 30)])
             active = rng.choice([None, None, True, False])
             source = rng.choice(["scan", "event", "passthrough"])
             links = [A(rng.randint(1, 8)) for _ in range(rng.randint(0, 4))]
             if kind == "delete":
-                change = EntityChange("Shot", eid, delete=True, event_id=event_id, source=source)
+                change = EntityChange("Shot", eid, delete=True, source=source)
             elif kind == "full":
                 fields = {
                     "code": f"c{rng.randint(0, 99)}", "description": rng.choice([None, "d"]),
@@ -514,19 +477,15 @@ class StoreTestsMixin:
                     "assets": links, "updated_at": stamp,
                 }
                 change = EntityChange("Shot", eid, fields, active=active, updated_at=stamp,
-                                      event_id=event_id, complete=True, source=source)
+                                      complete=True, source=source)
             elif kind == "partial":
                 names = rng.sample(["code", "description", "sg_cut_in", "updated_at", "assets"], 2)
                 values = {"code": f"p{rng.randint(0, 99)}", "description": "x",
                           "sg_cut_in": rng.randint(0, 9), "updated_at": stamp, "assets": links}
                 change = EntityChange("Shot", eid, {n: values[n] for n in names}, active=active,
-                                      updated_at=stamp, event_id=event_id, source=source)
+                                      updated_at=stamp, source=source)
             else:
-                change = EntityChange("Shot", eid, updated_at=stamp, event_id=event_id, source=source)
-                if kind in ("add", "mixed"):
-                    change.multi_add = {"assets": links}
-                if kind in ("remove", "mixed"):
-                    change.multi_remove = {"assets": [A(rng.randint(1, 8)) for _ in range(2)]}
+                change = EntityChange("Shot", eid, active=active, updated_at=stamp, source=source)
             out.append(change)
         return out
 
@@ -542,7 +501,7 @@ class StoreTestsMixin:
                 await store.apply([
                     EntityChange("Shot", base_id + i, {"code": "s", "assets": [A(i), A(i + 1)],
                                                         "updated_at": "2024-01-01T00:00:04Z"},
-                                 updated_at="2024-01-01T00:00:04Z", event_id=5, complete=True)
+                                 updated_at="2024-01-01T00:00:04Z", complete=True)
                     for i in (1, 2, 3)
                 ])
             changes = self.random_changes(rng, 0, 25)
@@ -574,7 +533,7 @@ class StoreTestsMixin:
             await store.apply([
                 EntityChange("Shot", base_id + i, {"code": "s", "assets": [A(i % 5), A(i % 5 + 1)],
                                                     "updated_at": "2024-01-01T00:00:04Z"},
-                             updated_at="2024-01-01T00:00:04Z", event_id=5, complete=True)
+                             updated_at="2024-01-01T00:00:04Z", complete=True)
                 for i in range(1, count + 1, 2)
             ])
         changes = []
@@ -602,10 +561,9 @@ class StoreTestsMixin:
     async def test_bad_value_of_skipped_change_is_ignored(self) -> None:
         store = await self.synced()
         await store.apply([EntityChange("Shot", 1, {"code": "a", "updated_at": "2024-01-02T00:00:00Z"},
-                                        updated_at="2024-01-02T00:00:00Z", event_id=9)])
+                                        updated_at="2024-01-02T00:00:00Z")])
         stale = EntityChange("Shot", 1, {"sg_cut_in": "not a number"}, updated_at="2024-01-01T00:00:00Z")
-        old_event = EntityChange("Shot", 1, {"sg_cut_in": "nope"}, event_id=3)
-        self.assertEqual(await store.apply([stale, old_event]), 0)
+        self.assertEqual(await store.apply([stale]), 0)
         with self.assertRaises(ValueError):
             await store.apply([EntityChange("Shot", 2, {"code": "b"}),
                                EntityChange("Shot", 1, {"sg_cut_in": "nope"})])
@@ -658,7 +616,7 @@ class StoreTestsMixin:
         ]
         self.assertEqual(await store.apply(many), 1300)
         self.assertEqual(await store.count("Shot"), 1300)
-        partial = [EntityChange("Shot", i, {"description": "d"}, multi_add={"assets": [A(0)]})
+        partial = [EntityChange("Shot", i, {"description": "d", "assets": [A(i), A(i + 1), A(0)]})
                    for i in range(1, 1301)]
         self.assertEqual(await store.apply(partial), 1300)
         self.assertEqual(await self.row(store, 1300, "code", "description"), ("c1300", "d"))
@@ -851,7 +809,7 @@ class PostgresStoreTests(StoreTestsMixin, unittest.TestCase):
             [EntityChange("Shot", i, {"code": f"c{i}", "description": text}) for i in range(1, 20_001)]
         )
         ids = list(range(19_001, 19_501))
-        [(cond, params)] = base._id_conditions(base.POSTGRESQL, '"id"', ids)
+        [(cond, params)] = statements.id_conditions(POSTGRESQL, '"id"', ids)
         plan = await store.fetch(f'EXPLAIN SELECT "id" FROM "Shot" WHERE {cond}', params)
         self.assertNotIn("Seq Scan", "\n".join(r[0] for r in plan))
         rows = await store.fetch(f'SELECT "id" FROM "Shot" WHERE {cond} ORDER BY "id"', params)
@@ -895,12 +853,12 @@ class URLTests(unittest.TestCase):
 
 class StatementTests(unittest.TestCase):
     def test_id_conditions(self) -> None:
-        self.assertEqual(list(base._id_conditions(base.POSTGRESQL, '"id"', [])), [])
+        self.assertEqual(list(statements.id_conditions(POSTGRESQL, '"id"', [])), [])
         self.assertEqual(
-            list(base._id_conditions(base.POSTGRESQL, '"id"', [5, 2, 9])),
+            list(statements.id_conditions(POSTGRESQL, '"id"', [5, 2, 9])),
             [('"id" = ANY(?::BIGINT[]) AND "id" BETWEEN ? AND ?', ["{5,2,9}", 2, 9])],
         )
-        chunks = list(base._id_conditions(base.SQLITE, "parent_id", list(range(1200))))
+        chunks = list(statements.id_conditions(SQLITE, "parent_id", list(range(1200))))
         self.assertEqual([len(params) for _, params in chunks], [500, 500, 200])
         self.assertEqual(chunks[2][0], "parent_id IN (" + ", ".join("?" * 200) + ")")
         self.assertEqual([p for _, params in chunks for p in params], list(range(1200)))
@@ -908,7 +866,7 @@ class StatementTests(unittest.TestCase):
     def test_json_rows_binds_constant_columns_once(self) -> None:
         types = ["BIGINT", "TEXT", "TEXT", "DOUBLE PRECISION", "SMALLINT"]
         rows = [[1, "a", None, 1.0, 1], [2, "a", None, 1.0, 1], [3, "a", None, 1.0, 1]]
-        exprs, params = base._json_rows(types, rows)
+        exprs, params = statements.json_rows(types, rows)
         self.assertEqual(
             exprs,
             "(r->>0)::BIGINT, ?::TEXT, ?::TEXT, (r->>1)::DOUBLE PRECISION, ?::SMALLINT",
@@ -916,18 +874,18 @@ class StatementTests(unittest.TestCase):
         self.assertEqual(params, ["a", None, 1, "[[1,1.0],[2,1.0],[3,1.0]]"])
 
     def test_json_rows_every_column_constant(self) -> None:
-        exprs, params = base._json_rows(["BIGINT", "TEXT"], [[4, "x"]])
+        exprs, params = statements.json_rows(["BIGINT", "TEXT"], [[4, "x"]])
         self.assertEqual(exprs, "(r->>0)::BIGINT, ?::TEXT")
         self.assertEqual(params, ["x", "[[4]]"])
-        exprs, params = base._json_rows(["BIGINT", "TEXT"], [[4, "x"], [4, "x"]])
+        exprs, params = statements.json_rows(["BIGINT", "TEXT"], [[4, "x"], [4, "x"]])
         self.assertEqual(params, ["x", "[[4],[4]]"])
 
     def test_json_rows_refuses_what_json_would_change(self) -> None:
-        self.assertIsNone(base._json_rows(["BIGINT"], [[1], [True]]))
-        self.assertIsNone(base._json_rows(["BIGINT"], [[True], [True]]))
-        self.assertIsNone(base._json_rows(["TEXT"], [["a"], [1]]))
-        self.assertIsNone(base._json_rows(["DOUBLE PRECISION"], [[float("nan")], [float("nan")]]))
-        self.assertIsNone(base._json_rows(["BYTEA"], [[b"x"], [b"x"]]))
+        self.assertIsNone(statements.json_rows(["BIGINT"], [[1], [True]]))
+        self.assertIsNone(statements.json_rows(["BIGINT"], [[True], [True]]))
+        self.assertIsNone(statements.json_rows(["TEXT"], [["a"], [1]]))
+        self.assertIsNone(statements.json_rows(["DOUBLE PRECISION"], [[float("nan")], [float("nan")]]))
+        self.assertIsNone(statements.json_rows(["BYTEA"], [[b"x"], [b"x"]]))
 
 
 class PyformatTests(unittest.TestCase):
@@ -937,9 +895,9 @@ class PyformatTests(unittest.TestCase):
         self.assertEqual(to_pyformat("'it''s ?' || ?"), "'it''s ?' || %s")
 
     def test_index_names_fit(self) -> None:
-        name = base.index_name(base.POSTGRESQL, "X" * 40, "y" * 40, "child")
+        name = ddl.index_name(POSTGRESQL, "X" * 40, "y" * 40, "child")
         self.assertLessEqual(len(name.strip('"')), 63)
-        self.assertNotEqual(name, base.index_name(base.POSTGRESQL, "X" * 40, "y" * 40, "parent"))
+        self.assertNotEqual(name, ddl.index_name(POSTGRESQL, "X" * 40, "y" * 40, "parent"))
 
 
 class _FakeCase:

@@ -31,8 +31,6 @@ Handler = Callable[[argparse.Namespace], int]
 Register = Callable[[argparse.ArgumentParser], None]
 
 
-
-
 # -- sgcache schema ... --------------------------------------------------
 
 

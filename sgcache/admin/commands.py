@@ -11,6 +11,7 @@ from typing import Any
 
 from sgcache.admin.common import STORE_SETTINGS, CommandError, add_settings, load_schema, run_on_store, settings_from
 
+
 def register_scan(parser: argparse.ArgumentParser) -> None:
     """Load entities from the site into the store (a full scan)."""
     add_settings(parser, STORE_SETTINGS)

@@ -187,7 +187,7 @@ class Text:
     def lower(self, expr: str) -> str:
         """`expr` folded as Python's str.lower() does; on PostgreSQL compared
         by code point (``COLLATE "C"``, whatever the database's locale), so
-        one index (see `sgcache.store.base.read_index_ddl`) serves both the
+        one index (see `sgcache.store.ddl.read_index_ddl`) serves both the
         case-insensitive relations and sorts."""
         if self.dialect == "postgresql":
             return f'(lower({_PG_DOTTED_I.format(expr)}) COLLATE "C")'

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from sgcache.store.base import IStore, StoreError
+from sgcache.store.interface import IStore, StoreError
 
 __all__ = ["IStore", "StoreError", "open_store", "parse_store_url"]
 

@@ -4,7 +4,9 @@ and the read planner (SELECT).
 
 * entity type ``Shot`` -> table ``"Shot"`` with ``"id"`` (primary key),
   ``"_active"`` (1 live / 0 retired), ``"_complete"`` (1 once every cached
-  field was loaded), ``"_event_id"`` (last event applied to the row);
+  field was loaded), ``"_event_id"`` (no longer written: it held the last
+  event applied to the row, when changes were compared by event id; it
+  stays until a layout upgrade drops it);
 * scalar field ``code`` -> column ``"code"``;
 * entity field ``sg_sequence`` -> columns ``"sg_sequence__type"`` and
   ``"sg_sequence__id"`` (indexed together, id first);

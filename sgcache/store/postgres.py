@@ -44,7 +44,13 @@ from zope.interface import implementer
 
 from sgcache.schema.changes import EntityChange
 from sgcache.schema import Schema
-from sgcache.store import base, layout, prepared
+from sgcache.store import layout, prepared
+from sgcache.store.apply import ApplyResult, apply_changes
+from sgcache.store.catalog import Synced, current_synced, ensure_layout, load_synced, read_field_states, sync_schema, write_field_states, write_state
+from sgcache.store.dialect import POSTGRESQL
+from sgcache.store.interface import IStore, ReadTimeout, StoreError, returns_deferred
+from sgcache.store.queries import analyze_statements, count_sql, ids_sql, require_type
+from sgcache.store.updatelog import clock_now, prune_update_log
 from sgcache.logs import logger
 
 log = logger(__name__)
@@ -431,9 +437,9 @@ class _Pool(txpostgres.ConnectionPool):
 
 
 class _Cursor:
-    """`base.SQLCursor` over a txpostgres cursor inside runInteraction."""
+    """`SQLCursor` over a txpostgres cursor inside runInteraction."""
 
-    dialect = base.POSTGRESQL
+    dialect = POSTGRESQL
 
     def __init__(self, cursor: Any):
         self._cursor = cursor
@@ -452,9 +458,9 @@ class _Cursor:
 
 
 class _ReadCursor:
-    """`base.SQLCursor` for read-only shared queries outside a transaction."""
+    """`SQLCursor` for read-only shared queries outside a transaction."""
 
-    dialect = base.POSTGRESQL
+    dialect = POSTGRESQL
 
     def __init__(self, store: "PostgresStore"):
         self._store = store
@@ -474,7 +480,7 @@ def _line(exc: BaseException) -> str:
     return text[0] if text else exc.__class__.__name__
 
 
-@implementer(base.IStore)
+@implementer(IStore)
 class PostgresStore:
     """`IStore` on a PostgreSQL database given by a libpq URL."""
 
@@ -494,7 +500,7 @@ class PostgresStore:
         #: the read pool: clients' reads, under statement_timeout
         self._read_pool: _Pool | None = None
         self._read_budget: float | None = None
-        self._synced: base.Synced | None = None
+        self._synced: Synced | None = None
         self._write_lock = defer.DeferredLock()
         #: moves on every write of this process and every notification of
         #: another's (see read_generation)
@@ -509,12 +515,12 @@ class PostgresStore:
     # -- plumbing ----------------------------------------------------------------
     def _the_pool(self) -> _Pool:
         if self._pool is None:
-            raise base.StoreError(f"{redact(self.dsn)}: the store is not open")
+            raise StoreError(f"{redact(self.dsn)}: the store is not open")
         return self._pool
 
     def _the_read_pool(self) -> _Pool:
         if self._read_pool is None:
-            raise base.StoreError(f"{redact(self.dsn)}: the store is not open")
+            raise StoreError(f"{redact(self.dsn)}: the store is not open")
         return self._read_pool
 
     def _retriable(self, error: BaseException, attempt: int) -> bool:
@@ -574,7 +580,7 @@ class PostgresStore:
         return await self._write_lock.run(lambda: defer.ensureDeferred(locked()))
 
     # -- IStore -----------------------------------------------------------------------
-    @base.returns_deferred
+    @returns_deferred
     async def open(self) -> None:
         if self._pool is not None:
             return
@@ -589,16 +595,16 @@ class PostgresStore:
         if errors:
             await pool.shut()
             await read_pool.shut()
-            raise base.StoreError(
+            raise StoreError(
                 f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_line(errors[0].value)}"
             )
         self._pool = pool
         self._read_pool = read_pool
         try:
             await self._transaction(
-                "open", lambda cur: base.ensure_layout(cur, redact(self.dsn))
+                "open", lambda cur: ensure_layout(cur, redact(self.dsn))
             )
-            self._synced = await base.load_synced(_ReadCursor(self))
+            self._synced = await load_synced(_ReadCursor(self))
             ctype = (await self.fetch("SHOW lc_ctype", []))[0][0]
         except BaseException:
             self._pool = self._read_pool = None
@@ -614,7 +620,7 @@ class PostgresStore:
             )
         log.info("opened PostgreSQL store {url}", url=redact(self.dsn))
 
-    @base.returns_deferred
+    @returns_deferred
     async def track_changes(self) -> None:
         """Start hearing other processes' writes (a connection of its own,
         ``LISTEN``), so that `read_generation` can say when they happened.
@@ -666,7 +672,7 @@ class PostgresStore:
         (before `track_changes`, or while its connection is down)."""
         return self._generation if self._listening else None
 
-    @base.returns_deferred
+    @returns_deferred
     async def close(self) -> None:
         listener, self._listener = self._listener, None
         self._listening = False
@@ -687,47 +693,47 @@ class PostgresStore:
         finally:
             self._write_lock.release()
 
-    @base.returns_deferred
+    @returns_deferred
     async def sync_schema(self, schema: Schema) -> dict:
-        summary = await self._transaction("sync_schema", lambda cur: base.sync_schema(cur, schema))
-        self._synced = await base.load_synced(_ReadCursor(self))
+        summary = await self._transaction("sync_schema", lambda cur: sync_schema(cur, schema))
+        self._synced = await load_synced(_ReadCursor(self))
         log.info(
             "synced schema: {types} new types, {fields} new fields",
             types=len(summary["added_types"]), fields=len(summary["added_fields"]),
         )
         return summary
 
-    @base.returns_deferred
+    @returns_deferred
     async def field_states(self) -> dict[str, dict[str, str]]:
-        return await base.read_field_states(_ReadCursor(self))
+        return await read_field_states(_ReadCursor(self))
 
-    @base.returns_deferred
+    @returns_deferred
     async def set_field_states(
         self, entity_type: str, fields: list[str] | None, state: str
     ) -> None:
         await self._transaction(
             "set_field_states",
-            lambda cur: base.write_field_states(cur, entity_type, fields, state),
+            lambda cur: write_field_states(cur, entity_type, fields, state),
         )
 
-    @base.returns_deferred
+    @returns_deferred
     async def apply(
         self, changes: Sequence[EntityChange], state: dict[str, str] | None = None
     ) -> int:
-        async def work(cur: _Cursor) -> base.ApplyResult:
-            synced = await base.current_synced(cur, self._synced)
+        async def work(cur: _Cursor) -> ApplyResult:
+            synced = await current_synced(cur, self._synced)
             self._synced = synced
-            return await base.apply_changes(
-                cur, synced, changes, state, now=base.clock_now(self._reactor)
+            return await apply_changes(
+                cur, synced, changes, state, now=clock_now(self._reactor)
             )
 
         return (await self._transaction("apply", work, changes_reads=bool(changes))).applied
 
-    @base.returns_deferred
+    @returns_deferred
     async def prune_update_log(self, before: float) -> int:
         """Drop update-log entries older than `before` (epoch seconds)."""
         return await self._transaction(
-            "prune_update_log", lambda cur: base.prune_update_log(cur, before), changes_reads=False
+            "prune_update_log", lambda cur: prune_update_log(cur, before), changes_reads=False
         )
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> defer.Deferred:
@@ -753,7 +759,7 @@ class PostgresStore:
         (``statement_timeout``): it then fails with `ReadTimeout`."""
         def stopped(f: Failure) -> Any:
             if f.check(psycopg2.extensions.QueryCanceledError):
-                raise base.ReadTimeout(_line(f.value))
+                raise ReadTimeout(_line(f.value))
             return f
 
         def op() -> defer.Deferred:
@@ -766,38 +772,38 @@ class PostgresStore:
 
         return defer.maybeDeferred(op).addErrback(again)
 
-    @base.returns_deferred
+    @returns_deferred
     async def get_state(self, key: str) -> str | None:
         rows = await self.fetch("SELECT value FROM _sgcache_state WHERE key = ?", [key])
         return rows[0][0] if rows else None
 
-    @base.returns_deferred
+    @returns_deferred
     async def set_state(self, items: dict[str, str]) -> None:
-        await self._transaction("set_state", lambda cur: base.write_state(cur, items), changes_reads=False)
+        await self._transaction("set_state", lambda cur: write_state(cur, items), changes_reads=False)
 
     async def _require_type(self, entity_type: str) -> None:
         if self._synced is None or entity_type not in self._synced.types:
-            self._synced = await base.load_synced(_ReadCursor(self))
-        base.require_type(self._synced, entity_type)
+            self._synced = await load_synced(_ReadCursor(self))
+        require_type(self._synced, entity_type)
 
-    @base.returns_deferred
+    @returns_deferred
     async def count(self, entity_type: str, active: bool | None = None) -> int:
         await self._require_type(entity_type)
-        sql, params = base.count_sql(entity_type, active)
+        sql, params = count_sql(entity_type, active)
         return int((await self.fetch(sql, params))[0][0])
 
-    @base.returns_deferred
+    @returns_deferred
     async def ids(self, entity_type: str) -> list[int]:
         await self._require_type(entity_type)
-        return [row[0] for row in await self.fetch(base.ids_sql(entity_type), [])]
+        return [row[0] for row in await self.fetch(ids_sql(entity_type), [])]
 
-    @base.returns_deferred
+    @returns_deferred
     async def analyze(self, entity_type: str) -> None:
         await self._require_type(entity_type)
         assert self._synced is not None
 
         async def work(cur: Any) -> None:
-            for stmt in base.analyze_statements(self._synced, entity_type):
+            for stmt in analyze_statements(self._synced, entity_type):
                 await cur.execute(stmt)
 
         await self._transaction("analyze", work, changes_reads=False)

@@ -22,7 +22,13 @@ from zope.interface import implementer
 
 from sgcache.schema.changes import EntityChange
 from sgcache.schema import Schema
-from sgcache.store import base, layout
+from sgcache.store import layout
+from sgcache.store.apply import ApplyResult, apply_changes
+from sgcache.store.catalog import Synced, current_synced, ensure_layout, load_synced, read_field_states, sync_schema, write_field_states, write_state
+from sgcache.store.dialect import SQLITE
+from sgcache.store.interface import IStore, ReadTimeout, StoreError, returns_deferred
+from sgcache.store.queries import analyze_statements, count_sql, ids_sql, require_type
+from sgcache.store.updatelog import clock_now, prune_update_log
 from sgcache.logs import logger
 
 log = logger(__name__)
@@ -69,9 +75,9 @@ def configure(conn: sqlite3.Connection) -> None:
 
 
 class _Cursor:
-    """`base.SQLCursor` over a sqlite3 connection; never suspends."""
+    """`SQLCursor` over a sqlite3 connection; never suspends."""
 
-    dialect = base.SQLITE
+    dialect = SQLITE
 
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
@@ -96,7 +102,7 @@ def _now(coro: Awaitable[T]) -> T:
     return box[0]
 
 
-@implementer(base.IStore)
+@implementer(IStore)
 class SQLiteStore:
     """`IStore` on a SQLite file (or ``:memory:``)."""
 
@@ -113,7 +119,7 @@ class SQLiteStore:
         #: seconds a client's read statement may run (None: no limit)
         self._read_budget: float | None = None
         self._monotonic = monotonic
-        self._synced: base.Synced | None = None
+        self._synced: Synced | None = None
         #: this process's commits that a read could see (see read_generation)
         self._writes = 0
         self._tracking = False
@@ -124,7 +130,7 @@ class SQLiteStore:
     # -- plumbing ---------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            raise base.StoreError(f"{self.path}: the store is not open")
+            raise StoreError(f"{self.path}: the store is not open")
         return self._conn
 
     def _transaction(self, work: Callable[[_Cursor], Awaitable[T]], changes_reads: bool = True) -> T:
@@ -145,12 +151,12 @@ class SQLiteStore:
         conn.execute("COMMIT")
         return result
 
-    def _synced_now(self, cur: _Cursor) -> base.Synced:
-        self._synced = _now(base.current_synced(cur, self._synced))
+    def _synced_now(self, cur: _Cursor) -> Synced:
+        self._synced = _now(current_synced(cur, self._synced))
         return self._synced
 
     # -- IStore -------------------------------------------------------------------
-    @base.returns_deferred
+    @returns_deferred
     async def open(self) -> None:
         if self._conn is not None:
             return
@@ -159,19 +165,19 @@ class SQLiteStore:
                 self.path, timeout=0, isolation_level=None, cached_statements=STATEMENT_CACHE
             )
         except sqlite3.Error as e:
-            raise base.StoreError(f"{self.path}: cannot open SQLite database: {e}") from None
+            raise StoreError(f"{self.path}: cannot open SQLite database: {e}") from None
         try:
             configure(conn)
             self._conn = conn
-            self._transaction(lambda cur: base.ensure_layout(cur, self.path))
-            self._synced = _now(base.load_synced(_Cursor(conn)))
+            self._transaction(lambda cur: ensure_layout(cur, self.path))
+            self._synced = _now(load_synced(_Cursor(conn)))
         except BaseException:
             self._conn = None
             conn.close()
             raise
         log.info("opened SQLite store {path}", path=self.path)
 
-    @base.returns_deferred
+    @returns_deferred
     async def close(self) -> None:
         if self._conn is None:
             return
@@ -184,44 +190,44 @@ class SQLiteStore:
         self._writes += 1
         conn.close()
 
-    @base.returns_deferred
+    @returns_deferred
     async def sync_schema(self, schema: Schema) -> dict:
-        summary = self._transaction(lambda cur: base.sync_schema(cur, schema))
-        self._synced = _now(base.load_synced(_Cursor(self._connection())))
+        summary = self._transaction(lambda cur: sync_schema(cur, schema))
+        self._synced = _now(load_synced(_Cursor(self._connection())))
         log.info(
             "synced schema: {types} new types, {fields} new fields",
             types=len(summary["added_types"]), fields=len(summary["added_fields"]),
         )
         return summary
 
-    @base.returns_deferred
+    @returns_deferred
     async def field_states(self) -> dict[str, dict[str, str]]:
-        return _now(base.read_field_states(_Cursor(self._connection())))
+        return _now(read_field_states(_Cursor(self._connection())))
 
-    @base.returns_deferred
+    @returns_deferred
     async def set_field_states(
         self, entity_type: str, fields: list[str] | None, state: str
     ) -> None:
-        self._transaction(lambda cur: base.write_field_states(cur, entity_type, fields, state))
+        self._transaction(lambda cur: write_field_states(cur, entity_type, fields, state))
 
-    @base.returns_deferred
+    @returns_deferred
     async def apply(
         self, changes: Sequence[EntityChange], state: dict[str, str] | None = None
     ) -> int:
-        async def work(cur: _Cursor) -> base.ApplyResult:
+        async def work(cur: _Cursor) -> ApplyResult:
             synced = self._synced_now(cur)
-            return await base.apply_changes(
-                cur, synced, changes, state, now=base.clock_now(self._reactor)
+            return await apply_changes(
+                cur, synced, changes, state, now=clock_now(self._reactor)
             )
 
         return self._transaction(work, changes_reads=bool(changes)).applied
 
-    @base.returns_deferred
+    @returns_deferred
     async def prune_update_log(self, before: float) -> int:
         """Drop update-log entries older than `before` (epoch seconds)."""
-        return self._transaction(lambda cur: base.prune_update_log(cur, before), changes_reads=False)
+        return self._transaction(lambda cur: prune_update_log(cur, before), changes_reads=False)
 
-    @base.returns_deferred
+    @returns_deferred
     async def track_changes(self) -> None:
         """Start following changes for `read_generation` (nothing to start:
         SQLite counts other connections' commits itself)."""
@@ -237,7 +243,7 @@ class SQLiteStore:
             return None
         return (self._writes, self._conn.execute("PRAGMA data_version").fetchone()[0])
 
-    @base.returns_deferred
+    @returns_deferred
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._connection().execute(sql, tuple(params)).fetchall()
 
@@ -255,7 +261,7 @@ class SQLiteStore:
             self._uncached_conn = side
         return self._uncached_conn
 
-    @base.returns_deferred
+    @returns_deferred
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """A client's read statement, aborted from SQLite's progress handler
         once it has run longer than the read budget (it runs on the
@@ -271,45 +277,45 @@ class SQLiteStore:
             return conn.execute(sql, tuple(params)).fetchall()
         except sqlite3.OperationalError as e:
             if clock() > deadline and "interrupt" in str(e):
-                raise base.ReadTimeout(f"read stopped after {budget * 1000:.0f} ms") from None
+                raise ReadTimeout(f"read stopped after {budget * 1000:.0f} ms") from None
             raise
         finally:
             conn.set_progress_handler(None, 0)
 
-    @base.returns_deferred
+    @returns_deferred
     async def get_state(self, key: str) -> str | None:
         rows = self._connection().execute(
             "SELECT value FROM _sgcache_state WHERE key = ?", (key,)
         ).fetchall()
         return rows[0][0] if rows else None
 
-    @base.returns_deferred
+    @returns_deferred
     async def set_state(self, items: dict[str, str]) -> None:
-        self._transaction(lambda cur: base.write_state(cur, items), changes_reads=False)
+        self._transaction(lambda cur: write_state(cur, items), changes_reads=False)
 
-    @base.returns_deferred
+    @returns_deferred
     async def count(self, entity_type: str, active: bool | None = None) -> int:
         conn = self._connection()
-        base.require_type(self._synced_now(_Cursor(conn)), entity_type)
-        sql, params = base.count_sql(entity_type, active)
+        require_type(self._synced_now(_Cursor(conn)), entity_type)
+        sql, params = count_sql(entity_type, active)
         return int(conn.execute(sql, params).fetchone()[0])
 
-    @base.returns_deferred
+    @returns_deferred
     async def ids(self, entity_type: str) -> list[int]:
         conn = self._connection()
-        base.require_type(self._synced_now(_Cursor(conn)), entity_type)
-        return [row[0] for row in conn.execute(base.ids_sql(entity_type))]
+        require_type(self._synced_now(_Cursor(conn)), entity_type)
+        return [row[0] for row in conn.execute(ids_sql(entity_type))]
 
-    @base.returns_deferred
+    @returns_deferred
     async def analyze(self, entity_type: str) -> None:
         conn = self._connection()
         synced = self._synced_now(_Cursor(conn))
-        base.require_type(synced, entity_type)
+        require_type(synced, entity_type)
         # A full ANALYZE (no analysis_limit): sampled row counts disagree
         # from index to index, and SQLite takes the table's size from
         # whichever it loads last -- at 100k Shots that flipped a sorted
         # page from the code index (0.5 ms) to a scan and sort (100 ms).
         # It reads every index once: ~40 ms for 100k rows, on the reactor,
         # once per full scan of the type.
-        for stmt in base.analyze_statements(synced, entity_type):
+        for stmt in analyze_statements(synced, entity_type):
             conn.execute(stmt)

@@ -24,10 +24,7 @@ def link_targets(schema: Schema, changes: Sequence[EntityChange]) -> dict[str, s
     for change in changes:
         if change.delete or change.entity_type not in schema:
             continue
-        values = list(change.fields.values()) + [
-            v for group in (change.multi_add, change.multi_remove) for v in group.values()
-        ]
-        for value in values:
+        for value in change.fields.values():
             links = value if isinstance(value, list) else [value]
             for link in links:
                 if (

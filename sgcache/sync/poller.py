@@ -430,9 +430,8 @@ class EventPoller:
                 changes.append(EntityChange(entity_type, missing, delete=True, source=source))
         for change in changes:
             attrs, event_id = touched[(change.entity_type, change.entity_id)]
-            # read by the store's update log (not stale-check fields)
-            change.changed_fields = sorted(attrs) or None  # type: ignore[attr-defined]
-            change.log_event_id = event_id  # type: ignore[attr-defined]
+            change.changed_fields = sorted(attrs) or None
+            change.event_id = event_id
         return changes
 
     def _collect(

@@ -1,6 +1,6 @@
 """The update log: what apply changed, when, and why.
 
-`sgcache.store.base.apply_changes` writes one ``_sgcache_updates`` row per
+`sgcache.store.apply.apply_changes` writes one ``_sgcache_updates`` row per
 applied change in the same transaction as the change itself: entity type
 and id, the fields (``*`` for a whole re-read row, the event's attribute
 names for an event, ``(deleted)``), the source (``event`` / ``scan`` /

@@ -1,7 +1,7 @@
 """The time budget of a local read: read shapes that went over it.
 
 A local read whose statement runs past ``--read-budget-ms`` is stopped by
-the store (`sgcache.store.base.ReadTimeout`) and passes through; its shape
+the store (`sgcache.store.interface.ReadTimeout`) and passes through; its shape
 (the plan's SQL text: the same filters, fields and sorts, whatever the
 values) then passes through without a local try for `PENALTY` seconds, so
 a client looping a heavy read does not stall the others once per loop. A

@@ -34,7 +34,7 @@ from sgcache.read.planner import Catalog, PassThrough, PlanCache, request_key
 from sgcache.read.reader import execute
 from sgcache.read.reasons import REASONS
 from sgcache.web.rpc import JSON_CONTENT_TYPE, RawReply, encode_json
-from sgcache.store.base import ReadTimeout
+from sgcache.store.interface import ReadTimeout
 from sgcache.site.client import IDEMPOTENT_METHODS, Upstream, UpstreamError
 from sgcache.sync.writeback import WRITE_METHODS, WriteBack
 from sgcache.logs import clip, logger

@@ -1,0 +1,116 @@
+"""The storage interface: `IStore`, which both backends implement (the
+daemon and the admin commands use nothing else of a store), and its
+errors."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+from twisted.internet import defer
+from zope.interface import Attribute, Interface
+
+from sgcache.schema.changes import EntityChange
+from sgcache.schema import Schema
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The store cannot be used as asked (wrong layout version, unknown
+    entity type...). The message is one line meant for an operator."""
+
+
+class ReadTimeout(StoreError):
+    """A client's read (`IStore.read`) went over the store's time budget
+    and was stopped."""
+
+
+class IStore(Interface):
+    """The cache database. Every method returns a Deferred."""
+
+    dialect = Attribute('"sqlite" or "postgresql": the SQL dialect fetch() speaks')
+    reads_block = Attribute("True when reads run on the reactor thread (nothing else runs meanwhile)")
+
+    def open() -> "defer.Deferred[None]":
+        """Connect; create the bookkeeping tables if missing; check and record
+        the layout version (a database newer than the code is refused)."""
+
+    def close() -> "defer.Deferred[None]":
+        """Disconnect. Safe to call twice."""
+
+    def sync_schema(schema: Schema) -> "defer.Deferred[dict]":
+        """Create tables / columns / indexes / association tables for every
+        entity type and cacheable field of `schema`, and record them. New
+        fields start ``pending``; a field whose data type changed gets fresh
+        storage and goes back to ``pending``; fields (and types) gone from the
+        schema lose their record (their columns / tables stay). Idempotent.
+        Returns
+        ``{"added_types": [...], "added_fields": ["Type.field", ...],
+        "changed_fields": [...], "removed_fields": [...], "removed_types": [...]}``."""
+
+    def field_states() -> "defer.Deferred[dict[str, dict[str, str]]]":
+        """entity type -> field name -> state (``pending`` / ``ready``)."""
+
+    def set_field_states(
+        entity_type: str, fields: "list[str] | None", state: str
+    ) -> "defer.Deferred[None]":
+        """Set the state of some (None: all) recorded fields of a type."""
+
+    def apply(
+        changes: Sequence[EntityChange], state: "dict[str, str] | None" = None
+    ) -> "defer.Deferred[int]":
+        """Write `changes` and the `state` items in one transaction; nothing
+        is written if anything fails. Returns how many changes were applied
+        (stale or uncached ones are skipped)."""
+
+    def fetch(sql: str, params: Sequence[Any]) -> "defer.Deferred[list[tuple]]":
+        """Run a read-only query written with ``?`` placeholders (the
+        cache's own: sync, admin; no time limit)."""
+
+    def read(sql: str, params: Sequence[Any]) -> "defer.Deferred[list[tuple]]":
+        """Run one statement of a client's read (``?`` placeholders), within
+        the store's read budget (`set_read_budget`): past it the statement
+        is stopped and the Deferred fails with `ReadTimeout`."""
+
+    def set_read_budget(seconds: "float | None") -> None:
+        """The most a statement of a client's read may take (None: no
+        limit). Set before `open`."""
+
+    def get_state(key: str) -> "defer.Deferred[str | None]":
+        """One item of ``_sgcache_state``."""
+
+    def set_state(items: dict[str, str]) -> "defer.Deferred[None]":
+        """Write items of ``_sgcache_state`` (one transaction)."""
+
+    def count(entity_type: str, active: "bool | None" = None) -> "defer.Deferred[int]":
+        """Rows of a type: all, only active (True) or only retired (False)."""
+
+    def ids(entity_type: str) -> "defer.Deferred[list[int]]":
+        """Every stored id of a type, active and retired, ascending."""
+
+    def analyze(entity_type: str) -> "defer.Deferred[None]":
+        """Refresh the query planner's statistics of a type's tables (after
+        a bulk load: without them planners pick poor plans for reads)."""
+
+    def track_changes() -> "defer.Deferred[None]":
+        """Start following writes to the database, this process's and other
+        processes', for `read_generation`."""
+
+    def read_generation() -> Any:
+        """Not a Deferred: a token that differs whenever a read may answer
+        differently than when the token was taken (any write that may change
+        a read's answer, by this process or another, moves it). None when
+        the store cannot tell: before `track_changes`, or while it cannot
+        hear other processes' writes."""
+
+
+def returns_deferred(fn: Callable[..., Awaitable[T]]) -> Callable[..., "defer.Deferred[T]"]:
+    """Make an ``async def`` method return a Deferred (already fired when the
+    coroutine never had to wait, as on SQLite)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> "defer.Deferred[T]":
+        return defer.ensureDeferred(fn(*args, **kwargs))  # type: ignore[arg-type]
+
+    return wrapper
