@@ -86,33 +86,19 @@ async def reprocess(
     reactor: Any, schema: Schema, store: Any, upstream: Any, first: int, last: int, kind: str | None = None
 ) -> dict[str, int]:
     """Re-apply events `first`..`last`; counts of events and entities."""
+    from sgcache.site.pages import iter_pages
     from sgcache.sync.poller import EVENT_FIELDS, EventPoller, event_kind
 
     poller = EventPoller(reactor, schema, store, upstream)
     counts = {"events": 0, "entities": 0}
-    after = first - 1
-    while True:
-        result = await upstream.call("read", {
-            "type": "EventLogEntry",
-            "return_fields": EVENT_FIELDS,
-            "filters": {"logical_operator": "and", "conditions": [
-                {"path": "id", "relation": "greater_than", "values": [after]},
-                {"path": "id", "relation": "less_than", "values": [last + 1]}]},
-            "sorts": [{"field_name": "id", "direction": "asc"}],
-            "paging": {"entities_per_page": 500, "current_page": 1},
-            "return_only": "active",
-        })
-        events = list(result.get("entities") or [])
-        if not events:
-            return counts
-        after = int(events[-1]["id"])
+    in_range = [{"path": "id", "relation": "less_than", "values": [last + 1]}]
+    async for events in iter_pages(upstream, "EventLogEntry", EVENT_FIELDS, in_range, after_id=first - 1):
         chosen = [e for e in events if kind is None or (event_kind(e)[1] or "").lower() == kind.lower()]
         changes = await poller.refetch(poller.collect(chosen, count=False))
         await store.apply(changes)
         counts["events"] += len(chosen)
         counts["entities"] += len(changes)
-        if after >= last:
-            return counts
+    return counts
 
 
 def run_reprocess(args: argparse.Namespace) -> int:

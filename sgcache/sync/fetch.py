@@ -1,20 +1,21 @@
-"""Reading entities from the upstream site into `EntityChange`s: the
-cache's own paged reads, shared by the scanner and the write-back path.
+"""Reading entities from the upstream site into `EntityChange`s (through
+the one paged reader, `sgcache.site.pages`): by id, for the poller and the
+write-back path; the entities linking to revived ones.
 """
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, Iterable
 
 from sgcache.schema.changes import EntityChange
 from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from sgcache.schema.fieldtypes import is_cacheable
 from sgcache.logs import logger
 from sgcache.schema import Schema
+from sgcache.site.pages import PAGE_SIZE, iter_pages
 
 log = logger(__name__)
 
-PAGE_SIZE = 500
 
 
 def cached_fields(schema: Schema, entity_type: str) -> list[str]:
@@ -42,64 +43,6 @@ def to_change(
     )
 
 
-async def read_page(
-    upstream: Any,
-    schema: Schema,
-    entity_type: str,
-    conditions: list[dict],
-    return_only: str,
-    page_size: int = PAGE_SIZE,
-    return_fields: list[str] | None = None,
-) -> tuple[list[dict[str, Any]], bool]:
-    """One page of entities matching `conditions`, by ascending id, and
-    whether more follow (the site may cap the page below `page_size`).
-    `return_fields`: default, every cached field."""
-    args = {
-        "type": entity_type,
-        "return_fields": return_fields or cached_fields(schema, entity_type),
-        "filters": {"logical_operator": "and", "conditions": conditions},
-        "return_only": return_only,
-        "paging": {"entities_per_page": page_size, "current_page": 1},
-        "sorts": [{"field_name": "id", "direction": "asc"}],
-        "return_paging_info_without_counts": True,
-    }
-    result = await upstream.call("read", args)
-    entities = list(result.get("entities") or [])
-    has_next = bool((result.get("paging_info") or {}).get("has_next_page"))
-    return entities, has_next
-
-
-async def iter_pages(
-    upstream: Any,
-    schema: Schema,
-    entity_type: str,
-    return_only: str,
-    conditions: Iterable[dict] = (),
-    after_id: int = 0,
-    page_size: int = PAGE_SIZE,
-    return_fields: list[str] | None = None,
-) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every matching entity, a page at a time, walking ids upward (stable
-    under concurrent inserts, unlike page numbers)."""
-    conditions = list(conditions)
-    last = after_id
-    while True:
-        page, has_next = await read_page(
-            upstream,
-            schema,
-            entity_type,
-            conditions + [{"path": "id", "relation": "greater_than", "values": [last]}],
-            return_only,
-            page_size,
-            return_fields,
-        )
-        if page:
-            yield page
-        if not page or not has_next:
-            return
-        last = max(int(e["id"]) for e in page)
-
-
 async def fetch_by_ids(
     upstream: Any, schema: Schema, entity_type: str, ids: Iterable[int], source: str
 ) -> list[EntityChange]:
@@ -111,7 +54,8 @@ async def fetch_by_ids(
         chunk = wanted[start : start + PAGE_SIZE]
         cond = [{"path": "id", "relation": "in", "values": chunk}]
         for return_only, active in (("active", True), ("retired", False)):
-            pages = iter_pages(upstream, schema, entity_type, return_only, cond, page_size=len(chunk))
+            pages = iter_pages(upstream, entity_type, cached_fields(schema, entity_type), cond, return_only,
+                               page_size=len(chunk))
             async for page in pages:
                 for entity in page:
                     changes.append(to_change(schema, entity_type, entity, active, source))
@@ -150,8 +94,7 @@ async def linkers(upstream: Any, schema: Schema, revived: Iterable[tuple[str, in
             ]}
             try:
                 for return_only in ("active", "retired"):
-                    async for page in iter_pages(upstream, schema, etype, return_only, [condition],
-                                                 return_fields=["id"]):
+                    async for page in iter_pages(upstream, etype, ["id"], [condition], return_only):
                         found.update((etype, int(e["id"])) for e in page)
             except Fault as e:
                 if e.error_code in (ERR_AUTH, ERR_UPSTREAM):

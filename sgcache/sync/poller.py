@@ -49,6 +49,7 @@ from sgcache.sync.fetch import fetch_by_ids, linkers
 from sgcache.sync.freshness import Freshness
 from sgcache.sync.linkfill import fill_missing_links
 from sgcache.schema import Schema
+from sgcache.site.pages import read_page
 from sgcache.logs import logger
 
 log = logger(__name__)
@@ -321,27 +322,9 @@ class EventPoller:
         return entities[0] if entities else None
 
     async def _read(self, conditions: list[dict]) -> tuple[list[dict[str, Any]], bool]:
-        """One page of events by ascending id, and whether more follow. The
-        site says so (``has_next_page``): it may cap pages below
-        `page_size` (its ``api_max_entities_per_page``), and a short page
-        then is not the end of the log."""
-        result = await self.upstream.call(
-            "read",
-            {
-                "type": "EventLogEntry",
-                "return_fields": EVENT_FIELDS,
-                "filters": {"logical_operator": "and", "conditions": conditions},
-                "sorts": [{"field_name": "id", "direction": "asc"}],
-                "paging": {"entities_per_page": self.page_size, "current_page": 1},
-                "return_only": "active",
-                "return_paging_info_without_counts": True,
-            },
-        )
-        events = list(result.get("entities") or [])
-        paging = result.get("paging_info")
-        if isinstance(paging, dict) and "has_next_page" in paging:
-            return events, bool(paging["has_next_page"])
-        return events, len(events) >= self.page_size
+        """One page of events by ascending id, and whether more follow."""
+        return await read_page(self.upstream, "EventLogEntry", EVENT_FIELDS, conditions, "active",
+                               self.page_size)
 
     def _advance(
         self, start: int, events: list[dict[str, Any]], renumber: bool = False

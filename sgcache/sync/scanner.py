@@ -33,10 +33,11 @@ from twisted.internet import defer, task
 
 from sgcache.site.backoff import Backoff, Sleeper, describe
 from sgcache.schema.changes import SOURCE_SCAN, EntityChange
-from sgcache.sync.fetch import PAGE_SIZE, cached_fields, fetch_by_ids, to_change
+from sgcache.sync.fetch import cached_fields, fetch_by_ids, to_change
 from sgcache.sync.freshness import Freshness
 from sgcache.sync.linkfill import fill_missing_links
 from sgcache.schema import Schema
+from sgcache.site.pages import PAGE_SIZE, read_page
 from sgcache.store import layout
 from sgcache.logs import logger
 
@@ -390,19 +391,8 @@ class Scanner:
         self, entity_type: str, conditions: list[dict], return_only: str, after_id: int,
         fields: list[str] | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        result = await self.upstream.call("read", {
-            "type": entity_type,
-            "return_fields": fields or cached_fields(self.schema, entity_type),
-            "filters": {"logical_operator": "and", "conditions": conditions + [
-                {"path": "id", "relation": "greater_than", "values": [after_id]}]},
-            "return_only": return_only,
-            "paging": {"entities_per_page": self.page_size, "current_page": 1},
-            "sorts": [{"field_name": "id", "direction": "asc"}],
-            "return_paging_info_without_counts": True,
-        })
-        entities = list(result.get("entities") or [])
-        has_next = bool((result.get("paging_info") or {}).get("has_next_page")) and bool(entities)
-        return entities, has_next
+        return await read_page(self.upstream, entity_type, fields or cached_fields(self.schema, entity_type),
+                               conditions, return_only, self.page_size, after_id=after_id)
 
     async def _page(
         self, entity_type: str, conditions: list[dict], return_only: str, active: bool,
