@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 
 from twisted.trial import unittest
 
@@ -105,6 +106,18 @@ class LayerTests(unittest.TestCase):
             path = modules()[module]
             wrong += [f"{module} imports {imported}" for imported, _ in imports(module, path)
                       if unit_of(imported) == "sgcache.read"]
+        self.assertEqual(wrong, [])
+
+    def test_sql_only_in_the_store_and_the_planner(self) -> None:
+        sql = re.compile(r"\b(SELECT|INSERT INTO|DELETE FROM|UPDATE \S+ SET|CREATE (UNIQUE )?(TABLE|INDEX))\b")
+        wrong = []
+        for module, path in sorted(modules().items()):
+            if unit_of(module) in ("sgcache.store", "sgcache.read", "sgcache.testing"):
+                continue
+            text = open(path, encoding="utf-8").read()
+            wrong += [f"{module}: {m.group(0)}" for m in sql.finditer(text)]
+            if ".fetch(" in text:
+                wrong.append(f"{module}: store.fetch")
         self.assertEqual(wrong, [])
 
     def test_the_checker_sees_imports(self) -> None:

@@ -12,7 +12,6 @@ import os
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from sgcache.sync import updatelog
 from sgcache.sync.poller import EventPoller
 from sgcache.sync.scanner import PENDING_KEY, PROGRESS_PREFIX, WATERMARK_PREFIX, Scanner
 from sgcache.schema import Schema
@@ -242,20 +241,20 @@ class ScannerMixin(ScanFixture):
 
     async def test_update_log(self):
         await self.scanner.full_scan(TYPES)
-        entries = await updatelog.entries(self.store, "Shot", 100)
+        entries = await self.store.update_log("Shot", 100)
         self.assertEqual([(e["source"], e["fields"]) for e in entries], [("scan", "*")])
         await self.scanner.full_scan(TYPES)  # nothing moved: nothing logged
-        self.assertEqual(len(await updatelog.entries(self.store, "Shot", 100)), 1)
+        self.assertEqual(len(await self.store.update_log("Shot", 100)), 1)
         poller = EventPoller(reactor, SCHEMA, self.store, self.upstream)
         await poller.initialize()
         self.emulator.advance_clock(5)
         self.emulator.update("Shot", 100, {"code": "c", "description": "d"})
         await poller.poll()
-        last = (await updatelog.entries(self.store, "Shot", 100))[-1]
+        last = (await self.store.update_log("Shot", 100))[-1]
         self.assertEqual((last["source"], last["fields"]), ("event", "code,description"))
         self.assertEqual(last["event_id"], poller.cursor)
         self.assertGreater(await self.store.prune_update_log(reactor.seconds() + 1), 40)
-        self.assertEqual(await updatelog.entries(self.store, "Shot", 100), [])
+        self.assertEqual(await self.store.update_log("Shot", 100), [])
 
 
 class SQLiteScannerTests(ScannerMixin, unittest.TestCase):

@@ -34,9 +34,8 @@ def run_log(args: argparse.Namespace) -> int:
         raise CommandError(f"log: {args.entity_type!r} is not an entity type of the schema")
 
     async def read_log(reactor: Any, store: Any, upstream: Any) -> Any:
-        from sgcache.sync import updatelog
 
-        return await updatelog.entries(store, args.entity_type, args.entity_id, args.limit)
+        return await store.update_log(args.entity_type, args.entity_id, args.limit)
 
     entries = run_on_store("log", settings, read_log)
     if args.json:

@@ -89,6 +89,24 @@ class IStore(Interface):
     def ids(entity_type: str) -> "defer.Deferred[list[int]]":
         """Every stored id of a type, active and retired, ascending."""
 
+    def links_of(entity_type: str, entity_id: int, field_name: str, data_type: str) -> "defer.Deferred[list]":
+        """The (type, id) links one stored entity holds in a link field."""
+
+    def missing_ids(entity_type: str, ids: "set[int]") -> "defer.Deferred[set[int]]":
+        """The ids of a type the store holds no row for."""
+
+    def ids_between(entity_type: str, after: int, upto: int, projects: "list[int] | None" = None) -> "defer.Deferred[set[int]]":
+        """Stored ids in (after, upto], of the given projects when given."""
+
+    def active_fingerprint(entity_type: str) -> "defer.Deferred[tuple[int, int]]":
+        """(count, sum of ids) of a type's active rows."""
+
+    def active_ids(entity_type: str) -> "defer.Deferred[set[int]]":
+        """The ids of a type's active rows."""
+
+    def update_log(entity_type: str, entity_id: int, limit: int = 200) -> "defer.Deferred[list[dict]]":
+        """The newest update-log entries about one entity, oldest first."""
+
     def analyze(entity_type: str) -> "defer.Deferred[None]":
         """Refresh the query planner's statistics of a type's tables (after
         a bulk load: without them planners pick poor plans for reads)."""

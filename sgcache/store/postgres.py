@@ -49,7 +49,7 @@ from sgcache.store.apply import ApplyResult, apply_changes
 from sgcache.store.catalog import Synced, current_synced, ensure_layout, load_synced, read_field_states, sync_schema, write_field_states, write_state
 from sgcache.store.dialect import POSTGRESQL
 from sgcache.store.interface import IStore, ReadTimeout, StoreError, returns_deferred
-from sgcache.store.queries import analyze_statements, count_sql, ids_sql, require_type
+from sgcache.store.queries import NamedQueries, analyze_statements, count_sql, ids_sql, require_type
 from sgcache.store.updatelog import clock_now, prune_update_log
 from sgcache.logs import logger
 
@@ -481,7 +481,7 @@ def _line(exc: BaseException) -> str:
 
 
 @implementer(IStore)
-class PostgresStore:
+class PostgresStore(NamedQueries):
     """`IStore` on a PostgreSQL database given by a libpq URL."""
 
     dialect = "postgresql"

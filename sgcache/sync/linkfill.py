@@ -12,7 +12,6 @@ from typing import Any, Sequence
 from sgcache.schema.changes import EntityChange
 from sgcache.sync.fetch import fetch_by_ids
 from sgcache.schema import Schema
-from sgcache.store import layout
 from sgcache.logs import logger
 
 log = logger(__name__)
@@ -40,20 +39,7 @@ async def missing_targets(store: Any, wanted: dict[str, set[int]]) -> dict[str, 
     """The subset of `wanted` the store holds no row for."""
     out: dict[str, set[int]] = {}
     for etype, ids in sorted(wanted.items()):
-        id_list = sorted(ids)
-        have: set[int] = set()
-        for start in range(0, len(id_list), 500):
-            chunk = id_list[start : start + 500]
-            try:
-                rows = await store.fetch(
-                    f'SELECT "id" FROM {layout.entity_table(etype)} '
-                    f'WHERE "id" IN ({", ".join("?" for _ in chunk)})',
-                    chunk,
-                )
-            except Exception:
-                rows = [(i,) for i in chunk]  # type not stored: nothing to fill
-            have.update(int(r[0]) for r in rows)
-        missing = ids - have
+        missing = await store.missing_ids(etype, ids)
         if missing:
             out[etype] = missing
     return out

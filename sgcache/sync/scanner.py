@@ -411,7 +411,7 @@ class Scanner:
                 ids = {c.entity_id for c in changes}
                 if active:
                     upto = last if has_next else _END
-                    new_candidates |= await self._stored_between(entity_type, after, upto, projects) - ids
+                    new_candidates |= await self.store.ids_between(entity_type, after, upto, projects) - ids
                 else:
                     new_candidates -= ids
             max_updated = progress.get("max_updated")
@@ -430,20 +430,6 @@ class Scanner:
         if mode == INCREMENTAL and fresh:
             await fill_missing_links(self.store, self.schema, self.upstream, fresh, SOURCE_SCAN)
         return len(changes), has_next
-
-    async def _stored_between(
-        self, entity_type: str, after: int, upto: int, projects: list[int] | None
-    ) -> set[int]:
-        sql = f'SELECT "id" FROM {layout.entity_table(entity_type)} WHERE "id" > ? AND "id" <= ?'
-        params: list[Any] = [after, upto]
-        if projects:
-            marks = ", ".join("?" for _ in projects)
-            if entity_type == "Project":
-                sql += f' AND "id" IN ({marks})'
-            else:
-                sql += f" AND {layout.link_type_column('project')} = 'Project' AND {layout.link_id_column('project')} IN ({marks})"
-            params += list(projects)
-        return {int(r[0]) for r in await self.store.fetch(sql, params)}
 
     async def _rebuild_candidates(
         self, entity_type: str, conditions: list[dict], projects: list[int] | None, progress: dict
@@ -464,7 +450,7 @@ class Scanner:
                 page_max = max((int(e["id"]) for e in entities), default=after)
                 if active:
                     upto = min(page_max if has_next else _END, stop)
-                    candidates |= await self._stored_between(entity_type, after, upto, projects) - ids
+                    candidates |= await self.store.ids_between(entity_type, after, upto, projects) - ids
                 else:
                     candidates -= ids
                 if not has_next or page_max >= stop:
@@ -522,9 +508,7 @@ class Scanner:
         except Exception as e:
             log.info("{type}: no fingerprint from the site ({error})", type=entity_type, error=describe(e))
             return []
-        rows = await self.store.fetch(
-            f'SELECT COUNT(*), SUM("id") FROM {layout.entity_table(entity_type)} WHERE "_active" = 1', [])
-        ours = (int(rows[0][0]), int(rows[0][1] or 0))
+        ours = await self.store.active_fingerprint(entity_type)
         if site == ours:
             return []
         log.info("{type}: active rows differ from the site ({ours} vs {site}); reconciling ids",
@@ -537,8 +521,7 @@ class Scanner:
             if not has_next:
                 break
             after = max(int(e["id"]) for e in entities)
-        stored = {int(r[0]) for r in await self.store.fetch(
-            f'SELECT "id" FROM {layout.entity_table(entity_type)} WHERE "_active" = 1', [])}
+        stored = await self.store.active_ids(entity_type)
         differ = site_ids ^ stored
         self.reconciled += len(differ)
         return await self._confirm(entity_type, differ) if differ else []

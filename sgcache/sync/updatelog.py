@@ -8,8 +8,8 @@ names for an event, ``(deleted)``), the source (``event`` / ``scan`` /
 (new, newer ``updated_at``, retired or revived), so a periodic re-read of
 unchanged rows does not flood it.
 
-This module reads it (`entries`, for ``sgcache log``) and keeps it to a
-configurable age (`Pruner`, for the daemon).
+The store reads it (``store.update_log``, for ``sgcache log``); this module
+keeps it to a configurable age (`Pruner`, for the daemon).
 """
 
 from __future__ import annotations
@@ -24,21 +24,6 @@ from sgcache.logs import logger
 log = logger(__name__)
 
 DAY = 86400.0
-
-
-async def entries(store: Any, entity_type: str, entity_id: int, limit: int = 200) -> list[dict[str, Any]]:
-    """The newest `limit` entries about one entity, oldest first."""
-    rows = await store.fetch(
-        "SELECT seq, fields, source, event_id, at FROM _sgcache_updates "
-        "WHERE entity_type = ? AND entity_id = ? ORDER BY seq DESC LIMIT ?",
-        [entity_type, int(entity_id), int(limit)],
-    )
-    out = [
-        {"seq": int(seq), "fields": fields, "source": source, "event_id": event_id, "at": float(at)}
-        for seq, fields, source, event_id, at in rows
-    ]
-    out.reverse()
-    return out
 
 
 class Pruner:

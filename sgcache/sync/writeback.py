@@ -21,7 +21,6 @@ from sgcache.schema.changes import SOURCE_PASSTHROUGH, EntityChange
 from sgcache.sync.fetch import fetch_by_ids, linkers
 from sgcache.sync.freshness import Freshness
 from sgcache.schema import Schema
-from sgcache.store import layout
 from sgcache.logs import logger
 
 log = logger(__name__)
@@ -95,27 +94,9 @@ class WriteBack:
             for link in links:
                 if isinstance(link, dict) and link.get("type") in self.schema:
                     touched.setdefault(link["type"], set()).add(int(link["id"]))
-            for link in await self._stored_links(entity_type, entity_id, spec):
+            for link in await self.store.links_of(entity_type, entity_id, spec.name, spec.data_type):
                 if link[0] in self.schema:
                     touched.setdefault(link[0], set()).add(link[1])
-
-    async def _stored_links(self, entity_type: str, entity_id: int, spec: Any) -> list[tuple[str, int]]:
-        try:
-            if spec.data_type == "entity":
-                rows = await self.store.fetch(
-                    f"SELECT {layout.link_type_column(spec.name)}, {layout.link_id_column(spec.name)} "
-                    f'FROM {layout.entity_table(entity_type)} WHERE "id" = ?',
-                    [entity_id],
-                )
-            else:
-                rows = await self.store.fetch(
-                    f"SELECT child_type, child_id FROM {layout.multi_table(entity_type, spec.name)} "
-                    "WHERE parent_id = ?",
-                    [entity_id],
-                )
-        except Exception:
-            return []
-        return [(t, int(i)) for t, i in rows if t is not None and i is not None]
 
     async def _refresh(self, touched: dict[str, set[int]]) -> None:
         ticket = self.freshness.ticket()
