@@ -34,7 +34,7 @@ from twisted.internet import defer, task  # noqa: E402
 import reads  # noqa: E402
 from sgcache.web.answers import Answers  # noqa: E402
 from sgcache.schema import Schema  # noqa: E402
-from sgcache.store.postgres import to_pyformat  # noqa: E402
+from sgcache.store.pgadapter import to_pyformat  # noqa: E402
 from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon  # noqa: E402
 from sgcache.testing.harness import start_emulator  # noqa: E402
 from sgcache.testing.pg import base_url  # noqa: E402

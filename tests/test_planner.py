@@ -22,7 +22,7 @@ from sgcache.read.planner import Catalog, PassThrough, PlanCache, plan_read
 from sgcache.read.reader import execute
 from sgcache.schema import Schema
 from sgcache.store import layout, open_store
-from sgcache.store.postgres import to_pyformat
+from sgcache.store.pgadapter import to_pyformat
 from sgcache.store.prepared import SessionStatements, statement_key
 from sgcache.testing.pg import fresh_postgres_url
 

@@ -11,7 +11,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from sgcache.store import open_store
-from sgcache.store.postgres import to_pyformat
+from sgcache.store.pgadapter import to_pyformat
 from sgcache.store.prepared import SessionStatements, literal_type, statement_key, to_numbered
 from sgcache.testing.pg import fresh_postgres_url
 

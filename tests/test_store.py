@@ -18,7 +18,7 @@ from sgcache.store import IStore, StoreError, open_store, parse_store_url
 from sgcache.store.interface import ReadTimeout
 from sgcache.store import ddl, layout, statements
 from sgcache.store.dialect import POSTGRESQL, SQLITE
-from sgcache.store.postgres import to_pyformat
+from sgcache.store.pgadapter import to_pyformat
 from sgcache.testing.pg import fresh_postgres_url
 from sgcache.testing.fixtures import FIXTURE_SCHEMA
 
@@ -784,7 +784,7 @@ class PostgresStoreTests(StoreTestsMixin, unittest.TestCase):
 
     async def test_reads_keep_the_written_join_order(self) -> None:
         # every pooled connection (reads run on any) plans joins in the
-        # order the read planner writes them: see _Pool in store/postgres.py
+        # order the read planner writes them: see Pool in store/pgadapter.py
         store = await self.synced()
         settings = [await store.fetch("SHOW join_collapse_limit", []) for _ in range(4)]
         self.assertEqual(settings, [[("1",)]] * 4)

@@ -331,7 +331,7 @@ def plan_read(
         want_has_next=want_has_next,
         want_count=want_count,
         types=set(compiler.types),
-        timeless=compiler._clock is None,
+        timeless=not compiler.reads_clock,
     )
 
 
@@ -454,7 +454,7 @@ class _Scope:
 
     def __init__(self) -> None:
         self.joins: list[str] = []
-        self._known: dict[tuple[str, str, str, bool], str] = {}
+        self.known: dict[tuple[str, str, str, bool], str] = {}
 
 
 def _normalize_filters(filters: Any) -> Any:
@@ -541,6 +541,11 @@ class _Compiler:
     def alias(self, prefix: str = "j") -> str:
         self._aliases += 1
         return f"{prefix}{self._aliases}"
+
+    @property
+    def reads_clock(self) -> bool:
+        """The plan depends on "now" (a relative date was compiled)."""
+        return self._clock is not None
 
     def clock(self) -> Clock:
         if self._clock is None:
@@ -631,7 +636,7 @@ class _Compiler:
     def hop_join(self, scope: _Scope, alias: str, hop: Hop) -> str:
         """LEFT JOIN the live target of an entity hop; its alias."""
         key = (alias, hop.spec.name, hop.target, True)
-        found = scope._known.get(key)
+        found = scope.known.get(key)
         if found is not None:
             return found
         new = self.alias()
@@ -641,7 +646,7 @@ class _Compiler:
             f"AND {col(alias, hop.spec.name + '__type')} = {literal(hop.target)} "
             f'AND {new}."_active" = 1'
         )
-        scope._known[key] = new
+        scope.known[key] = new
         return new
 
     def walk(self, scope: _Scope, alias: str, hops: tuple[Hop, ...]) -> str:

@@ -1,5 +1,6 @@
 """The production store: PostgreSQL through txpostgres (psycopg2 in async
-mode, no threads).
+mode, no threads). What it needs of txpostgres's internals is in one place,
+`sgcache.store.pgadapter`.
 
 Two small pools: clients' reads run on the read pool (`read`; size
 ``--pg-pool-size``), whose connections stop any statement that runs past
@@ -10,17 +11,10 @@ it (restart, ``pg_terminate_backend``, network cut) the connection reconnects
 in the background with backoff, and the pool hands out live connections
 first. Operations that fail because their connection died are retried a few
 times; that is safe for writes too, because `apply` is idempotent (links are
-set-like, stale changes are refused by event id / updated_at).
+set-like, stale changes are refused by updated_at).
 
-Two txpostgres behaviours are made quiet, because nobody is waiting for
-their errors: an idle connection dropped by the server (its ``doRead`` would
-raise into the reactor, which logs an unhandled error) and a failed ROLLBACK
-on a dead connection (it would ``log.err``). Both now just hand the failure
-to the detector, which reconnects.
-
-Reads (`fetch`) run as statements prepared once per connection
-(`prepared`), which saves PostgreSQL parsing and planning them each time,
-and take a shorter path than txpostgres's runQuery (`quick_query`).
+Reads run as statements prepared once per connection (`prepared`), which
+saves PostgreSQL parsing and planning them each time.
 
 Writes (apply, schema sync, state) are serialized within the process and
 lock the rows they read (``SELECT ... FOR UPDATE``) against other processes.
@@ -32,19 +26,21 @@ connection is down.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
-from txpostgres import reconnection, retrying, txpostgres
 from zope.interface import implementer
 
 from sgcache.schema.changes import EntityChange
 from sgcache.schema import Schema
-from sgcache.store import layout, prepared
+from sgcache.store import layout
+from sgcache.store.pgadapter import (
+    Listener, ListenerDetector, Pool, connection_failed, first_line, to_pyformat,
+)
 from sgcache.store.apply import ApplyResult, apply_changes
 from sgcache.store.catalog import Synced, current_synced, ensure_layout, load_synced, read_field_states, sync_schema, write_field_states, write_state
 from sgcache.store.dialect import POSTGRESQL
@@ -74,21 +70,6 @@ DEFAULT_READ_POOL = 4
 #: (writes are serialized) and one query beside it
 SYNC_POOL = 2
 
-#: psycopg2 errors that say nothing about the connection itself.
-_NOT_FATAL = (
-    psycopg2.extensions.TransactionRollbackError,
-    psycopg2.extensions.QueryCanceledError,
-)
-
-
-@prepared.memoized_short
-def to_pyformat(sql: str) -> str:
-    """Turn ``?`` placeholders into psycopg2's ``%s`` and escape literal
-    ``%`` (psycopg2 formats the whole string). ``?`` inside quoted literals
-    and identifiers is left alone."""
-    return prepared.rewrite_placeholders(sql, lambda n: "%s")
-
-
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
     try:
@@ -99,341 +80,6 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def connection_failed(failure_or_exc: Failure | BaseException) -> bool:
-    """True when an error means the connection died (worth a retry)."""
-    exc = failure_or_exc.value if isinstance(failure_or_exc, Failure) else failure_or_exc
-    if isinstance(exc, _NOT_FATAL):
-        return False
-    return isinstance(
-        exc,
-        (
-            psycopg2.OperationalError,
-            psycopg2.InterfaceError,
-            txpostgres.RollbackFailed,
-            reconnection.ConnectionDead,
-        ),
-    )
-
-
-def _backoff() -> Iterator[float]:
-    return retrying.simpleBackoffIterator(
-        initialDelay=0.2, maxDelay=10.0, factor=2.0, maxRetries=0, now=True
-    )
-
-
-class _Detector(reconnection.DeadConnectionDetector):
-    """Reconnects a dead connection with backoff; stoppable, and quiet."""
-
-    def __init__(self, reactor: Any):
-        super().__init__(
-            deathChecker=connection_failed, reconnectionIterator=_backoff, reactor=reactor
-        )
-        self._stopped = False
-        self._loop: defer.Deferred | None = None
-        self._sleep: defer.Deferred | None = None
-
-    def checkForDeadConnection(self, f: Failure) -> Failure:
-        if self._stopped:
-            return f
-        return super().checkForDeadConnection(f)
-
-    def startReconnecting(self, f: Failure) -> None:
-        log.warn("PostgreSQL connection lost ({reason}); reconnecting", reason=_line(f.value))
-        self._loop = defer.ensureDeferred(self._reconnect())
-
-    async def _reconnect(self) -> None:
-        for attempt, delay in enumerate(self.reconnectionIterator(), 1):
-            if delay:
-                self._sleep = task.deferLater(self.reactor, delay, lambda: None)
-                try:
-                    await self._sleep
-                except defer.CancelledError:
-                    return
-                finally:
-                    self._sleep = None
-            if self._stopped:
-                return
-            try:
-                await self.reconnect()
-            except Exception as e:
-                log.info(
-                    "PostgreSQL reconnect attempt {attempt} failed: {error}",
-                    attempt=attempt, error=_line(e),
-                )
-                continue
-            if self._stopped:
-                return
-            log.info("PostgreSQL connection re-established")
-            await self.connectionRecovered()
-            return
-
-    async def stop(self) -> None:
-        self._stopped = True
-        if self._sleep is not None:
-            self._sleep.cancel()
-        if self._loop is not None:
-            try:
-                await self._loop
-            except Exception:
-                pass
-
-
-class _Connection(txpostgres.Connection):
-    """A txpostgres connection whose failures go to its caller or its
-    detector, never to the reactor's unhandled-error log."""
-
-    #: the reactor is reporting a connection readable and no poll has
-    #: finished in that event yet (see continuePolling)
-    _in_event = False
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.statements = prepared.SessionStatements()
-        self._cancelled_by_caller = False
-
-    # txpostgres turns every QueryCanceledError into a CancelledError, as if
-    # the caller had cancelled the query. A statement the server stopped
-    # itself (statement_timeout: the read budget; an operator's
-    # pg_cancel_backend) stays a QueryCanceledError here, so a read over its
-    # budget is told from a client that went away.
-    def poll(self) -> defer.Deferred:
-        self._cancelled_by_caller = False
-        return txpostgres.Connection.poll(self)
-
-    def _cancel(self, d: defer.Deferred) -> None:
-        self._cancelled_by_caller = True
-        txpostgres.Connection._cancel(self, d)
-
-    def _handleCancellation(self, f: Failure) -> Failure:
-        if self._cancelled_by_caller:
-            return txpostgres.Connection._handleCancellation(self, f)
-        return f
-
-    def run_prepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
-        """`sql` (``?`` placeholders) run as a statement prepared on this
-        session, or as text when it cannot be (see `prepared`)."""
-        args = tuple(params)
-        key = prepared.statement_key(sql, args)
-        if key is not None:
-            self.statements.bind(self._connection)
-            text = self.statements.query(key)
-            if text is not None:
-                query, preparing = text
-
-                def as_text(f: Failure) -> Any:
-                    if connection_failed(f.value) or f.check(psycopg2.extensions.QueryCanceledError):
-                        # a dead connection is retried elsewhere; a read
-                        # stopped by statement_timeout is not run again
-                        return f
-                    self.statements.failed(key, preparing)
-                    log.debug("prepared statement failed, running the query as text: {error}",
-                              error=_line(f.value))
-                    return self.quick_query(to_pyformat(sql), args)
-
-                return self.quick_query(query, args).addErrback(as_text)
-        return self.quick_query(to_pyformat(sql), args)
-
-    def quick_query(self, query: str, params: tuple) -> defer.Deferred:
-        """txpostgres's runQuery without its per-query cursor wrapper and
-        lock, for a connection the pool handed out (so nothing else runs on
-        it): the connection polls its own query."""
-        if self.detector.connectionIsDead:
-            return defer.fail(reconnection.ConnectionDead())
-        # Not a reader while the query starts (txpostgres's cursors do the
-        # same): when execute() or the first poll() finds the server gone,
-        # libpq closes the socket, and a reactor registration left on a
-        # closed fd is found again by the next socket given that number.
-        self.reactor.removeReader(self)
-        try:
-            cursor = self._connection.cursor()
-            cursor.execute(query, params)
-        except Exception:
-            d = defer.fail()
-        else:
-            d = self.poll()
-            d.addCallback(lambda _: cursor.fetchall())
-        d.addBoth(self._watch_idle)
-        return d.addErrback(self.detector.checkForDeadConnection)
-
-    def _watch_idle(self, result: Any) -> Any:
-        """Back among the reactor's readers, as txpostgres keeps an idle
-        connection (to hear NOTIFY, or the server closing it)."""
-        if self._connection is not None and not self._connection.closed:
-            self.reactor.addReader(self)
-        return result
-
-    def continuePolling(self, swallowErrors: bool = False) -> None:
-        """txpostgres's, except that the first poll to finish while the
-        reactor reports the socket readable fires its Deferred at once, not
-        on the reactor's next turn (one loop iteration less per read).
-
-        txpostgres always waits a turn, against reentrancy: the callbacks
-        may start the next read, on this connection or another. That is fine
-        here (nothing touches the connection after this returns but
-        txpostgres's doRead, which re-adds it as a reader when still open),
-        but such a read may finish within its own first poll (under load the
-        answer can be there already), and firing that one at once too would
-        nest one stack level per queued read: every finish but the first of
-        a reactor event waits a turn."""
-        if self._pollingD is not None and not self._connection.closed:
-            try:
-                state = self._connection.poll()
-            except Exception:
-                d, self._pollingD = self._pollingD, None
-                self.reactor.callLater(0, d.errback, Failure())
-                return
-            if state == psycopg2.extensions.POLL_OK:
-                d, self._pollingD = self._pollingD, None
-                if _Connection._in_event:
-                    _Connection._in_event = False
-                    d.callback(self)
-                else:
-                    self.reactor.callLater(0, d.callback, self)
-            elif state == psycopg2.extensions.POLL_READ:
-                self.reactor.addReader(self)
-            elif state == psycopg2.extensions.POLL_WRITE:
-                self.reactor.addWriter(self)
-            else:
-                d, self._pollingD = self._pollingD, None
-                self.reactor.callLater(0, d.errback, txpostgres.UnexpectedPollResult())
-            return
-        txpostgres.Connection.continuePolling(self, swallowErrors)
-
-    def doRead(self) -> Any:
-        _Connection._in_event = True
-        try:
-            return txpostgres.Connection.doRead(self)
-        except psycopg2.Error as e:
-            # The server closed an idle connection. Returning the error makes
-            # the reactor call connectionLost with it, so the detector
-            # reconnects.
-            return e
-        finally:
-            _Connection._in_event = False
-
-    def close(self) -> None:
-        if self._connection is None:
-            return
-        txpostgres.Connection.close(self)
-
-    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
-        c = self.cursor()
-        d = c.execute("begin")
-        d.addCallback(interaction, *args, **kwargs)
-
-        def commit(ret: Any) -> Any:
-            return c.execute("commit").addCallback(lambda _: ret)
-
-        def rollback(f: Failure) -> Any:
-            e = defer.maybeDeferred(c.execute, "rollback")
-
-            def panic(rf: Failure) -> Failure:
-                log.info("ROLLBACK failed: {error}", error=_line(rf.value))
-                return Failure(txpostgres.RollbackFailed(self, f))
-
-            e.addCallbacks(lambda _: f, panic)
-            return e
-
-        d.addCallback(commit)
-        d.addErrback(rollback)
-        return d
-
-
-class _Listener(_Connection):
-    """The connection that hears other processes' writes (``LISTEN``).
-    Notifications are taken as they arrive (in the reactor event that read
-    them), not through txpostgres's cooperator a turn later."""
-
-    def __init__(self, *args: Any, on_notify: Callable[[], None], **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._on_notify = on_notify
-
-    def checkForNotifies(self) -> None:
-        conn = self._connection
-        if conn is not None and conn.notifies:
-            del conn.notifies[:]
-            self._on_notify()
-
-
-class _ListenerDetector(_Detector):
-    """A `_Detector` that says when its connection is lost."""
-
-    def __init__(self, reactor: Any, on_lost: Callable[[], None]):
-        super().__init__(reactor)
-        self._on_lost = on_lost
-
-    def startReconnecting(self, f: Failure) -> None:
-        self._on_lost()
-        super().startReconnecting(f)
-
-
-class _Pool(txpostgres.ConnectionPool):
-    """ConnectionPool whose connections reconnect, handing out live ones first."""
-
-    def __init__(self, reactor: Any, dsn: str, size: int, statement_timeout_ms: int | None = None):
-        self.reactor = reactor
-        self.every: list[_Connection] = []
-        # join_collapse_limit=1: the planner's reads list the main table
-        # first, then one LEFT JOIN per output link, each a lookup by id;
-        # searching every join order of a 500-row page with 8 links cost
-        # ~16 ms of planning for ~3 ms of execution. (Filters through links
-        # compile to IN / EXISTS sets, which PostgreSQL still reorders.)
-        options = "-c join_collapse_limit=1"
-        if statement_timeout_ms:
-            options += f" -c statement_timeout={int(statement_timeout_ms)}"
-        super().__init__(
-            None, dsn, min=size, connect_timeout=10, application_name="sgcache",
-            options=options,
-        )
-
-    def connectionFactory(self, reactor: Any, cooperator: Any) -> _Connection:  # type: ignore[override]
-        conn = _Connection(reactor, cooperator, detector=_Detector(reactor))
-        self.every.append(conn)
-        return conn
-
-    def _take(self) -> _Connection:
-        for conn in self.connections:
-            if not conn.detector.connectionIsDead:
-                self.connections.discard(conn)
-                return conn
-        return self.connections.pop()
-
-    def runPrepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
-        """Like runQuery, through the connection's prepared statements.
-        With a connection free it is taken at once (the semaphore's own
-        `run` adds two Deferreds to every read); otherwise the read queues."""
-        semaphore = self._semaphore
-        if semaphore.tokens <= 0:
-            return semaphore.run(self._runPrepared, sql, params)
-        semaphore.acquire()  # a token is free: this fires at once
-        try:
-            d = self._runPrepared(sql, params)
-        except BaseException:
-            semaphore.release()
-            raise
-        return d.addBoth(self._release, semaphore)
-
-    @staticmethod
-    def _release(result: Any, semaphore: defer.DeferredSemaphore) -> Any:
-        semaphore.release()
-        return result
-
-    def _runPrepared(self, sql: str, params: Sequence[Any]) -> defer.Deferred:
-        c = self._take()
-        return c.run_prepared(sql, params).addBoth(self._putBackAndPassthrough, c)
-
-    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> defer.Deferred:
-        c = self._take()
-        d = c.runInteraction(interaction, *args, **kwargs)
-        return d.addBoth(self._putBackAndPassthrough, c)
-
-    async def shut(self) -> None:
-        for conn in self.every:
-            await conn.detector.stop()
-        for conn in self.every:
-            conn.close()
 
 
 class _Cursor:
@@ -472,14 +118,6 @@ class _ReadCursor:
         raise NotImplementedError
 
 
-def _line(exc: BaseException) -> str:
-    """The first line of an error's message (the cause, for RollbackFailed)."""
-    if isinstance(exc, txpostgres.RollbackFailed):
-        exc = exc.originalFailure.value
-    text = str(exc).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__
-
-
 @implementer(IStore)
 class PostgresStore(NamedQueries):
     """`IStore` on a PostgreSQL database given by a libpq URL."""
@@ -496,16 +134,16 @@ class PostgresStore(NamedQueries):
         #: tries of one operation whose connection keeps dying
         self._attempts = max(1, attempts)
         #: the sync pool: writes and the cache's own queries (`fetch`)
-        self._pool: _Pool | None = None
+        self._pool: Pool | None = None
         #: the read pool: clients' reads, under statement_timeout
-        self._read_pool: _Pool | None = None
+        self._read_pool: Pool | None = None
         self._read_budget: float | None = None
         self._synced: Synced | None = None
         self._write_lock = defer.DeferredLock()
         #: moves on every write of this process and every notification of
         #: another's (see read_generation)
         self._generation = 0
-        self._listener: _Listener | None = None
+        self._listener: Listener | None = None
         #: the listener is connected and listening
         self._listening = False
 
@@ -513,12 +151,12 @@ class PostgresStore(NamedQueries):
         return f"<PostgresStore {redact(self.dsn)}>"
 
     # -- plumbing ----------------------------------------------------------------
-    def _the_pool(self) -> _Pool:
+    def _the_pool(self) -> Pool:
         if self._pool is None:
             raise StoreError(f"{redact(self.dsn)}: the store is not open")
         return self._pool
 
-    def _the_read_pool(self) -> _Pool:
+    def _the_read_pool(self) -> Pool:
         if self._read_pool is None:
             raise StoreError(f"{redact(self.dsn)}: the store is not open")
         return self._read_pool
@@ -538,7 +176,7 @@ class PostgresStore(NamedQueries):
                 delay = 0.0 if attempt < SYNC_POOL else min(0.1 * 2 ** (attempt - SYNC_POOL), 2.0)
                 log.info(
                     "{what} failed on a dead PostgreSQL connection ({error}); retry {attempt}",
-                    what=what, error=_line(error), attempt=attempt,
+                    what=what, error=first_line(error), attempt=attempt,
                 )
                 attempt += 1
                 # Even with no delay, let the reactor notice closed sockets.
@@ -585,8 +223,8 @@ class PostgresStore(NamedQueries):
         if self._pool is not None:
             return
         budget_ms = None if self._read_budget is None else max(1, int(self._read_budget * 1000))
-        pool = _Pool(self._reactor, self.dsn, SYNC_POOL)
-        read_pool = _Pool(self._reactor, self.dsn, self._pool_size, statement_timeout_ms=budget_ms)
+        pool = Pool(self._reactor, self.dsn, SYNC_POOL)
+        read_pool = Pool(self._reactor, self.dsn, self._pool_size, statement_timeout_ms=budget_ms)
         results = await defer.DeferredList(
             [c.connect(*p.connargs, **p.connkw) for p in (pool, read_pool) for c in p.connections],
             consumeErrors=True,
@@ -596,7 +234,7 @@ class PostgresStore(NamedQueries):
             await pool.shut()
             await read_pool.shut()
             raise StoreError(
-                f"cannot connect to PostgreSQL at {redact(self.dsn)}: {_line(errors[0].value)}"
+                f"cannot connect to PostgreSQL at {redact(self.dsn)}: {first_line(errors[0].value)}"
             )
         self._pool = pool
         self._read_pool = read_pool
@@ -629,8 +267,8 @@ class PostgresStore(NamedQueries):
         pool = self._the_pool()
         if self._listener is not None:
             return
-        listener = _Listener(
-            self._reactor, detector=_ListenerDetector(self._reactor, self._listener_lost),
+        listener = Listener(
+            self._reactor, detector=ListenerDetector(self._reactor, self._listener_lost),
             on_notify=self._heard,
         )
         listener.detector.addRecoveryHandler(lambda: defer.ensureDeferred(self._listen(listener)))
@@ -639,19 +277,19 @@ class PostgresStore(NamedQueries):
             await listener.connect(*pool.connargs, **pool.connkw, **_LISTENER_KEEPALIVES)
         except Exception as e:
             log.warn("cannot hear other processes' writes ({error}): answers to repeated "
-                     "reads are not reused", error=_line(e))
+                     "reads are not reused", error=first_line(e))
             self._listener = None
             return
         await self._listen(listener)
 
-    async def _listen(self, listener: _Listener) -> None:
+    async def _listen(self, listener: Listener) -> None:
         try:
             await listener.runOperation(f"LISTEN {CHANGES_CHANNEL}")
         except Exception as e:
             # a lost connection is reconnected by its detector, which
             # calls this again
             log.warn("LISTEN {channel} failed ({error}); answers to repeated reads are not "
-                     "reused meanwhile", channel=CHANGES_CHANNEL, error=_line(e))
+                     "reused meanwhile", channel=CHANGES_CHANNEL, error=first_line(e))
             return
         if listener is self._listener:
             # what was written while nobody listened is unknown
@@ -759,7 +397,7 @@ class PostgresStore(NamedQueries):
         (``statement_timeout``): it then fails with `ReadTimeout`."""
         def stopped(f: Failure) -> Any:
             if f.check(psycopg2.extensions.QueryCanceledError):
-                raise ReadTimeout(_line(f.value))
+                raise ReadTimeout(first_line(f.value))
             return f
 
         def op() -> defer.Deferred:
