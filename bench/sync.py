@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from sgcache.schema.changes import EntityChange  # noqa: E402
-from sgcache.schema.fieldtypes import FIELD_TYPES  # noqa: E402
+from sgcache.schema.types import DATA_TYPES, is_cacheable  # noqa: E402
 from sgcache.sync.poller import EventPoller  # noqa: E402
 from sgcache.sync.scanner import Scanner  # noqa: E402
 from sgcache.schema import Schema  # noqa: E402
@@ -194,14 +194,14 @@ class Floor:
         ]
         for name, value in change.fields.items():
             dtype = self.fields.get(name)
-            if dtype is None or dtype == "multi_entity" or dtype not in FIELD_TYPES:
+            if dtype is None or dtype == "multi_entity" or not is_cacheable(dtype):
                 continue  # not on the entity table
             if dtype == "entity":
                 cols += [f"{name}__type", f"{name}__id"]
                 values += [None, None] if value is None else [value["type"], int(value["id"])]
             else:
                 cols.append(name)
-                values.append(FIELD_TYPES[dtype].encode(value))
+                values.append(DATA_TYPES[dtype].encode(value))
         return tuple(cols), values
 
     def write(self, changes: list[EntityChange]) -> None:

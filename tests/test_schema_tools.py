@@ -16,7 +16,7 @@ from twisted.trial import unittest
 from sgcache.admin import cli
 
 from sgcache.schema import tools as schema_tools
-from sgcache.schema.fieldtypes import is_cacheable
+from sgcache.schema.types import is_cacheable
 from sgcache.schema import Schema, SchemaError
 from sgcache.schema.tools import Rule, filter_schema, filter_schema_report, parse_rules
 from sgcache.testing.fixtures import FIXTURE_SCHEMA

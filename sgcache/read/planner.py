@@ -35,13 +35,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sgcache.schema.fieldtypes import FIELD_TYPES
+from sgcache.schema.types import data_type, is_cacheable
+from sgcache.schema.types.base import identity
 from sgcache.read.relations import (
-    NAME_TEXT_TYPES,
     NEGATIONS,
-    NUMBER_TYPES,
     RELATIONS,
-    TEXT_TYPES,
     TRUE,
     Clock,
     check_int,
@@ -69,9 +67,6 @@ from sgcache.store import layout
 __all__ = ["Catalog", "PassThrough", "ReadPlan", "Output", "LinkJoin", "plan_read"]
 
 RETURN_ONLY = {"active": 1, "retired": 0}
-
-#: Leaf data types the engine can sort on (others are ignored as keys).
-SORTABLE = TEXT_TYPES | NUMBER_TYPES | {"checkbox", "date", "date_time", "entity"}
 
 # -- cheap limits, checked before planning: a read beyond them passes through
 #: leaf conditions in a read's filters
@@ -131,11 +126,7 @@ class Catalog:
         spec = self.schema.get_field(entity_type, ident)
         if spec is None or not self.is_ready(entity_type, ident):
             return None
-        if spec.data_type in NAME_TEXT_TYPES:
-            return "text"
-        if spec.data_type in NUMBER_TYPES or spec.data_type == "url":
-            return "value"
-        return None
+        return getattr(data_type(spec.data_type), "as_name", None)
 
     def nameable(self, entity_type: str) -> bool:
         """True when links to this type can be given their `name` locally."""
@@ -155,19 +146,10 @@ def _name_decoder(schema: Schema, entity_type: str) -> Callable[[Any], Any]:
     spec = None if ident == "id" else schema.get_field(entity_type, ident)
     if ident == "id":
         return lambda raw: None
-    if spec is None:
-        return lambda raw: raw
-    decode = FIELD_TYPES[spec.data_type].decode
-    if decode is FIELD_TYPES["text"].decode:
+    dtype = None if spec is None else data_type(spec.data_type)
+    if dtype is None or (dtype.decode is identity and dtype.link_name is None):
         return lambda raw: raw  # stored as sent; None stays None
-    if spec.data_type == "url":
-        def url_name(raw: Any) -> Any:
-            if raw is None:
-                return None
-            value = decode(raw)
-            return value.get("name") if isinstance(value, dict) else None
-        return url_name
-    return lambda raw: None if raw is None else decode(raw)
+    return dtype.name_of
 
 
 @dataclass
@@ -628,7 +610,7 @@ class _Compiler:
             self.need_type(hop.target)
             current = hop.target
         leaf = path.leaf
-        if leaf.data_type not in FIELD_TYPES and leaf.name != "id":
+        if leaf.name != "id" and not is_cacheable(leaf.data_type):
             raise PassThrough(f"{purpose} field of an uncached data type", leaf.data_type)
         if not self.catalog.is_ready(current, leaf.name):
             raise PassThrough(f"{purpose} field not ready", f"{current}.{leaf.name}")
@@ -846,32 +828,20 @@ class _Compiler:
 
     # -- leaf relations ----------------------------------------------------
     def leaf(self, alias: str, spec: FieldSpec, relation: str, values: list) -> tuple[Q, bool]:
-        dtype = spec.data_type
-        name = spec.name
-        if name == "id":
-            dtype = "number"
-        if dtype in TEXT_TYPES:
-            return self.text_leaf(col(alias, name), relation, values)
-        if dtype in NUMBER_TYPES:
-            return self.ordered_leaf(col(alias, name), relation, values, conv_number)
-        if dtype == "checkbox":
-            want = self.one(values)
-            if want is None:
-                want = False
-            if not isinstance(want, bool):
-                raise PassThrough("filter value of the wrong type", "checkbox")
-            return Q(f"COALESCE({col(alias, name)}, 0) = {1 if want else 0}"), not want
-        if dtype == "date":
-            return self.date_leaf(col(alias, name), relation, values)
-        if dtype == "date_time":
-            return self.datetime_leaf(col(alias, name), relation, values)
-        if dtype == "entity":
-            return self.entity_leaf(alias, spec, relation, values)
-        if dtype == "multi_entity":
-            return self.multi_leaf(alias, spec, relation, values)
-        if dtype == "tag_list":
-            return self.tag_leaf(col(alias, name), relation, values)
-        raise PassThrough("filter on an uncached data type", dtype)
+        """A positive relation on one field of the row `alias`, compiled by
+        the leaf strategy its data type names (`DataType.filter`)."""
+        strategy = "number" if spec.name == "id" else getattr(data_type(spec.data_type), "filter", None)
+        if strategy is None:
+            raise PassThrough("filter on an uncached data type", spec.data_type)
+        return LEAVES[strategy](self, alias, spec, relation, values)
+
+    def checkbox_leaf(self, expr: str, relation: str, values: list) -> tuple[Q, bool]:
+        want = self.one(values)
+        if want is None:
+            want = False
+        if not isinstance(want, bool):
+            raise PassThrough("filter value of the wrong type", "checkbox")
+        return Q(f"COALESCE({expr}, 0) = {1 if want else 0}"), not want
 
     @staticmethod
     def one(values: list) -> Any:
@@ -1182,8 +1152,8 @@ class _Compiler:
                 raise PassThrough("unusual sorts")
             desc = direction.lower() == "desc"
             path = self.resolve(name, "sort")
-            dtype = "number" if path.leaf.name == "id" else path.leaf.data_type
-            if path.through_multi or dtype not in SORTABLE:
+            strategy = "value" if path.leaf.name == "id" else getattr(data_type(path.leaf.data_type), "sort", None)
+            if path.through_multi or strategy is None:
                 continue  # the engine ignores keys it cannot sort by
             if has_id:
                 continue  # id is unique: later keys cannot matter
@@ -1196,21 +1166,23 @@ class _Compiler:
                 keys.append(f"{col(alias, 'id')} {sql_dir} {nulls}")
                 if not path.hops:
                     has_id = True
-            elif dtype in TEXT_TYPES:
+            elif strategy == "text":
                 expr = col(alias, leaf.name)
                 keys.append(f"{self.text.lower(expr)} {sql_dir} {nulls}")
                 keys.append(f"{self.text.collate(expr)} {sql_dir} {nulls}")
-            elif dtype == "checkbox":
+            elif strategy == "checkbox":
                 expr = f"COALESCE({col(alias, leaf.name)}, 0)"
                 if path.hops:
                     expr = f"CASE WHEN {col(alias, 'id')} IS NULL THEN NULL ELSE {expr} END"
                 keys.append(f"{expr} {sql_dir} {nulls}")
-            elif dtype == "entity":
+            elif strategy == "entity":
                 name = self.link_name_expr(alias, leaf)
                 keys.append(f"{self.text.lower(name)} {sql_dir} {nulls}")
                 keys.append(f"{self.text.collate(name)} {sql_dir} {nulls}")
-            else:
+            elif strategy == "value":
                 keys.append(f"{col(alias, leaf.name)} {sql_dir} {nulls}")
+            else:
+                raise PassThrough("unsupported sort", strategy)
         if not has_id:
             keys.append('m."id" ASC')
         return ", ".join(keys)
@@ -1246,3 +1218,15 @@ def conv_datetime_naive(value: datetime.datetime) -> str:
         raise PassThrough("relative date out of range")
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
+
+#: the planner's leaf strategies, by the name a data type gives (`DataType.filter`)
+LEAVES: dict[str, Callable[..., tuple[Q, bool]]] = {
+    "text": lambda c, alias, spec, rel, vals: c.text_leaf(col(alias, spec.name), rel, vals),
+    "number": lambda c, alias, spec, rel, vals: c.ordered_leaf(col(alias, spec.name), rel, vals, conv_number),
+    "checkbox": lambda c, alias, spec, rel, vals: c.checkbox_leaf(col(alias, spec.name), rel, vals),
+    "date": lambda c, alias, spec, rel, vals: c.date_leaf(col(alias, spec.name), rel, vals),
+    "date_time": lambda c, alias, spec, rel, vals: c.datetime_leaf(col(alias, spec.name), rel, vals),
+    "entity": lambda c, alias, spec, rel, vals: c.entity_leaf(alias, spec, rel, vals),
+    "multi_entity": lambda c, alias, spec, rel, vals: c.multi_leaf(alias, spec, rel, vals),
+    "tag_list": lambda c, alias, spec, rel, vals: c.tag_leaf(col(alias, spec.name), rel, vals),
+}

@@ -15,14 +15,13 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Any, Callable
 
-from sgcache.schema.fieldtypes import FIELD_TYPES
+from sgcache.schema.types import data_type
+from sgcache.schema.types.base import identity
 from sgcache.read.planner import Catalog, Output, PassThrough, ReadPlan
 from sgcache.read.relations import in_list
 
 #: ids per IN (...) list when reading link targets and association rows
 _CHUNK = 500
-#: the decoder of types stored as they are sent (text, numbers...)
-_IDENTITY = FIELD_TYPES["text"].decode
 
 
 async def execute(store: Any, plan: ReadPlan, catalog: Catalog) -> dict[str, Any]:
@@ -81,8 +80,8 @@ def _field_reader(catalog: Catalog, out: Output) -> Callable[[tuple], Any]:
         value = itemgetter(out.columns[0])
     else:
         assert out.spec is not None
-        decode, column = FIELD_TYPES[out.spec.data_type].decode, out.columns[0]
-        if decode is _IDENTITY:
+        decode, column = data_type(out.spec.data_type).decode, out.columns[0]
+        if decode is identity:
             value = itemgetter(column)
         else:
             def value(row: tuple) -> Any:

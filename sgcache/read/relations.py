@@ -20,46 +20,16 @@ import calendar
 import datetime
 from typing import Any, Iterable, Sequence
 
-from sgcache.schema.fieldtypes import format_datetime, parse_datetime
+from sgcache.schema.types import DATA_TYPES, format_datetime, parse_datetime
 from sgcache.read.reasons import PassThrough
 from sgcache.store import layout
 from sgcache.store.prepared import literal_type
 
-TEXT_TYPES = frozenset(["text", "color", "entity_type", "uuid", "list", "status_list"])
-NUMBER_TYPES = frozenset(["number", "float", "percent", "duration", "timecode", "currency"])
-INT_TYPES = frozenset(["number", "percent", "duration", "timecode"])
-
-_TEXT_RELATIONS = frozenset("is is_not contains not_contains starts_with ends_with in not_in".split())
-_NUMBER_RELATIONS = frozenset("is is_not less_than greater_than between not_between in not_in".split())
-_DATE_RELATIONS = frozenset(
-    """is is_not greater_than less_than in_last not_in_last in_next not_in_next
-    in_calendar_day in_calendar_week in_calendar_month in_calendar_year
-    between in not_in""".split()
-)
-
-#: Relations the engine accepts per data type (anything else is a fault).
+#: Relations accepted per data type, as each data type declares them
+#: (`sgcache.schema.types`); anything else passes through (the site faults).
 RELATIONS: dict[str, frozenset[str]] = {
-    "text": _TEXT_RELATIONS,
-    "color": _TEXT_RELATIONS,
-    "entity_type": _TEXT_RELATIONS,
-    "uuid": _TEXT_RELATIONS,
-    "list": frozenset("is is_not in not_in".split()),
-    "status_list": frozenset("is is_not in not_in".split()),
-    "checkbox": frozenset(["is", "is_not"]),
-    "date": _DATE_RELATIONS,
-    "date_time": _DATE_RELATIONS,
-    "entity": frozenset(
-        """is is_not type_is type_is_not name_contains name_not_contains name_is
-        name_starts_with name_ends_with in not_in""".split()
-    ),
-    "multi_entity": frozenset(
-        "is is_not type_is type_is_not name_contains name_not_contains in not_in".split()
-    ),
-    "tag_list": frozenset("is is_not name_contains name_not_contains".split()),
-    "image": frozenset(["is", "is_not"]),
+    name: dtype.relations for name, dtype in DATA_TYPES.items() if dtype.relations
 }
-for _t in NUMBER_TYPES:
-    RELATIONS[_t] = _NUMBER_RELATIONS
 
 #: Negated relation -> the positive relation it is the complement of.
 NEGATIONS = {
@@ -74,10 +44,6 @@ NEGATIONS = {
 }
 
 UNITS = ("HOUR", "DAY", "WEEK", "MONTH", "YEAR")
-
-#: Data types whose values can serve as a link's display name in a
-#: comparison or a sort (stored as the text of the wire value).
-NAME_TEXT_TYPES = TEXT_TYPES | {"date", "date_time"}
 
 
 # -- SQL fragments -----------------------------------------------------------

@@ -3,7 +3,8 @@ house: imports nothing of sgcache but `sgcache.config` and `sgcache.logs`.
 
 * `model` -- `Schema`, `EntitySpec`, `FieldSpec` (re-exported here), loaded
   from our YAML or a site's ``schema_read`` output;
-* `fieldtypes` -- the data types as the cache stores them;
+* `types` -- the data types, one module each: storage, wire codec, filter
+  relations, sort, link names;
 * `tools` -- dump, filter and check schema files (the ``sgcache schema``
   commands);
 * `changes` -- `EntityChange`, the normalized change every sync source hands

@@ -29,7 +29,7 @@ from typing import IO, Iterable
 
 import yaml
 
-from sgcache.schema.fieldtypes import is_cacheable
+from sgcache.schema.types import is_cacheable
 from sgcache.schema import EntitySpec, FieldSpec, Schema, SchemaError
 
 #: Fields kept for every kept type, whatever the rules say (besides the

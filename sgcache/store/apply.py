@@ -10,7 +10,8 @@ from typing import Any, Iterator, Sequence
 from twisted.internet import defer
 
 from sgcache.schema.changes import EntityChange
-from sgcache.schema.fieldtypes import FIELD_TYPES
+from sgcache.schema.types import data_type
+from sgcache.schema.types.base import identity
 from sgcache.store import layout
 from sgcache.store.catalog import Synced, write_state
 from sgcache.store.dialect import Dialect, SQLCursor
@@ -201,7 +202,6 @@ class _Encoded:
 _SCALAR, _ENTITY, _MULTI = 0, 1, 2
 
 
-_IDENT = FIELD_TYPES["text"].encode
 
 
 @dataclass(frozen=True)
@@ -234,8 +234,8 @@ def _row_coder(fields: dict[str, str], names: tuple[str, ...]) -> _RowCoder:
             steps.append((_ENTITY, fname, f"{fname}__type", f"{fname}__id"))
         elif dtype == "multi_entity":
             steps.append((_MULTI, fname))
-        elif FIELD_TYPES[dtype].encode is not _IDENT:
-            ftype = FIELD_TYPES[dtype]
+        elif data_type(dtype).encode is not identity:
+            ftype = data_type(dtype)
             steps.append((_SCALAR, fname, dtype, ftype.encode, ftype.native))
     return _RowCoder(tuple(dropped), tuple(ignored), tuple(steps))
 

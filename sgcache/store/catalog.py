@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from sgcache.schema.fieldtypes import is_cacheable
+from sgcache.schema.types import is_cacheable
 from sgcache.schema import FieldSpec, Schema
 from sgcache.store import layout
 from sgcache.store.ddl import bookkeeping_ddl, entity_index_ddl, entity_table_ddl, field_columns, fits, index_name, link_index_ddl, multi_table_ddl, read_index_ddl

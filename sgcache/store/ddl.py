@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 
-from sgcache.schema.fieldtypes import FIELD_TYPES
+from sgcache.schema.types import data_type
+from sgcache.schema.types.base import LINK, LINKS
 from sgcache.schema import FieldSpec
 from sgcache.store import layout
 from sgcache.store.dialect import Dialect
@@ -28,9 +29,10 @@ def bookkeeping_ddl(dialect: Dialect) -> list[str]:
 
 def field_columns(spec: FieldSpec, dialect: Dialect) -> list[tuple[str, str]]:
     """(unquoted column name, SQL type) the field needs on its entity table."""
-    if spec.name == "id" or spec.data_type == "multi_entity":
+    storage = data_type(spec.data_type).storage
+    if spec.name == "id" or storage == LINKS:
         return []
-    if spec.data_type == "entity":
+    if storage == LINK:
         return [(f"{spec.name}__type", "TEXT"), (f"{spec.name}__id", dialect.id_type)]
     return [(spec.name, dialect.column_type(spec.data_type))]
 
@@ -129,7 +131,7 @@ def read_index_ddl(
     ]
     for spec in specs:
         if spec.data_type not in ("entity", "multi_entity"):
-            if spec.name == identifier and FIELD_TYPES[spec.data_type].textual:
+            if spec.name == identifier and data_type(spec.data_type).textual:
                 column = layout.scalar_column(spec.name)
                 if dialect.name == "postgresql":
                     keys = (

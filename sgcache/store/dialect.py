@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
-from sgcache.schema.fieldtypes import FIELD_TYPES
+from sgcache.schema.types import data_type
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,11 @@ class Dialect:
     #: cheaper for the server to parse than a long ``IN (?, ?, ...)``
     id_arrays: bool = False
 
-    def column_type(self, data_type: str) -> str:
-        ftype = FIELD_TYPES[data_type]
-        sql = ftype.sqlite_type if self.name == "sqlite" else ftype.postgres_type
-        assert sql is not None, data_type
-        return sql
+    def column_type(self, name: str) -> str:
+        """The SQL type of a one-column data type's column."""
+        dtype = data_type(name)
+        assert dtype is not None, name
+        return dtype.sql_type(self.name)
 
 
 SQLITE = Dialect("sqlite", "INTEGER", "INTEGER", "", 0)

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from sgcache.schema.changes import EntityChange
 from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
-from sgcache.schema.fieldtypes import is_cacheable
+from sgcache.schema.types import is_cacheable
 from sgcache.logs import logger
 from sgcache.schema import Schema
 from sgcache.site.pages import PAGE_SIZE, iter_pages

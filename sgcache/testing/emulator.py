@@ -42,7 +42,7 @@ from twisted.logger import Logger
 
 from sgcache.site import faults
 from sgcache.site.faults import Fault
-from sgcache.schema.fieldtypes import format_datetime, parse_datetime
+from sgcache.schema.types import format_datetime, parse_datetime
 from sgcache.schema import EntitySpec, FieldSpec, Schema
 from sgcache.testing.engine import ReadEngine
 from sgcache.testing.eventlog import EventContext, EventLog, format_meta_datetime

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from sgcache.site import faults
 from sgcache.site.faults import Fault
-from sgcache.schema.fieldtypes import format_datetime
+from sgcache.schema.types import format_datetime
 from sgcache.schema import FieldSpec, Schema
 from sgcache.testing.filters import (
     NUMBER_TYPES,

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from sgcache.site import faults
 from sgcache.site.faults import Fault
-from sgcache.schema.fieldtypes import format_datetime, parse_datetime
+from sgcache.schema.types import format_datetime, parse_datetime
 from sgcache.schema import FieldSpec, Schema
 
 Row = dict

@@ -1,4 +1,4 @@
-"""Tests for sgcache.schema.fieldtypes: the date_time fast paths give exactly what
+"""Tests for sgcache.schema.types (the data types' codecs): the date_time fast paths give exactly what
 the general path gives (value or error), for every kind of input."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import random
 
 from twisted.trial import unittest
 
-from sgcache.schema.fieldtypes import FIELD_TYPES, format_datetime, parse_datetime
+from sgcache.schema.types import DATA_TYPES, format_datetime, parse_datetime
 
 
 # -- the general path, as it was before the fast paths (the reference) -------
@@ -89,7 +89,7 @@ class DateTimeTests(unittest.TestCase):
             self.assertSame(parse_datetime, ref_parse, text)
 
     def test_encode_same_as_general_path(self) -> None:
-        encode = FIELD_TYPES["date_time"].encode
+        encode = DATA_TYPES["date_time"].encode
         values: list[object] = TEXTS + [
             _Str("2024-01-02T03:04:05Z"),
             None,
@@ -120,7 +120,7 @@ class DateTimeTests(unittest.TestCase):
 
     def test_random_wire_texts(self) -> None:
         rng = random.Random(5)
-        encode = FIELD_TYPES["date_time"].encode
+        encode = DATA_TYPES["date_time"].encode
         for _ in range(3000):
             text = (
                 f"{rng.randint(0, 9999):04d}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d}T"
@@ -128,3 +128,53 @@ class DateTimeTests(unittest.TestCase):
             )
             self.assertSame(encode, ref_encode, text)
             self.assertSame(parse_datetime, ref_parse, text)
+
+
+class DataTypeModuleTests(unittest.TestCase):
+    """Every data type module declares what the store, the planner and the
+    reader need of it, in terms they know."""
+
+    def test_each_module_declares_its_type(self) -> None:
+        import pkgutil
+
+        import sgcache.schema.types as types
+
+        modules = {m.name for m in pkgutil.iter_modules(types.__path__)} - {"base"}
+        self.assertEqual(set(DATA_TYPES), modules)
+
+    def test_declarations_are_complete(self) -> None:
+        from sgcache.read.planner import LEAVES
+        from sgcache.read.relations import NEGATIONS
+        from sgcache.schema.types.base import COLUMN, LINK, LINKS
+
+        known_relations = set(NEGATIONS) | set(NEGATIONS.values()) | {
+            "less_than", "greater_than", "starts_with", "ends_with", "name_is", "name_starts_with",
+            "name_ends_with", "in_calendar_day", "in_calendar_week", "in_calendar_month", "in_calendar_year"}
+        for name, dtype in DATA_TYPES.items():
+            self.assertEqual(dtype.name, name)
+            self.assertIn(dtype.storage, (COLUMN, LINK, LINKS), name)
+            self.assertTrue(dtype.relations <= known_relations, (name, dtype.relations - known_relations))
+            self.assertIn(dtype.sort, (None, "text", "value", "checkbox", "entity"), name)
+            self.assertIn(dtype.as_name, (None, "text", "value"), name)
+            if not dtype.cacheable:
+                continue
+            if dtype.storage == COLUMN:
+                self.assertTrue(dtype.sql_type("sqlite") and dtype.sql_type("postgresql"), name)
+            if dtype.relations:
+                self.assertIn(dtype.filter, LEAVES, name)
+            if dtype.native is not None:
+                sample = dtype.native(1)
+                self.assertIs(dtype.encode(sample), sample)  # stored as given, as declared
+
+    def test_codecs_round_trip(self) -> None:
+        samples = {
+            "text": "Ab", "number": 3, "float": 1.5, "checkbox": True, "date": "2024-03-01",
+            "date_time": "2024-03-01T12:00:00Z", "tag_list": ["a", "b"],
+            "url": {"name": "n", "url": "https://x", "link_type": "web", "content_type": None},
+            "serializable": {"k": [1, 2]},
+        }
+        for name, value in samples.items():
+            dtype = DATA_TYPES[name]
+            self.assertEqual(dtype.decode(dtype.encode(value)), value, name)
+        self.assertEqual(DATA_TYPES["url"].name_of(DATA_TYPES["url"].encode(samples["url"])), "n")
+        self.assertIsNone(DATA_TYPES["text"].name_of(None))

@@ -1,0 +1,12 @@
+"""The ``entity`` data type: one link ``{type, id, name}`` or null, stored as
+``<field>__type`` and ``<field>__id`` columns; sorted by the linked entity's
+display name."""
+
+from sgcache.schema.types.base import LINK, DataType
+
+TYPE = DataType(
+    "entity", storage=LINK,
+    relations=frozenset("""is is_not type_is type_is_not name_contains name_not_contains name_is
+                           name_starts_with name_ends_with in not_in""".split()),
+    filter="entity", sort="entity",
+)

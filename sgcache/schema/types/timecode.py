@@ -1,0 +1,6 @@
+"""The ``timecode`` data type: milliseconds, an integer."""
+
+from sgcache.schema.types.base import NUMERIC, DataType, to_int
+
+TYPE = DataType("timecode", sql_types=("INTEGER", "BIGINT"), encode=to_int, native=int, relations=NUMERIC,
+                filter="number", sort="value", as_name="value")
