@@ -28,8 +28,11 @@ setup(
         "psycopg2-binary>=2.9",
         "shotgun_api3>=3.4",
         "pyyaml>=6",
-        "attrs>=22",
+        # imported directly (both come with Twisted)
+        "zope.interface>=5",
+        "hyperlink>=21",
     ],
-    extras_require={"test": ["hypothesis>=6"]},
+    # cryptography: the TLS test makes its certificate (it comes with twisted[tls])
+    extras_require={"test": ["hypothesis>=6", "cryptography>=41"]},
     entry_points={"console_scripts": ["sgcache = sgcache.admin.cli:main"]},
 )

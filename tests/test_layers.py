@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import sys
 
 from twisted.trial import unittest
 
@@ -119,6 +120,25 @@ class LayerTests(unittest.TestCase):
             if ".fetch(" in text:
                 wrong.append(f"{module}: store.fetch")
         self.assertEqual(wrong, [])
+
+    def test_declared_dependencies_are_those_imported(self) -> None:
+        # distribution -> the module it is imported as
+        module_of = {"twisted[tls]": "twisted", "psycopg2-binary": "psycopg2", "pyyaml": "yaml",
+                     "zope.interface": "zope"}
+        setup = open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read()
+        block = setup[setup.index("install_requires=["):setup.index("],", setup.index("install_requires=["))]
+        declared = {re.split(r"[<>=]", req)[0] for req in re.findall(r'"([^"]+)"', block)}
+        declared = {module_of.get(name, name) for name in declared}
+        imported = set()
+        for module, path in modules().items():
+            tree = ast.parse(open(path, encoding="utf-8").read())
+            for node in ast.walk(tree):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                         else [])
+                imported.update(n.split(".")[0] for n in names)
+        third_party = {n for n in imported if n not in sys.stdlib_module_names and n != "sgcache"}
+        self.assertEqual(declared, third_party)
 
     def test_the_checker_sees_imports(self) -> None:
         # a guard for the test itself: it finds lazy and relative imports

@@ -9,6 +9,7 @@ from typing import Any, Iterator, Sequence
 
 from twisted.internet import defer
 
+from sgcache.logs import logger
 from sgcache.schema.changes import EntityChange
 from sgcache.schema.types import data_type
 from sgcache.schema.types.base import identity
@@ -17,8 +18,6 @@ from sgcache.store.catalog import Synced, write_state
 from sgcache.store.dialect import Dialect, SQLCursor
 from sgcache.store.statements import Statement, id_conditions, insert_statements, run_pipelined
 from sgcache.store.updatelog import log_entry, log_statements
-from sgcache.logs import logger
-
 
 log = logger(__name__)
 

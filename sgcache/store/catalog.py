@@ -8,14 +8,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from sgcache.schema.types import is_cacheable
+from sgcache.logs import logger
 from sgcache.schema import FieldSpec, Schema
+from sgcache.schema.types import is_cacheable
 from sgcache.store import layout
-from sgcache.store.ddl import bookkeeping_ddl, entity_index_ddl, entity_table_ddl, field_columns, fits, index_name, link_index_ddl, multi_table_ddl, read_index_ddl
+from sgcache.store.ddl import (
+    bookkeeping_ddl,
+    entity_index_ddl,
+    entity_table_ddl,
+    field_columns,
+    fits,
+    index_name,
+    link_index_ddl,
+    multi_table_ddl,
+    read_index_ddl,
+)
 from sgcache.store.dialect import SQLCursor
 from sgcache.store.interface import StoreError
-from sgcache.logs import logger
-
 
 log = logger(__name__)
 
@@ -289,3 +298,8 @@ async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
         generation = str(int(await fields_generation(cur)) + 1)
         await put_items(cur, "_sgcache_meta", {META_FIELDS_GENERATION: generation})
     return summary
+
+
+def log_sync_summary(summary: dict[str, list[str]]) -> None:
+    log.info("synced schema: {types} new types, {fields} new fields",
+             types=len(summary["added_types"]), fields=len(summary["added_fields"]))

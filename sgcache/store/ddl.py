@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import hashlib
 
+from sgcache.schema import FieldSpec
 from sgcache.schema.types import data_type
 from sgcache.schema.types.base import LINK, LINKS
-from sgcache.schema import FieldSpec
 from sgcache.store import layout
 from sgcache.store.dialect import Dialect
 from sgcache.store.updatelog import update_log_ddl

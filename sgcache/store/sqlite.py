@@ -20,16 +20,26 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from sgcache.schema.changes import EntityChange
+from sgcache.logs import logger
 from sgcache.schema import Schema
+from sgcache.schema.changes import EntityChange
 from sgcache.store import layout
 from sgcache.store.apply import ApplyResult, apply_changes
-from sgcache.store.catalog import Synced, current_synced, ensure_layout, load_synced, read_field_states, sync_schema, write_field_states, write_state
+from sgcache.store.catalog import (
+    Synced,
+    current_synced,
+    ensure_layout,
+    load_synced,
+    log_sync_summary,
+    read_field_states,
+    sync_schema,
+    write_field_states,
+    write_state,
+)
 from sgcache.store.dialect import SQLITE
 from sgcache.store.interface import IStore, ReadTimeout, StoreError, returns_deferred
 from sgcache.store.queries import NamedQueries, analyze_statements, count_sql, ids_sql, require_type
 from sgcache.store.updatelog import clock_now, prune_update_log
-from sgcache.logs import logger
 
 log = logger(__name__)
 
@@ -194,10 +204,7 @@ class SQLiteStore(NamedQueries):
     async def sync_schema(self, schema: Schema) -> dict:
         summary = self._transaction(lambda cur: sync_schema(cur, schema))
         self._synced = _now(load_synced(_Cursor(self._connection())))
-        log.info(
-            "synced schema: {types} new types, {fields} new fields",
-            types=len(summary["added_types"]), fields=len(summary["added_fields"]),
-        )
+        log_sync_summary(summary)
         return summary
 
     @returns_deferred
