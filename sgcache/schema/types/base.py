@@ -196,6 +196,11 @@ def _relations(text: str) -> frozenset[str]:
 FREE_TEXT = _relations("is is_not contains not_contains starts_with ends_with in not_in")
 CHOICE = _relations("is is_not in not_in")
 NUMERIC = _relations("is is_not less_than greater_than between not_between in not_in")
+#: Shotgun's table lists no not_between for float, percent, duration and
+#: timecode (the emulator accepts it, docs/emulator.md): a filter with it
+#: passes through, and
+#: the site answers (or refuses) it
+NUMERIC_NO_NOT_BETWEEN = NUMERIC - {"not_between"}
 DATES = _relations(
     """is is_not greater_than less_than in_last not_in_last in_next not_in_next
     in_calendar_day in_calendar_week in_calendar_month in_calendar_year

@@ -1,6 +1,6 @@
 """The ``duration`` data type: minutes, an integer."""
 
-from sgcache.schema.types.base import NUMERIC, DataType, to_int
+from sgcache.schema.types.base import NUMERIC_NO_NOT_BETWEEN, DataType, to_int
 
-TYPE = DataType("duration", sql_types=("INTEGER", "BIGINT"), encode=to_int, native=int, relations=NUMERIC,
-                filter="number", sort="value", as_name="value")
+TYPE = DataType("duration", sql_types=("INTEGER", "BIGINT"), encode=to_int, native=int,
+                relations=NUMERIC_NO_NOT_BETWEEN, filter="number", sort="value", as_name="value")

@@ -6,7 +6,8 @@ from sgcache.schema.types.base import LINK, DataType
 
 TYPE = DataType(
     "entity", storage=LINK,
-    relations=frozenset("""is is_not type_is type_is_not name_contains name_not_contains name_is
-                           name_starts_with name_ends_with in not_in""".split()),
+    # Shotgun's table lists no name_starts_with / name_ends_with for entity
+    # fields: such filters pass through, and the site answers (or refuses)
+    relations=frozenset("is is_not type_is type_is_not name_contains name_not_contains name_is in not_in".split()),
     filter="entity", sort="entity",
 )
