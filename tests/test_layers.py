@@ -140,6 +140,16 @@ class LayerTests(unittest.TestCase):
         third_party = {n for n in imported if n not in sys.stdlib_module_names and n != "sgcache"}
         self.assertEqual(declared, third_party)
 
+    def test_no_private_names_imported_across_modules(self) -> None:
+        wrong = []
+        for module, path in sorted(modules().items()):
+            tree = ast.parse(open(path, encoding="utf-8").read(), path)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("sgcache")):
+                    wrong += [f"{module}:{node.lineno}: {alias.name}" for alias in node.names
+                              if alias.name.startswith("_") and not alias.name.startswith("__")]
+        self.assertEqual(wrong, [])
+
     def test_the_checker_sees_imports(self) -> None:
         # a guard for the test itself: it finds lazy and relative imports
         path = modules()["sgcache.tap"]
