@@ -295,9 +295,18 @@ class FixtureTests(unittest.TestCase):
         self.assertEqual(self.schema.get_field("Shot", "sg_sequence").reverse, "Sequence.shots")
         self.assertEqual(self.schema.get_field("Playlist", "versions").reverse, "Version.playlists")
 
-    def test_bookkeeping_added_where_missing(self) -> None:
-        # The dump's Reply has no updated_at; the model adds it.
-        self.assertIn("updated_at", self.schema["Reply"].fields)
+    def test_a_dump_holds_exactly_the_sites_fields(self) -> None:
+        # The site's Reply and EventLogEntry have no updated_at: a dump does
+        # not add it (it once did, and the cache served it as null)
+        self.assertNotIn("updated_at", self.schema["Reply"].fields)
+        self.assertEqual(sorted(self.schema["EventLogEntry"].fields), [
+            "attribute_name", "cached_display_name", "created_at", "description", "entity",
+            "event_type", "filmstrip_image", "id", "image", "meta", "project", "session_uuid", "user"])
+
+    def test_a_yaml_type_listing_id_is_taken_as_is(self) -> None:
+        data = {"entities": {"Reply": {"identifier": "content",
+                                       "fields": {"id": "number", "content": "text"}}}}
+        self.assertEqual(sorted(Schema.from_dict(data)["Reply"].fields), ["content", "id"])
 
     def test_round_trip_through_our_format(self) -> None:
         data = self.schema.to_dict()

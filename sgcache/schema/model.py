@@ -133,8 +133,11 @@ class EntitySpec:
         return out
 
 
-# Fields every entity type has on a real site, with their data types. A YAML
-# file may omit them; they are always present in a loaded Schema.
+# Fields most entity types have on a real site, with their data types. A
+# type in a YAML file that does not list `id` gets them added (shorthand for
+# hand-written files; the site check drops any the site lacks:
+# `sgcache.schema.effective`). A type that lists `id` -- as every dump and
+# filtered file does -- is taken as is, and so is a schema_read dump.
 BOOKKEEPING_FIELDS = {
     "id": "number",
     "created_at": "date_time",
@@ -248,7 +251,10 @@ class Schema:
                 fields[field_name] = _field_from_yaml(source, type_name, field_name, fbody)
             identifier = body.get("identifier") or DEFAULT_IDENTIFIERS.get(type_name, "code")
             entity = EntitySpec(type_name, identifier, fields, body.get("display_name"))
-            _add_bookkeeping(entity)
+            if "id" not in fields:
+                # shorthand: a type that does not list `id` gets the
+                # bookkeeping fields too (a dump lists every field)
+                _add_bookkeeping(entity)
             entities.append(entity)
         schema = cls(entities, source=source)
         schema.validate()
@@ -294,9 +300,11 @@ class Schema:
                 else:
                     # Connection types and the like have no display name.
                     identifier = "id"
-            entity = EntitySpec(type_name, identifier, fields, display)
-            _add_bookkeeping(entity)
-            entities.append(entity)
+            # exactly the site's fields: a dump never adds bookkeeping
+            # fields a type lacks (EventLogEntry has no updated_at)
+            if "id" not in fields:
+                fields["id"] = FieldSpec(type_name, "id", "number")
+            entities.append(EntitySpec(type_name, identifier, fields, display))
         schema = cls(entities, source=source)
         schema._infer_reverse_fields()
         schema.validate(strict_links=False)
