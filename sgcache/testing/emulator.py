@@ -19,14 +19,23 @@ date = ``"YYYY-MM-DD"``; entity = ``{"type", "id"}`` or None; multi_entity =
 list of ``{"type", "id"}``; tag_list = list of str; checkbox = bool; other
 types = the wire value. A missing key means None (``[]`` for multi_entity).
 
+Site schema changes (`create_field`, `update_field`, `delete_field`,
+`change_field_type`, and the ``schema_field_create|update|delete`` RPCs)
+replace the emulator's `Schema` with a new object (the one passed in is never
+modified), update the ``schema_read`` description, the rows and the read
+engine at once, and log ``Shotgun_DisplayColumn_*`` events: every field has a
+stable id of the hidden ``DisplayColumn`` type (see docs/emulator.md,
+"Schema changes").
+
 Test controls (reset, seed, latency, failures, counters, event-log holes,
-truncation, generate_events, the clock) are plain methods here; the server
-exposes them over HTTP in test mode.
+truncation, generate_events, the clock, schema changes) are plain methods
+here; the server exposes them over HTTP in test mode.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import json
 import os
@@ -43,9 +52,9 @@ from twisted.logger import Logger
 from sgcache.site import faults
 from sgcache.site.faults import Fault
 from sgcache.schema.types import format_datetime, parse_datetime
-from sgcache.schema import EntitySpec, FieldSpec, Schema
+from sgcache.schema import KNOWN_DATA_TYPES, LINK_TYPES, EntitySpec, FieldSpec, Schema
 from sgcache.testing.engine import ReadEngine
-from sgcache.testing.eventlog import EventContext, EventLog, format_meta_datetime
+from sgcache.testing.eventlog import COLUMN_TYPE, EventContext, EventLog, format_meta_datetime
 
 log = Logger()
 
@@ -61,6 +70,71 @@ SITE_FIELDS = frozenset(["id", "type", "updated_at", "updated_by"])
 CREATE_ONLY_FIELDS = frozenset(["created_at", "created_by"])
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+# -- site schema changes --
+
+#: Data types ``schema_field_create`` accepts (the Python-level `create_field`
+#: and `change_field_type` take any data type of `KNOWN_DATA_TYPES`).
+CREATABLE_TYPES = frozenset(
+    "checkbox color currency date date_time duration entity float footage list multi_entity "
+    "number percent status_list text timecode url".split()
+)
+
+#: Fields no schema change may delete or retype (nor each type's identifier,
+#: for a delete); EventLogEntry's fields are all kept.
+PROTECTED_FIELDS = frozenset(["id", "type", "created_at", "updated_at", "created_by", "updated_by"])
+
+#: Properties ``schema_field_create`` / ``schema_field_update`` accept.
+FIELD_PROPERTIES = (
+    "name", "description", "valid_types", "valid_values", "default_value", "summary_default",
+    "custom_metadata", "visible",
+)
+
+#: Property -> ``attribute_name`` of its DisplayColumn Change event (others
+#: keep their property name). ``human_name``: public code filtering a real
+#: site's rename events uses it; the rest is a guess.
+COLUMN_ATTRIBUTES = {"name": "human_name"}
+
+#: A name `create_field` takes as the system name itself.
+_SYSTEM_NAME_RE = re.compile(r"^sg_[a-z0-9_]+$")
+
+
+def field_system_name(display_name: str) -> str:
+    """The system name Shotgun gives a field created with `display_name`:
+    ``sg_`` + the name lowercased, every character but a-z0-9 made ``_``."""
+    return "sg_" + re.sub(r"[^a-z0-9]", "_", display_name.lower())
+
+
+def _convert_str(value: Any) -> Any:
+    if value is None or value == []:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _convert_number(kind: type) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if value is None or value == "" or value == []:
+            return None
+        if isinstance(value, bool):
+            return kind(int(value))
+        return kind(float(value)) if kind is int and isinstance(value, str) else kind(value)
+
+    return convert
+
+
+#: Named value conversions for `change_field_type` (usable over HTTP).
+CONVERSIONS: dict[str, Callable[[Any], Any]] = {
+    "none": lambda value: None,
+    "keep": lambda value: value,
+    "str": _convert_str,
+    "int": _convert_number(int),
+    "float": _convert_number(float),
+    "bool": lambda value: bool(value),
+}
 
 #: Fields added to a schema that lacks these types (YAML schemas often do).
 _EXTRA_TYPES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -225,12 +299,15 @@ class Emulator(Mockgun):
         # Deliberately not calling mockgun's __init__: it loads pickled
         # schemas from class-level paths. Set what its methods rely on.
         self.schema = complete_schema(schema)
+        #: what `reset` restores: schema changes never modify these objects
+        self._initial_schema = self.schema
         self.base_url = base_url
         self.finds = 0
         # mockgun's names for what schema_read / schema_entity_read serve:
         # the original dumps when given (plus any type we had to add).
         self._schema = {**self.schema.to_schema_read(), **(schema_read or {})}
         self._schema_entity = {**self.schema.to_schema_entity_read(), **(schema_entity_read or {})}
+        self._initial_schema_read = self._schema
         self.scripts = dict(scripts or {})
         self.users = dict(users or {})
         self.page_size = page_size
@@ -242,6 +319,11 @@ class Emulator(Mockgun):
         self.generate_events = True
         self.controls = Controls()
         self._db: dict[str, dict[int, dict]] = {t.name: {} for t in self.schema}
+        # The schema's fields as rows of the hidden DisplayColumn type (not in
+        # the schema, so never read directly): what schema events link to.
+        self._db.setdefault(COLUMN_TYPE, {})
+        self._columns: dict[tuple[str, str], int] = {}
+        self._next_column_id = 1
         self.events = EventLog(self._db)
         self._next_ids: dict[str, int] = {}
         self._journal: dict[tuple[str, int], dict | None] | None = None
@@ -296,10 +378,15 @@ class Emulator(Mockgun):
         return self.now()
 
     # -- test controls -----------------------------------------------------
-    def reset(self) -> None:
-        """Empty every table and the event log; recreate the script and user rows."""
-        for table in self._db.values():
-            table.clear()
+    def reset(self, keep_schema: bool = False) -> None:
+        """Empty every table and the event log; recreate the script and user
+        rows. The schema the emulator started with comes back (field
+        DisplayColumn ids too) unless `keep_schema`."""
+        if not keep_schema:
+            self._restore_schema()
+        for etype, table in self._db.items():
+            if etype != COLUMN_TYPE:
+                table.clear()
         self.events.reset()
         self._next_ids.clear()
         self._sessions.clear()
@@ -573,12 +660,48 @@ class Emulator(Mockgun):
                                 e.error_code) from None
         return results
 
+    def rpc_schema_field_create(self, args: Any, caller: Caller) -> str:
+        method = "schema_field_create"
+        _require_dict(args, method)
+        etype = self._check_type(method, args.get("type"))
+        props = _property_list(method, args.get("properties"))
+        display = props.get("name")
+        if not isinstance(display, str) or not display.strip():
+            raise Fault(f"API {method}() needs a non-empty display name (property 'name')")
+        name = field_system_name(display)
+        fields = self.schema[etype].fields
+        if name in fields:
+            # Shotgun's documented rule: _1, _2... until the name is free.
+            base, n = name, 1
+            while f"{base}_{n}" in fields:
+                n += 1
+            name = f"{base}_{n}"
+        return self._create_field(method, etype, name, args.get("data_type"), props, caller,
+                                  allowed=CREATABLE_TYPES)
+
+    def rpc_schema_field_update(self, args: Any, caller: Caller) -> bool:
+        method = "schema_field_update"
+        _require_dict(args, method)
+        etype = self._check_type(method, args.get("type"))
+        props = _property_list(method, args.get("properties"))
+        # "project" (per-project visibility) is accepted and ignored.
+        return self._update_field(method, etype, args.get("field_name"), props, caller)
+
+    def rpc_schema_field_delete(self, args: Any, caller: Caller) -> bool:
+        method = "schema_field_delete"
+        _require_dict(args, method)
+        etype = self._check_type(method, args.get("type"))
+        return self._delete_field(method, etype, args.get("field_name"), caller)
+
     _RPC_METHODS: dict[str, Callable[["Emulator", Any, Caller], Any]] = {
         "read": rpc_read,
         "summarize": rpc_summarize,
         "schema_read": rpc_schema_read,
         "schema_entity_read": rpc_schema_entity_read,
         "schema_field_read": rpc_schema_field_read,
+        "schema_field_create": rpc_schema_field_create,
+        "schema_field_update": rpc_schema_field_update,
+        "schema_field_delete": rpc_schema_field_delete,
         "get_session_token": rpc_get_session_token,
         "create": rpc_create,
         "update": rpc_update,
@@ -672,6 +795,381 @@ class Emulator(Mockgun):
         if grouping is not None:
             args["grouping"] = grouping
         return self.engine.summarize(args)
+
+    # -- site schema changes: Python API ------------------------------------
+    def schema_field_create(self, entity_type: str, data_type: str, display_name: str,  # type: ignore[override]
+                            properties: dict | None = None) -> str:
+        """The client's `schema_field_create`, in-process."""
+        props = [{"property_name": "name", "value": display_name}]
+        props += [{"property_name": k, "value": v} for k, v in (properties or {}).items()]
+        return self.rpc_schema_field_create(
+            {"type": entity_type, "data_type": data_type, "properties": props}, self._default_caller())
+
+    def schema_field_update(self, entity_type: str, field_name: str, properties: dict,  # type: ignore[override]
+                            project_entity: dict | None = None) -> bool:
+        """The client's `schema_field_update`, in-process."""
+        props = [{"property_name": k, "value": v} for k, v in (properties or {}).items()]
+        return self.rpc_schema_field_update(
+            {"type": entity_type, "field_name": field_name, "properties": props}, self._default_caller())
+
+    def schema_field_delete(self, entity_type: str, field_name: str) -> bool:  # type: ignore[override]
+        """The client's `schema_field_delete`, in-process."""
+        return self.rpc_schema_field_delete({"type": entity_type, "field_name": field_name},
+                                            self._default_caller())
+
+    def create_field(self, entity_type: str, name_or_display: str, data_type: str,
+                     properties: Mapping[str, Any] | None = None, script: str | None = None) -> str:
+        """Add a field as an admin would; returns its system name.
+
+        A name like ``sg_foo_bar`` (``sg_`` then a-z, 0-9, _) is the system
+        name itself (an existing one is refused; the display name is the
+        ``name`` property, or derived: "Foo Bar"); anything else is a
+        display name, named as ``schema_field_create`` does. `properties`
+        maps property names (``description``, ``valid_types`` for links,
+        ``valid_values``, ``default_value``...) to values. Any known data
+        type is accepted, not only those the RPC takes."""
+        method = "create_field"
+        etype = self._check_type(method, entity_type)
+        if not isinstance(name_or_display, str) or not name_or_display.strip():
+            raise Fault(f"{method}: the field name must be a non-empty string")
+        props = dict(properties or {})
+        if _SYSTEM_NAME_RE.match(name_or_display):
+            name = name_or_display
+            if name in self.schema[etype].fields:
+                raise Fault(f"API {method}() {etype}.{name} already exists")
+            props.setdefault("name", name[3:].replace("_", " ").strip().title() or name)
+        else:
+            props.setdefault("name", name_or_display)
+            name = field_system_name(name_or_display)
+            base, n = name, 1
+            while name in self.schema[etype].fields:
+                name = f"{base}_{n}"
+                n += 1
+        return self._create_field(method, etype, name, data_type, props,
+                                  self._default_caller(script), allowed=KNOWN_DATA_TYPES)
+
+    def update_field(self, entity_type: str, field_name: str, properties: Mapping[str, Any],
+                     script: str | None = None) -> bool:
+        """Change a field's schema properties (``name`` = display name,
+        ``description``, ``valid_types``, ``valid_values``, ``default_value``,
+        ``summary_default``, ``custom_metadata``; ``visible`` is ignored).
+        One Change event per property whose value changed."""
+        etype = self._check_type("update_field", entity_type)
+        return self._update_field("update_field", etype, field_name, dict(properties or {}),
+                                  self._default_caller(script))
+
+    def delete_field(self, entity_type: str, field_name: str, script: str | None = None) -> bool:
+        """Delete a field: gone from the schema and from every row."""
+        etype = self._check_type("delete_field", entity_type)
+        return self._delete_field("delete_field", etype, field_name, self._default_caller(script))
+
+    def change_field_type(
+        self,
+        entity_type: str,
+        field_name: str,
+        data_type: str,
+        convert: Callable[[Any], Any] | str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        values: Mapping[Any, Any] | None = None,
+        script: str | None = None,
+    ) -> str:
+        """A test knob no API offers (an admin deletes a field and creates
+        one with the same name): `field_name` keeps its name and gets
+        `data_type`. Every row's value (active and retired) becomes
+        ``convert(old wire value)`` -- a callable or a `CONVERSIONS` name;
+        default: None -- except rows named in `values` (id -> new wire
+        value). New values are validated for the new type (a bad one
+        refuses the whole change). `properties` as for `create_field`
+        (``valid_types`` is needed for a link type unless the field was one).
+        Logged as a delete and a create: a Retirement of the field's
+        DisplayColumn, then a New one with a new id. No entity events are
+        written and ``updated_at`` does not move. Returns the field name."""
+        method = "change_field_type"
+        etype = self._check_type(method, entity_type)
+        old = self._changeable_field(method, etype, field_name)
+        if data_type not in KNOWN_DATA_TYPES:
+            raise Fault(f"API {method}() invalid data_type {data_type!r}")
+        if convert is None:
+            convert = CONVERSIONS["none"]
+        elif isinstance(convert, str):
+            if convert not in CONVERSIONS:
+                raise Fault(f"API {method}() unknown conversion {convert!r}: one of {', '.join(CONVERSIONS)}")
+            convert = CONVERSIONS[convert]
+        props = self._check_properties(method, data_type, dict(properties or {}))
+        link_types = props.get("valid_types")
+        if link_types is None and data_type in LINK_TYPES:
+            if not old.is_link or not old.link_types:
+                raise Fault(f"API {method}() a {data_type} field needs 'valid_types'")
+            link_types = list(old.link_types)
+        spec = FieldSpec(
+            entity_type=etype, name=field_name, data_type=data_type,
+            link_types=tuple(link_types or ()) if data_type in LINK_TYPES else (),
+            valid_values=tuple(props.get("valid_values") or ()),
+        )
+        self._check_default(method, spec, props)
+        by_id = {}
+        for key, value in (values or {}).items():
+            try:
+                by_id[int(key)] = value
+            except (TypeError, ValueError):
+                raise Fault(f"API {method}() 'values' keys must be entity ids, got {key!r}") from None
+        # Every new value first: nothing changes unless all of them are good.
+        new_values: dict[int, Any] = {}
+        for eid, row in self._db[etype].items():
+            if eid in by_id:
+                wire = _to_wire(by_id[eid])
+            else:
+                old_wire = _storage_to_wire(old, row.get(field_name))
+                try:
+                    wire = _to_wire(convert(old_wire))
+                except (TypeError, ValueError, ArithmeticError) as e:
+                    raise Fault(f"API {method}() can't convert {etype} {eid}'s value "
+                                f"{json.dumps(old_wire, default=str)[:100]}: {e}") from None
+            try:
+                new_values[eid] = self._coerce(method, spec, wire)
+            except Fault as e:
+                raise Fault(f"{e.message} (converting {etype} {eid})", e.error_code) from None
+        definition = self._field_definition(etype, spec, self._definition(etype, old), props)
+        for eid, value in new_values.items():
+            row = self._db[etype][eid]
+            if value is None:
+                row.pop(field_name, None)
+            else:
+                row[field_name] = value
+        self._apply_schema_change(etype, field_name, spec, definition)
+        ctx = self._event_context(self._default_caller(script))
+        with self._transaction():
+            self._retire_column(ctx, etype, field_name)
+            self.events.column_new(ctx, self._new_column(etype, field_name, ctx.now))
+        return field_name
+
+    def column_id(self, entity_type: str, field_name: str) -> int | None:
+        """The DisplayColumn id of a field now in the schema (what its schema
+        events link to), or None."""
+        return self._columns.get((entity_type, field_name))
+
+    # -- site schema changes: the work ---------------------------------------
+    def _create_field(self, method: str, etype: str, name: str, data_type: Any, props: dict,
+                      caller: Caller, allowed: frozenset[str]) -> str:
+        if etype == "EventLogEntry":
+            raise Fault(f"API {method}() the emulator does not change EventLogEntry's fields")
+        if not isinstance(data_type, str) or data_type not in allowed:
+            raise Fault(f"API {method}() invalid data_type {data_type!r}: "
+                        f"valid data types: {', '.join(sorted(allowed))}")
+        props = self._check_properties(method, data_type, props)
+        if data_type in LINK_TYPES and not props.get("valid_types"):
+            raise Fault(f"API {method}() a {data_type} field needs the 'valid_types' property")
+        spec = FieldSpec(
+            entity_type=etype, name=name, data_type=data_type,
+            link_types=tuple(props.get("valid_types") or ()),
+            valid_values=tuple(props.get("valid_values") or ()),
+        )
+        self._check_default(method, spec, props)
+        definition = self._field_definition(etype, spec, None, props)
+        self._apply_schema_change(etype, name, spec, definition)
+        ctx = self._event_context(caller)
+        with self._transaction():
+            self.events.column_new(ctx, self._new_column(etype, name, ctx.now))
+        log.debug("schema: created {etype}.{name} ({dtype})", etype=etype, name=name, dtype=data_type)
+        return name
+
+    def _update_field(self, method: str, etype: str, fname: Any, props: dict, caller: Caller) -> bool:
+        old = self.schema.get_field(etype, fname) if isinstance(fname, str) else None
+        if old is None:
+            raise faults.unknown_field(method, etype, str(fname))
+        props = self._check_properties(method, old.data_type, props)
+        if "valid_types" in props and not props["valid_types"]:
+            raise Fault(f"API {method}() 'valid_types' can't be empty")
+        spec = old
+        if "valid_types" in props:
+            spec = dataclasses.replace(spec, link_types=tuple(props["valid_types"]))
+        if "valid_values" in props:
+            spec = dataclasses.replace(spec, valid_values=tuple(props["valid_values"] or ()))
+        self._check_default(method, spec, props)
+        before = self._definition(etype, old)
+        after = self._field_definition(etype, spec, before, props)
+        changes = [
+            (key, _property_value(before, key), _property_value(after, key))
+            for key in FIELD_PROPERTIES
+            if key in props and _property_value(before, key) != _property_value(after, key)
+        ]
+        if not changes:
+            return True
+        self._apply_schema_change(etype, fname, spec, after)
+        ctx = self._event_context(caller)
+        column = self._columns[(etype, fname)]
+        with self._transaction():
+            for key, old_value, new_value in changes:
+                self.events.column_change(ctx, column, COLUMN_ATTRIBUTES.get(key, key), old_value, new_value)
+        return True
+
+    def _delete_field(self, method: str, etype: str, fname: Any, caller: Caller) -> bool:
+        self._changeable_field(method, etype, fname)
+        if fname == self.schema.identifier(etype):
+            raise Fault(f"API {method}() {etype}.{fname} is the display name field of {etype} "
+                        f"and can't be deleted")
+        for row in self._db[etype].values():
+            row.pop(fname, None)
+        self._apply_schema_change(etype, fname, None, None)
+        ctx = self._event_context(caller)
+        with self._transaction():
+            self._retire_column(ctx, etype, fname)
+        log.debug("schema: deleted {etype}.{name}", etype=etype, name=fname)
+        return True
+
+    def _changeable_field(self, method: str, etype: str, fname: Any) -> FieldSpec:
+        """The spec of a field a delete or type change may touch, or a fault."""
+        spec = self.schema.get_field(etype, fname) if isinstance(fname, str) else None
+        if spec is None:
+            raise faults.unknown_field(method, etype, str(fname))
+        if fname in PROTECTED_FIELDS or etype == "EventLogEntry":
+            raise Fault(f"API {method}() {etype}.{fname} is a system field and can't be changed")
+        return spec
+
+    def _check_properties(self, method: str, data_type: str, props: dict) -> dict:
+        """Validate property values for a field of `data_type`; normalized copies."""
+        out: dict[str, Any] = {}
+        for key, value in props.items():
+            if key not in FIELD_PROPERTIES:
+                raise Fault(f"API {method}() invalid property {key!r}: valid property names: "
+                            f"{', '.join(FIELD_PROPERTIES)}")
+            if key == "name":
+                if not isinstance(value, str) or not value.strip():
+                    raise Fault(f"API {method}() property 'name' must be a non-empty string")
+            elif key in ("description", "summary_default", "custom_metadata"):
+                if value is not None and not isinstance(value, str):
+                    raise Fault(f"API {method}() property {key!r} must be a string")
+            elif key == "valid_types":
+                if data_type not in LINK_TYPES:
+                    raise Fault(f"API {method}() property 'valid_types' is only for entity and "
+                                f"multi_entity fields, not {data_type}")
+                if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+                    raise Fault(f"API {method}() property 'valid_types' must be a list of entity types")
+                for ltype in value:
+                    if ltype not in self.schema:
+                        raise faults.unknown_entity_type(method, ltype)
+                value = list(dict.fromkeys(value))
+            elif key == "valid_values":
+                if data_type not in ("list", "status_list"):
+                    raise Fault(f"API {method}() property 'valid_values' is only for list and "
+                                f"status_list fields, not {data_type}")
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise Fault(f"API {method}() property 'valid_values' must be a list of strings")
+                value = list(dict.fromkeys(value))
+            elif key == "visible":
+                if not isinstance(value, bool):
+                    raise Fault(f"API {method}() property 'visible' must be true or false")
+            out[key] = copy.deepcopy(value)
+        return out
+
+    def _check_default(self, method: str, spec: FieldSpec, props: dict) -> None:
+        """Refuse a default_value the field could not hold; store it in wire form."""
+        value = props.get("default_value")
+        if value is None:
+            return
+        if spec.is_link or spec.data_type in READ_ONLY_TYPES or spec.data_type == "image":
+            raise Fault(f"API {method}() a {spec.data_type} field takes no default_value")
+        self._coerce(method, spec, _to_wire(value))
+        props["default_value"] = _to_wire(value)
+
+    def _field_definition(self, etype: str, spec: FieldSpec, before: dict | None, props: dict) -> dict:
+        """The schema_read definition of `spec`: `before` (a definition of the
+        field, not modified) with `props` applied, or a new one. A data type
+        change resets the type's properties (default, summary, valid_*)."""
+        fresh = Schema([EntitySpec(etype, "id", {spec.name: spec})]).to_schema_read()[etype][spec.name]
+        if before is None:
+            definition = fresh
+            definition["name"]["value"] = spec.name
+        else:
+            definition = copy.deepcopy(before)
+            old_type = (definition.get("data_type") or {}).get("value")
+            if old_type != spec.data_type:
+                definition["data_type"] = fresh["data_type"]
+                definition["properties"] = fresh["properties"]
+        properties = definition.setdefault("properties", {})
+        if spec.is_link:
+            properties["valid_types"] = {"editable": True, "value": list(spec.link_types)}
+        elif "valid_types" in properties:
+            del properties["valid_types"]
+        if spec.data_type in ("list", "status_list"):
+            properties["valid_values"] = {"editable": True, "value": list(spec.valid_values)}
+        elif "valid_values" in properties:
+            del properties["valid_values"]
+        for key, value in props.items():
+            if key in ("name", "description", "custom_metadata"):
+                definition[key] = {"editable": True, "value": value if value is not None else ""}
+            elif key in ("default_value", "summary_default"):
+                properties[key] = {"editable": True, "value": value}
+        return definition
+
+    def _definition(self, etype: str, spec: FieldSpec) -> dict:
+        """The schema_read definition the emulator serves for a field."""
+        found = (self._schema.get(etype) or {}).get(spec.name)
+        return found if found is not None else self._field_definition(etype, spec, None, {})
+
+    def _apply_schema_change(self, etype: str, fname: str, spec: FieldSpec | None,
+                             definition: dict | None) -> None:
+        """Put `spec` (None: remove the field) in a new Schema and its
+        `definition` in a new schema_read dict; the read engine and the
+        row defaults follow. The objects in use before are not modified."""
+        entities = dict(self.schema.entities)
+        entity = entities[etype]
+        fields = dict(entity.fields)
+        old = fields.get(fname)
+        if spec is None:
+            fields.pop(fname, None)
+        else:
+            fields[fname] = spec
+        entities[etype] = dataclasses.replace(entity, fields=fields)
+        if old is not None and (spec is None or spec.data_type != old.data_type):
+            # Mirrors of the old field no longer pair with it.
+            _drop_reverse(entities, f"{etype}.{fname}")
+        schema_read = dict(self._schema)
+        type_fields = dict(schema_read.get(etype) or {})
+        if definition is None:
+            type_fields.pop(fname, None)
+        else:
+            type_fields[fname] = definition
+        schema_read[etype] = type_fields
+        self._schema = schema_read
+        self._set_schema(Schema(entities.values(), source=self.schema.source))
+
+    def _set_schema(self, schema: Schema) -> None:
+        self.schema = schema
+        self.engine.set_schema(schema)
+        self._defaults = self._collect_defaults()
+
+    def _restore_schema(self) -> None:
+        """Back to the schema the emulator started with; fresh DisplayColumn ids."""
+        self._schema = self._initial_schema_read
+        self._set_schema(self._initial_schema)
+        self._db[COLUMN_TYPE].clear()
+        self._columns.clear()
+        self._next_column_id = 1
+        now = self.now()
+        for entity in self.schema:
+            for fname in sorted(entity.fields):
+                self._new_column(entity.name, fname, now)
+
+    def _new_column(self, etype: str, fname: str, now: datetime.datetime) -> int:
+        """A DisplayColumn row for a field; its id. The row's ``code`` (its
+        link name) is the field's system name."""
+        column_id = self._next_column_id
+        self._next_column_id += 1
+        self._db[COLUMN_TYPE][column_id] = {
+            "type": COLUMN_TYPE, "id": column_id, "__retired": False, "code": fname,
+            "created_at": now, "updated_at": now,
+        }
+        self._columns[(etype, fname)] = column_id
+        return column_id
+
+    def _retire_column(self, ctx: EventContext, etype: str, fname: str) -> None:
+        column_id = self._columns.pop((etype, fname), None)
+        if column_id is None:
+            return
+        row = self._db[COLUMN_TYPE][column_id]
+        row["__retired"] = True
+        self.events.column_retirement(ctx, column_id, row.get("code"))
 
     # -- writing rows ------------------------------------------------------
     @contextmanager
@@ -996,7 +1494,7 @@ class Emulator(Mockgun):
                 f"API {method}() CRUD ERROR #6: {spec.entity_type}.{spec.name} can't link to "
                 f"{ltype}; valid types: {', '.join(spec.link_types)}"
             )
-        if ltype not in self._db:
+        if ltype not in self.schema:
             raise faults.unknown_entity_type(method, ltype)
         if lid not in self._db[ltype]:
             raise Fault(
@@ -1036,7 +1534,7 @@ class Emulator(Mockgun):
 
     # -- checks --------------------------------------------------------------
     def _check_type(self, method: str, etype: Any) -> str:
-        if not isinstance(etype, str) or etype not in self._db:
+        if not isinstance(etype, str) or etype not in self.schema:
             raise faults.unknown_entity_type(method, etype)
         return etype
 
@@ -1152,6 +1650,59 @@ def _update_modes(args: dict, field_list: list[dict]) -> dict[str, str]:
         if "multi_entity_update_mode" in item:
             modes[item["field_name"]] = item["multi_entity_update_mode"]
     return {k: v for k, v in modes.items() if any(f["field_name"] == k for f in field_list)}
+
+
+def _property_list(method: str, value: Any) -> dict[str, Any]:
+    """The wire ``properties`` list ``[{property_name, value}]`` as a dict
+    (a later entry for the same name wins, as the client builds it)."""
+    if value is None:
+        return {}
+    if not isinstance(value, list) or not all(
+        isinstance(p, dict) and isinstance(p.get("property_name"), str) for p in value
+    ):
+        raise Fault(f"API {method}() 'properties' must be a list of {{property_name, value}}")
+    return {p["property_name"]: p.get("value") for p in value}
+
+
+def _property_value(definition: dict, key: str) -> Any:
+    """A property's value in a schema_read field definition."""
+    if key in ("name", "description", "custom_metadata", "visible"):
+        return (definition.get(key) or {}).get("value")
+    return ((definition.get("properties") or {}).get(key) or {}).get("value")
+
+
+def _drop_reverse(entities: dict[str, EntitySpec], dead: str) -> None:
+    """Remove ``Type.field`` `dead` from every field's reverse pairing."""
+    for name, entity in list(entities.items()):
+        changed = {}
+        for spec in entity.fields.values():
+            if not spec.reverse:
+                continue
+            parts = [p.strip() for p in spec.reverse.split(",")]
+            if dead in parts:
+                rest = [p for p in parts if p != dead]
+                changed[spec.name] = dataclasses.replace(spec, reverse=",".join(rest) or None)
+        if changed:
+            entities[name] = dataclasses.replace(entity, fields={**entity.fields, **changed})
+
+
+def _storage_to_wire(spec: FieldSpec, value: Any) -> Any:
+    """A stored value as the client would send it (links without names;
+    missing multi_entity/tag_list = [], missing checkbox = False)."""
+    dt = spec.data_type
+    if dt in ("multi_entity", "tag_list"):
+        if dt == "multi_entity":
+            return [_link(v) for v in value or ()]
+        return list(value or ())
+    if dt == "checkbox":
+        return bool(value)
+    if value is None:
+        return None
+    if dt == "entity":
+        return _link(value)
+    if dt == "date_time" and isinstance(value, datetime.datetime):
+        return format_datetime(value)
+    return copy.deepcopy(value)
 
 
 def _dict_to_list(data: dict) -> list[dict]:

@@ -73,6 +73,12 @@ class ReadEngine:
         self.links = Links(schema, db)
 
     # -- public API --------------------------------------------------------
+    def set_schema(self, schema: Schema) -> None:
+        """Serve `schema` from now on (the emulator's site schema changed).
+        Nothing else is cached per schema: filters are compiled per request."""
+        self.schema = schema
+        self.links.schema = schema
+
     def read(self, args: dict) -> dict:
         """A wire `read`: returns ``{"entities": [...], "paging_info": {...}}``."""
         if not isinstance(args, dict):

@@ -18,6 +18,13 @@ type. Shapes follow PROTOCOL.md "EventLogEntry":
 
 Meta values are wire values, except date_time values, which Shotgun writes
 as ``"YYYY-MM-DD HH:MM:SS UTC"`` in event meta (`format_meta_datetime`).
+
+Schema changes are events of the hidden ``DisplayColumn`` type (one
+DisplayColumn per field): ``Shotgun_DisplayColumn_New`` / ``_Change`` /
+``_Retirement``. No real payload of these is public: the shapes written by
+`column_new`, `column_change` and `column_retirement` are guesses modelled
+on the entity events (docs/emulator.md, "Schema changes"); a consumer should
+re-read the schema on any of them rather than parse them.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ from typing import Any, Iterable
 from twisted.logger import Logger
 
 EVENT_TYPE = "EventLogEntry"
+
+#: The entity type of schema (field) events; not a type of the site schema.
+COLUMN_TYPE = "DisplayColumn"
 
 log = Logger()
 
@@ -284,6 +294,60 @@ class EventLog:
                 "display_name": name,
             },
             description=f"{_who(ctx)} revived {etype} {_name(name, eid)}",
+        )
+
+    # -- schema (DisplayColumn) events --------------------------------------
+    def column_new(self, ctx: EventContext, column_id: int) -> int | None:
+        """A field was created: ``Shotgun_DisplayColumn_New``."""
+        link = {"type": COLUMN_TYPE, "id": column_id}
+        return self.write(
+            ctx,
+            f"Shotgun_{COLUMN_TYPE}_New",
+            entity=link,
+            meta={"type": "new_entity", "entity_type": COLUMN_TYPE, "entity_id": column_id},
+            description=f"{_who(ctx)} created new {COLUMN_TYPE} #{column_id}",
+        )
+
+    def column_change(
+        self, ctx: EventContext, column_id: int, attribute_name: str, old_value: Any, new_value: Any
+    ) -> int | None:
+        """One property of a field changed: ``Shotgun_DisplayColumn_Change``."""
+        link = {"type": COLUMN_TYPE, "id": column_id}
+        return self.write(
+            ctx,
+            f"Shotgun_{COLUMN_TYPE}_Change",
+            entity=link,
+            attribute_name=attribute_name,
+            meta={
+                "type": "attribute_change",
+                "attribute_name": attribute_name,
+                "entity_type": COLUMN_TYPE,
+                "entity_id": column_id,
+                "old_value": copy.deepcopy(old_value),
+                "new_value": copy.deepcopy(new_value),
+            },
+            description=f"{_who(ctx)} changed {attribute_name!r} on {COLUMN_TYPE} #{column_id}",
+        )
+
+    def column_retirement(self, ctx: EventContext, column_id: int, display_name: Any) -> int | None:
+        """A field was deleted: ``Shotgun_DisplayColumn_Retirement``. The
+        stored entity is the column's link, which reads as null (the column
+        is retired), like the entity of any retirement event."""
+        link = {"type": COLUMN_TYPE, "id": column_id}
+        return self.write(
+            ctx,
+            f"Shotgun_{COLUMN_TYPE}_Retirement",
+            entity=link,
+            meta={
+                "type": "entity_retirement",
+                "class_name": COLUMN_TYPE,
+                "entity_type": COLUMN_TYPE,
+                "entity_id": column_id,
+                "id": column_id,
+                "display_name": display_name,
+                "retirement_date": format_meta_datetime(ctx.now),
+            },
+            description=f"{_who(ctx)} retired {COLUMN_TYPE} #{column_id}",
         )
 
     # -- test knobs --------------------------------------------------------

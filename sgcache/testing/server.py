@@ -151,7 +151,7 @@ class EmulatorServer:
         return self._json(request, {"ok": True, "result": result})
 
     CONTROL_ACTIONS: dict[str, Callable[[Emulator, dict], Any]] = {
-        "reset": lambda em, a: em.reset(),
+        "reset": lambda em, a: em.reset(keep_schema=bool(a.get("keep_schema", False))),
         "seed": lambda em, a: em.seed(a.get("entities", []), events=bool(a.get("events", False)),
                                       script=a.get("script")),
         "latency": lambda em, a: em.set_latency(a.get("seconds", 0)),
@@ -164,6 +164,15 @@ class EmulatorServer:
         "truncate_events": lambda em, a: em.truncate_events(int(a["below"])),
         "generate_events": lambda em, a: em.set_generate_events(a.get("enabled", True)),
         "clock": lambda em, a: _clock(em, a),
+        "create_field": lambda em, a: em.create_field(a["entity_type"], a["name"], a["data_type"],
+                                                      a.get("properties"), script=a.get("script")),
+        "update_field": lambda em, a: em.update_field(a["entity_type"], a["field_name"], a.get("properties") or {},
+                                                      script=a.get("script")),
+        "delete_field": lambda em, a: em.delete_field(a["entity_type"], a["field_name"], script=a.get("script")),
+        "change_field_type": lambda em, a: em.change_field_type(
+            a["entity_type"], a["field_name"], a["data_type"], convert=a.get("convert"),
+            properties=a.get("properties"), values=a.get("values"), script=a.get("script")),
+        "column_id": lambda em, a: em.column_id(a["entity_type"], a["field_name"]),
     }
 
 
