@@ -6,19 +6,21 @@ a `Schema`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import re
 from typing import Any, Iterator
 
 from sgcache.logs import logger
-from sgcache.schema import FieldSpec, Schema
+from sgcache.schema import EntitySpec, FieldSpec, Schema
 from sgcache.schema.types import is_cacheable
-from sgcache.store import layout
+from sgcache.store import layout, upgrade
 from sgcache.store.ddl import (
     bookkeeping_ddl,
+    created_indexes,
+    entity_base_columns,
     entity_index_ddl,
     entity_table_ddl,
     field_columns,
     fits,
-    index_name,
     link_index_ddl,
     multi_table_ddl,
     read_index_ddl,
@@ -36,29 +38,25 @@ META_FIELDS_GENERATION = "fields_generation"
 
 
 async def ensure_layout(cur: SQLCursor, where: str) -> None:
-    """Create the bookkeeping tables if missing and check the layout version."""
-    for stmt in bookkeeping_ddl(cur.dialect):
-        await cur.execute(stmt)
-    rows = await cur.execute(
-        "SELECT value FROM _sgcache_meta WHERE key = ?", [META_LAYOUT_VERSION]
-    )
-    if not rows:
-        await put_items(cur, "_sgcache_meta", {META_LAYOUT_VERSION: str(layout.LAYOUT_VERSION)})
-        return
-    try:
-        found = int(rows[0][0])
-    except (TypeError, ValueError):
-        raise StoreError(f"{where}: unreadable layout version {rows[0][0]!r}") from None
-    if found > layout.LAYOUT_VERSION:
+    """Check the store's layout version and bring the store to this code's,
+    inside the caller's transaction: a store of a newer layout is refused
+    (untouched); an older one is upgraded in place (`sgcache.store.upgrade`)
+    and its new version recorded in the same transaction; then the
+    bookkeeping tables are created if missing (a new store records this
+    code's version)."""
+    found = await upgrade.stored_version(cur, where, lock=True)
+    if found is not None and found > layout.LAYOUT_VERSION:
         raise StoreError(
             f"{where}: database layout version {found} is newer than this sgcache "
             f"understands ({layout.LAYOUT_VERSION}); upgrade sgcache or use another database"
         )
-    if found < layout.LAYOUT_VERSION:
-        # No older layout has ever been released; an upgrade step goes here.
-        raise StoreError(
-            f"{where}: database layout version {found} has no upgrade path to "
-            f"{layout.LAYOUT_VERSION}"
+    if found is not None and found < layout.LAYOUT_VERSION:
+        await upgrade.run_steps(cur, found, where)
+    for stmt in bookkeeping_ddl(cur.dialect):
+        await cur.execute(stmt)
+    if found != layout.LAYOUT_VERSION:
+        await put_items(
+            cur, "_sgcache_meta", {layout.LAYOUT_VERSION_KEY: str(layout.LAYOUT_VERSION)}
         )
 
 
@@ -147,36 +145,92 @@ async def write_field_states(
 
 
 async def _drop_field_storage(
-    cur: SQLCursor, entity_type: str, name: str, old_type: str, new_type: str, columns: set[str]
+    cur: SQLCursor, entity_type: str, name: str, old_type: str, new_type: str | None, columns: set[str]
 ) -> None:
-    """Remove the storage of a field whose data type changed, where the old
-    columns cannot hold the new values."""
+    """Remove the storage of a field that is gone (`new_type` None) or whose
+    data type changed, where the old columns cannot hold the new values."""
     dialect = cur.dialect
-    table = layout.entity_table(entity_type)
     if old_type == "multi_entity":
         await cur.execute(f"DROP TABLE IF EXISTS {layout.multi_table(entity_type, name)}")
         return
     old_cols = field_columns(FieldSpec(entity_type, name, old_type), dialect)
     new_cols = (
         []
-        if new_type == "multi_entity"
+        if new_type in (None, "multi_entity")
         else field_columns(FieldSpec(entity_type, name, new_type), dialect)
     )
     if old_cols == new_cols:
         return  # same storage: the values will be rescanned (state pending)
-    if old_type == "entity":
-        await cur.execute(f"DROP INDEX IF EXISTS {index_name(dialect, entity_type, name)}")
-    if name == "updated_at":
-        await cur.execute(f"DROP INDEX IF EXISTS {index_name(dialect, entity_type, name)}")
     for col, _ in old_cols:
         if col in columns:
-            await cur.execute(f"ALTER TABLE {table} DROP COLUMN {layout.quote(col)}")
+            await cur.drop_column(entity_type, col)
             columns.discard(col)
 
 
+async def _drop_leftover_storage(
+    cur: SQLCursor, entity_type: str, name: str, columns: set[str], tables: set[str]
+) -> None:
+    """Remove what a field new to the records finds under its name on an
+    existing table: storage an older release left when it removed the field
+    (it kept columns and association tables), of whatever data type the
+    field had then, with its values. A new field starts empty, in the
+    storage of its data type, as in a fresh store."""
+    for col in (name, f"{name}__type", f"{name}__id"):
+        if col in columns:
+            await cur.drop_column(entity_type, col)
+            columns.discard(col)
+    table = layout.multi_table_name(entity_type, name)
+    if table in tables:
+        await cur.execute(f"DROP TABLE IF EXISTS {layout.quote(table)}")
+        tables.discard(table)
+
+
+def _wanted_specs(entity: Any, dialect: Any) -> list[FieldSpec]:
+    """The fields of `entity` the store holds: cacheable, with names the
+    server keeps intact."""
+    specs = []
+    for spec in sorted(entity.fields.values(), key=lambda s: s.name):
+        if not is_cacheable(spec.data_type):
+            continue
+        if not fits(spec, dialect):
+            log.warn(
+                "not caching {entity_type}.{field}: a name it needs is longer than "
+                "{limit} bytes",
+                entity_type=entity.name, field=spec.name, limit=dialect.max_identifier,
+            )
+            continue
+        specs.append(spec)
+    return specs
+
+
+async def _prune(cur: SQLCursor, entity_type: str, specs: list[FieldSpec], tables: set[str],
+                 columns: set[str], indexes: dict[str, set[str]]) -> None:
+    """Drop what no field of the type owns any more -- columns, association
+    tables, indexes -- so the type's storage is what a fresh store would
+    build from the same schema (a store of an older release may hold what
+    a removal left behind)."""
+    dialect = cur.dialect
+    wanted_columns = entity_base_columns(dialect)
+    wanted_multi = set()
+    for spec in specs:
+        wanted_columns.update(col for col, _ in field_columns(spec, dialect))
+        if spec.data_type == "multi_entity":
+            wanted_multi.add(layout.multi_table_name(entity_type, spec.name))
+    for col in sorted(columns - wanted_columns):
+        await cur.drop_column(entity_type, col)
+        columns.discard(col)
+    for table in sorted(tables):
+        if table.startswith(entity_type + "__") and table not in wanted_multi:
+            await cur.execute(f"DROP TABLE IF EXISTS {layout.quote(table)}")
+    for table in [entity_type, *sorted(wanted_multi)]:
+        existing = await cur.table_indexes(table)
+        for name in sorted(set(existing) - indexes.get(table, set())):
+            await cur.execute(f"DROP INDEX IF EXISTS {layout.quote(name)}")
+
+
 async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
-    """Bring tables and the field records in line with `schema` (see
-    `IStore.sync_schema`)."""
+    """Bring tables, indexes and the field records in line with `schema`
+    (see `IStore.sync_schema`)."""
     dialect = cur.dialect
     recorded_types = {
         row[0]: row[1]
@@ -187,6 +241,7 @@ async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
         "SELECT entity_type, field_name, data_type, link_types FROM _sgcache_fields"
     ):
         recorded.setdefault(etype, {})[fname] = (dtype, links)
+    tables = await cur.table_names()
 
     summary: dict[str, list[str]] = {
         "added_types": [],
@@ -195,6 +250,7 @@ async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
         "removed_fields": [],
         "removed_types": [],
     }
+    kept_types = set()
     for entity in schema:
         etype = entity.name
         if dialect.max_identifier and len(etype.encode()) > dialect.max_identifier:
@@ -203,21 +259,12 @@ async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
                 entity_type=etype, limit=dialect.max_identifier,
             )
             continue
-        specs = []
-        for spec in sorted(entity.fields.values(), key=lambda s: s.name):
-            if not is_cacheable(spec.data_type):
-                continue
-            if not fits(spec, dialect):
-                log.warn(
-                    "not caching {entity_type}.{field}: a name it needs is longer than "
-                    "{limit} bytes",
-                    entity_type=etype, field=spec.name, limit=dialect.max_identifier,
-                )
-                continue
-            specs.append(spec)
+        kept_types.add(etype)
+        specs = _wanted_specs(entity, dialect)
         table = layout.entity_table(etype)
         columns = await cur.table_columns(etype)
-        if not columns:
+        created = not columns
+        if created:
             await cur.execute(entity_table_ddl(etype, specs, dialect))
             columns = await cur.table_columns(etype)
         if etype not in recorded_types:
@@ -232,6 +279,7 @@ async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
                 [entity.identifier, etype],
             )
         old_fields = recorded.get(etype, {})
+        ddl: list[str] = []
         for spec in specs:
             links = ",".join(spec.link_types) or None
             old = old_fields.get(spec.name)
@@ -239,6 +287,8 @@ async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
                 await _drop_field_storage(
                     cur, etype, spec.name, old[0], spec.data_type, columns
                 )
+            elif old is None and not created:
+                await _drop_leftover_storage(cur, etype, spec.name, columns, tables)
             for col, sqltype in field_columns(spec, dialect):
                 if col not in columns:
                     await cur.execute(
@@ -246,10 +296,9 @@ async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
                     )
                     columns.add(col)
             if spec.data_type == "entity":
-                await cur.execute(link_index_ddl(spec, dialect))
+                ddl.append(link_index_ddl(spec, dialect))
             elif spec.data_type == "multi_entity":
-                for stmt in multi_table_ddl(spec, dialect):
-                    await cur.execute(stmt)
+                ddl += multi_table_ddl(spec, dialect)
             where = f"{etype}.{spec.name}"
             if old is None:
                 summary["added_fields"].append(where)
@@ -278,19 +327,29 @@ async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
         kept = {spec.name for spec in specs}
         for fname in sorted(set(old_fields) - kept):
             summary["removed_fields"].append(f"{etype}.{fname}")
+            await _drop_field_storage(cur, etype, fname, old_fields[fname][0], None, columns)
             await cur.execute(
                 "DELETE FROM _sgcache_fields WHERE entity_type = ? AND field_name = ?",
                 [etype, fname],
             )
-        for stmt in entity_index_ddl(etype, columns, dialect):
+        ddl += entity_index_ddl(etype, columns, dialect)
+        ddl += read_index_ddl(etype, entity.identifier, specs, dialect)
+        for stmt in ddl:
             await cur.execute(stmt)
-        for stmt in read_index_ddl(etype, entity.identifier, specs, dialect):
-            await cur.execute(stmt)
+        indexes: dict[str, set[str]] = {}
+        for stmt in ddl:
+            target = _INDEX_TABLE.search(stmt)
+            if target:
+                indexes.setdefault(target.group(1), set()).update(created_indexes([stmt]))
+        await _prune(cur, etype, specs, tables, columns, indexes)
 
     for etype in sorted(set(recorded_types) | set(recorded)):
-        if etype in schema:
+        if etype in kept_types:
             continue
         summary["removed_types"].append(etype)
+        for table in sorted(tables):
+            if table == etype or table.startswith(etype + "__"):
+                await cur.execute(f"DROP TABLE IF EXISTS {layout.quote(table)}")
         await cur.execute("DELETE FROM _sgcache_entities WHERE entity_type = ?", [etype])
         await cur.execute("DELETE FROM _sgcache_fields WHERE entity_type = ?", [etype])
 
@@ -298,6 +357,39 @@ async def sync_schema(cur: SQLCursor, schema: Schema) -> dict[str, list[str]]:
         generation = str(int(await fields_generation(cur)) + 1)
         await put_items(cur, "_sgcache_meta", {META_FIELDS_GENERATION: generation})
     return summary
+
+
+async def describe_storage(cur: SQLCursor) -> dict[str, dict[str, list[str]]]:
+    """table -> {"columns": [...], "indexes": [...]} for every table but the
+    bookkeeping ones: what a schema built, to compare two stores."""
+    out = {}
+    for table in sorted(await cur.table_names()):
+        if table.startswith("_sgcache_"):
+            continue
+        out[table] = {
+            "columns": sorted(await cur.table_columns(table)),
+            "indexes": sorted(await cur.table_indexes(table)),
+        }
+    return out
+
+
+#: the table a CREATE INDEX statement is on
+_INDEX_TABLE = re.compile(r' ON "([^"]+)"')
+
+
+async def load_recorded(cur: SQLCursor) -> Schema:
+    """What the store records, as a `Schema` (types, identifiers, fields,
+    data types, link types): the "before" of a schema plan."""
+    entities = {
+        name: EntitySpec(name, identifier or "id", {})
+        for name, identifier in await cur.execute("SELECT entity_type, identifier FROM _sgcache_entities")
+    }
+    for etype, fname, dtype, links in await cur.execute(
+        "SELECT entity_type, field_name, data_type, link_types FROM _sgcache_fields"
+    ):
+        entity = entities.setdefault(etype, EntitySpec(etype, "id", {}))
+        entity.fields[fname] = FieldSpec(etype, fname, dtype, tuple(links.split(",")) if links else ())
+    return Schema(entities.values(), source="the store")
 
 
 def log_sync_summary(summary: dict[str, list[str]]) -> None:

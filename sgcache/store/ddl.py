@@ -5,6 +5,7 @@ read planner relies on. Names follow `sgcache.store.layout` exactly."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 from sgcache.schema import FieldSpec
 from sgcache.schema.types import data_type
@@ -53,7 +54,6 @@ def entity_table_ddl(entity_type: str, specs: list[FieldSpec], dialect: Dialect)
         f'"id" {dialect.id_type} PRIMARY KEY',
         f'"_active" {dialect.flag_type} NOT NULL DEFAULT 1',
         f'"_complete" {dialect.flag_type} NOT NULL DEFAULT 0',
-        f'"_event_id" {dialect.id_type}',
     ]
     for spec in specs:
         for col, sqltype in field_columns(spec, dialect):
@@ -171,3 +171,23 @@ def fits(spec: FieldSpec, dialect: Dialect) -> bool:
     if spec.data_type == "multi_entity":
         names.append(layout.multi_table_name(spec.entity_type, spec.name))
     return all(len(n.encode()) <= dialect.max_identifier for n in names)
+
+
+def entity_base_columns(dialect: Dialect) -> set[str]:
+    """The columns every entity table has whatever its fields (``id`` and
+    the ``_`` bookkeeping columns), read off `entity_table_ddl` so the two
+    never disagree."""
+    return set(re.findall(r'"(\w+)" ', entity_table_ddl("T", [], dialect).partition("(")[2]))
+
+
+def created_indexes(statements: list[str]) -> set[str]:
+    """The (unquoted) names of the indexes DDL statements create."""
+    out = set()
+    for stmt in statements:
+        match = _CREATE_INDEX.match(stmt)
+        if match:
+            out.add(match.group(1))
+    return out
+
+
+_CREATE_INDEX = re.compile(r'CREATE (?:UNIQUE )?INDEX IF NOT EXISTS "([^"]+)"')

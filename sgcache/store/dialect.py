@@ -55,3 +55,13 @@ class SQLCursor(Protocol):
 
     async def table_columns(self, table_name: str) -> set[str]:
         """Column names of a table (unquoted); empty when it does not exist."""
+
+    async def table_names(self) -> set[str]:
+        """Every table of the database (unquoted)."""
+
+    async def table_indexes(self, table_name: str) -> dict[str, str]:
+        """The table's indexes (unquoted name -> definition), but its
+        primary key's."""
+
+    async def drop_column(self, table_name: str, column: str) -> None:
+        """Drop a column and any index that names it."""

@@ -44,10 +44,19 @@ class IStore(Interface):
         entity type and cacheable field of `schema`, and record them. New
         fields start ``pending``; a field whose data type changed gets fresh
         storage and goes back to ``pending``; fields (and types) gone from the
-        schema lose their record (their columns / tables stay). Idempotent.
+        schema lose their record and their storage (columns, association
+        tables, indexes), so the store holds what a fresh one built from
+        `schema` would. Idempotent.
         Returns
         ``{"added_types": [...], "added_fields": ["Type.field", ...],
         "changed_fields": [...], "removed_fields": [...], "removed_types": [...]}``."""
+
+    def recorded_schema() -> "defer.Deferred[Schema]":
+        """What the store records of the schema it was synced to (types,
+        identifiers, cacheable fields, data and link types)."""
+
+    def describe_storage() -> "defer.Deferred[dict]":
+        """table -> {"columns", "indexes"} of every non-bookkeeping table."""
 
     def field_states() -> "defer.Deferred[dict[str, dict[str, str]]]":
         """entity type -> field name -> state (``pending`` / ``ready``)."""

@@ -4,9 +4,7 @@ and the read planner (SELECT).
 
 * entity type ``Shot`` -> table ``"Shot"`` with ``"id"`` (primary key),
   ``"_active"`` (1 live / 0 retired), ``"_complete"`` (1 once every cached
-  field was loaded), ``"_event_id"`` (no longer written: it held the last
-  event applied to the row, when changes were compared by event id; it
-  stays until a layout upgrade drops it);
+  field was loaded);
 * scalar field ``code`` -> column ``"code"``;
 * entity field ``sg_sequence`` -> columns ``"sg_sequence__type"`` and
   ``"sg_sequence__id"`` (indexed together, id first);
@@ -16,7 +14,8 @@ and the read planner (SELECT).
 
 Bookkeeping tables (all prefixed ``_sgcache_``):
 
-* ``_sgcache_meta(key, value)`` -- the DB layout version;
+* ``_sgcache_meta(key, value)`` -- the DB layout version (key
+  ``layout_version``) and the fields generation;
 * ``_sgcache_state(key, value)`` -- cursors and watermarks;
 * ``_sgcache_entities(entity_type, identifier)`` -- cached types;
 * ``_sgcache_fields(entity_type, field_name, data_type, link_types, state)``
@@ -24,13 +23,29 @@ Bookkeeping tables (all prefixed ``_sgcache_``):
   then ``ready`` (only ready fields are served).
 
 Shotgun names are ``[A-Za-z0-9_]``; every identifier is double-quoted.
+
+Layout versions. `LAYOUT_VERSION` is the layout this code creates and
+serves; the store records its own in ``_sgcache_meta``:
+
+* 1: entity tables also had ``"_event_id"`` (the last event applied to the
+  row, from when changes were compared by event id);
+* 2: ``"_event_id"`` is gone (nothing wrote it any more).
+
+Any change to what this docstring describes bumps `LAYOUT_VERSION` and
+ships one upgrade step from the previous version in `sgcache.store.upgrade`,
+which `catalog.ensure_layout` runs when a store is opened (SQLite: after a
+backup copy of the file; PostgreSQL: in the opening transaction). A store of
+a newer layout than this code knows is refused. See docs/upgrading.md.
 """
 
 from __future__ import annotations
 
 import re
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+
+#: the ``_sgcache_meta`` key of the layout version
+LAYOUT_VERSION_KEY = "layout_version"
 
 FIELD_PENDING = "pending"
 FIELD_READY = "ready"

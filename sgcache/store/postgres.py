@@ -43,6 +43,8 @@ from sgcache.store.apply import ApplyResult, apply_changes
 from sgcache.store.catalog import (
     Synced,
     current_synced,
+    describe_storage,
+    load_recorded,
     ensure_layout,
     load_synced,
     log_sync_summary,
@@ -116,6 +118,25 @@ class _Cursor:
             [layout.quote(table_name)],
         )
         return {row[0] for row in rows}
+
+    async def table_names(self) -> set[str]:
+        rows = await self.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        return {row[0] for row in rows}
+
+    async def table_indexes(self, table_name: str) -> dict[str, str]:
+        # the primary key's index belongs to the table, not to a field; told
+        # by pg_index, not by its name (the server shortens "<table>_pkey"
+        # to 63 bytes for a long table name)
+        rows = await self.execute(
+            "SELECT c.relname, pg_get_indexdef(c.oid) FROM pg_index x "
+            "JOIN pg_class c ON c.oid = x.indexrelid "
+            "WHERE x.indrelid = to_regclass(?) AND NOT x.indisprimary",
+            [layout.quote(table_name)])
+        return {row[0]: row[1] for row in rows}
+
+    async def drop_column(self, table_name: str, column: str) -> None:
+        # indexes on the column (keys or predicate) go with it
+        await self.execute(f"ALTER TABLE {layout.quote(table_name)} DROP COLUMN {layout.quote(column)}")
 
 
 class _ReadCursor:
@@ -352,6 +373,14 @@ class PostgresStore(NamedQueries):
         self._synced = await load_synced(_ReadCursor(self))
         log_sync_summary(summary)
         return summary
+
+    @returns_deferred
+    async def recorded_schema(self) -> Schema:
+        return await load_recorded(_ReadCursor(self))
+
+    @returns_deferred
+    async def describe_storage(self) -> dict:
+        return await self._transaction("describe_storage", lambda cur: describe_storage(cur))
 
     @returns_deferred
     async def field_states(self) -> dict[str, dict[str, str]]:

@@ -23,11 +23,13 @@ from zope.interface import implementer
 from sgcache.logs import logger
 from sgcache.schema import Schema
 from sgcache.schema.changes import EntityChange
-from sgcache.store import layout
+from sgcache.store import layout, upgrade
 from sgcache.store.apply import ApplyResult, apply_changes
 from sgcache.store.catalog import (
     Synced,
     current_synced,
+    describe_storage,
+    load_recorded,
     ensure_layout,
     load_synced,
     log_sync_summary,
@@ -99,6 +101,28 @@ class _Cursor:
     async def table_columns(self, table_name: str) -> set[str]:
         rows = self._conn.execute(f"PRAGMA table_info({layout.quote(table_name)})").fetchall()
         return {row[1] for row in rows}
+
+    async def table_names(self) -> set[str]:
+        # not SQLite's own (sqlite_stat1 once ANALYZE ran, sqlite_sequence):
+        # names starting "sqlite_" are reserved to it
+        rows = self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'").fetchall()
+        return {row[0] for row in rows}
+
+    async def table_indexes(self, table_name: str) -> dict[str, str]:
+        rows = self._conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+            "AND sql IS NOT NULL", (table_name,)).fetchall()
+        return {row[0]: row[1] for row in rows}
+
+    async def drop_column(self, table_name: str, column: str) -> None:
+        # SQLite refuses to drop a column an index names (in its keys or
+        # its WHERE): those indexes go first
+        for name, sql in (await self.table_indexes(table_name)).items():
+            if layout.quote(column) in sql:
+                self._conn.execute(f"DROP INDEX IF EXISTS {layout.quote(name)}")
+        self._conn.execute(f"ALTER TABLE {layout.quote(table_name)} DROP COLUMN {layout.quote(column)}")
 
 
 def _now(coro: Awaitable[T]) -> T:
@@ -179,6 +203,7 @@ class SQLiteStore(NamedQueries):
         try:
             configure(conn)
             self._conn = conn
+            self._backup_before_upgrade(conn)
             self._transaction(lambda cur: ensure_layout(cur, self.path))
             self._synced = _now(load_synced(_Cursor(conn)))
         except BaseException:
@@ -186,6 +211,18 @@ class SQLiteStore(NamedQueries):
             conn.close()
             raise
         log.info("opened SQLite store {path}", path=self.path)
+
+    def _backup_before_upgrade(self, conn: sqlite3.Connection) -> None:
+        """Copy the file next to itself when its layout is older than this
+        code's (ensure_layout upgrades it next, in one transaction)."""
+        found = _now(upgrade.stored_version(_Cursor(conn), self.path))
+        if found is None or found >= layout.LAYOUT_VERSION or self.path == ":memory:":
+            return
+        upgrade.steps_from(found, self.path)  # no copy for an upgrade that cannot run
+        target = upgrade.backup_sqlite(conn, self.path, found)
+        log.info("{path} has layout version {found}, older than {current}: backed it up "
+                 "to {backup} before upgrading it", path=self.path, found=found,
+                 current=layout.LAYOUT_VERSION, backup=target)
 
     @returns_deferred
     async def close(self) -> None:
@@ -206,6 +243,14 @@ class SQLiteStore(NamedQueries):
         self._synced = _now(load_synced(_Cursor(self._connection())))
         log_sync_summary(summary)
         return summary
+
+    @returns_deferred
+    async def recorded_schema(self) -> Schema:
+        return _now(load_recorded(_Cursor(self._connection())))
+
+    @returns_deferred
+    async def describe_storage(self) -> dict:
+        return self._transaction(lambda cur: describe_storage(cur))
 
     @returns_deferred
     async def field_states(self) -> dict[str, dict[str, str]]:
