@@ -83,6 +83,19 @@ def _listen(value: Any) -> str:
     return text
 
 
+def _admin_listen(value: Any) -> str:
+    text = str(value).strip()
+    if not text or text.lower() in ("off", "none"):
+        return ""
+    from twisted.internet import reactor
+
+    try:
+        endpoints.serverFromString(reactor, text)
+    except Exception as e:
+        raise ConfigError(f"--admin-listen: {text!r} is not a Twisted endpoint string ({e})")
+    return text
+
+
 def _log_level(value: Any) -> str:
     from sgcache.logs import LEVELS
 
@@ -174,7 +187,11 @@ class Setting:
 
 
 SETTINGS = [
-    Setting("schema", None, "Schema file (YAML, or a schema_read JSON dump / directory).", _schema),
+    Setting("schema", None, "Schema file (YAML, or a schema_read JSON dump / directory); re-read on "
+            "SIGHUP / `sgcache schema reload`.", _schema),
+    Setting("schema-rules", None, "Schema rules file (`+ Type.field` / `- Type.glob` lines, as `sgcache "
+            "schema filter --rules` takes): the site's fields they include are cached too, new ones as "
+            "the site gets them.", _readable_file("schema-rules")),
     Setting("db", "sqlite:///sgcache.sqlite", "Store URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB.", _db),
     Setting("shotgun", None, "Base URL of the Shotgun site.", _url("shotgun")),
     Setting("script-name", None, "The cache's own API script name (for syncing)."),
@@ -183,6 +200,8 @@ SETTINGS = [
     Setting("api-key-file", None, "A file holding the cache's own API script key (its first line).",
             _readable_file("api-key-file")),
     Setting("listen", "tcp:8010:interface=127.0.0.1", "Twisted endpoint to serve clients on.", _listen),
+    Setting("admin-listen", "tcp:8011:interface=127.0.0.1", "Twisted endpoint of the admin listener "
+            "(schema plan/reload; keep it private); empty: off.", _admin_listen),
     Setting("poll-interval", 2.0, "Seconds between event-log polls (none while catching up).", _positive("poll-interval")),
     Setting("scan-interval", 600.0, "Seconds between incremental scans (changes events miss).", _positive("scan-interval")),
     Setting("scan-overlap", 60.0, "Seconds an incremental scan reaches back before its watermark.", _positive("scan-overlap")),
@@ -280,7 +299,9 @@ def resolve(options: dict[str, Any], environ: dict[str, str] | None = None) -> d
             raise ConfigError(f"--api-key-file: {out['api_key_file']} holds no key")
         out["api_key"] = key
     if not out["demo"]:
-        missing = [n for n in ("schema", "shotgun", "script_name", "api_key") if not out[n]]
+        missing = [n for n in ("shotgun", "script_name", "api_key") if not out[n]]
+        if not out["schema"] and not out["schema_rules"]:
+            missing.insert(0, "schema")
         if missing:
             names = ", ".join("--" + m.replace("_", "-") for m in missing)
             raise ConfigError(f"{names}: required (or use --demo)")

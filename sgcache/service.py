@@ -2,14 +2,18 @@
 client, the cache, the listener and the timers from resolved settings, and
 nothing else. The reactor is a parameter so tests can run it in-process.
 
-Start-up order: open the store, sync the schema into it, fetch the site's
-info, start listening (reads pass through until the store is loaded), then
-run the initial full scan if the store has never been loaded.
+Start-up order: open the store, resolve the effective schema (the file,
+the rules, the site's schema: `sgcache.schemakeeper`) and sync it into the
+store, fetch the site's info, fix the event cursor, start listening, then
+start the poller and load (scan in full) the types with fields not loaded
+yet. Reads are answered per field as soon as their type is loaded; reads of
+what is still loading pass through.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -19,6 +23,7 @@ from twisted.internet import defer, endpoints
 from sgcache.config import ConfigError, parse_patterns, parse_timezone
 from sgcache.logs import logger, set_level
 from sgcache.schema import Schema
+from sgcache.schemakeeper import SchemaKeeper
 from sgcache.site.client import Upstream
 from sgcache.store import layout, open_store
 from sgcache.sync.freshness import Freshness
@@ -28,6 +33,7 @@ from sgcache.sync.updatelog import Pruner
 from sgcache.web.answers import Answers
 from sgcache.web.credentials import DEFAULT_TTL, Credentials
 from sgcache.web.dispatch import ANSWERS_BYTES, Cache
+from sgcache.web.adminsite import admin_site
 from sgcache.web.httpsite import DaemonSite
 from sgcache.web.rpc import Limits, RPCResource
 
@@ -39,10 +45,14 @@ __all__ = ["SgcacheService"]
 class SgcacheService(service.MultiService):
     """The daemon: store + upstream + cache + scanner, started in order."""
 
-    def __init__(self, reactor: Any, settings: dict[str, Any], schema: Schema):
+    def __init__(self, reactor: Any, settings: dict[str, Any], schema: Schema | None):
         super().__init__()
         self.reactor = reactor
         self.settings = settings
+        #: the schema file as loaded (None: rules alone); the daemon runs on
+        #: the effective schema the keeper resolves from it at start
+        self.file_schema = schema
+        schema = schema if schema is not None else Schema(source="(the site's, not read yet)")
         self.schema = schema
         self.store = open_store(settings["db"], reactor, settings.get("pg_pool_size"))
         budget_ms = settings.get("read_budget_ms", 1000.0)
@@ -80,8 +90,20 @@ class SgcacheService(service.MultiService):
             freshness=freshness,
         )
         self.pruner = Pruner(reactor, self.store, days=settings.get("update_log_days", 7.0))
+        schema_path = settings.get("schema")
+        self.keeper = SchemaKeeper(
+            reactor, schema_path if schema_path and os.path.exists(schema_path) else None,
+            settings.get("schema_rules"), self.cache, self.store, self.upstream, self.scanner, self.poller,
+        )
+        # a scan marks fields ready only while no schema change is applied
+        self.scanner.schema_lock = self.cache.schema_lock
+        self.scanner.on_type_loaded = self._type_loaded
+        self.poller.on_schema_change = self.keeper.site_changed
         self.cache.status_sources.append(self.poller.status)
         self.cache.status_sources.append(self.scanner.status)
+        self.cache.status_sources.append(self.keeper.status)
+        #: SIGHUP reloads the schema (set by `twistd sgcache`, not in tests)
+        self.handle_sighup = False
         self.ready: defer.Deferred = defer.Deferred()
         self.loaded: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
@@ -102,6 +124,12 @@ class SgcacheService(service.MultiService):
             endpoints.serverFromString(reactor, settings["listen"]), site
         )
         self.listener._raiseSynchronously = True
+        self.admin_listener = None
+        if settings.get("admin_listen"):
+            self.admin_listener = internet.StreamServerEndpointService(
+                endpoints.serverFromString(reactor, settings["admin_listen"]), admin_site(self.keeper)
+            )
+            self.admin_listener._raiseSynchronously = True
         info_timer = internet.TimerService(settings["info_refresh"], self._refresh_info)
         info_timer.clock = reactor
         info_timer.setServiceParent(self)
@@ -110,10 +138,28 @@ class SgcacheService(service.MultiService):
     def _refresh_info(self) -> defer.Deferred:
         if not self.running or self._starting is None or not self._starting.called:
             return defer.succeed(None)
-        return defer.ensureDeferred(self.cache.refresh_info())
+        return defer.ensureDeferred(self._refresh_site())
+
+    async def _refresh_site(self) -> None:
+        await self.cache.refresh_info()
+        # the site's schema is checked with its info: a field the file
+        # names that the site lost stops being served
+        await self.keeper.check_site("periodic check")
+
+    async def _type_loaded(self, entity_type: str) -> None:
+        """A scan loaded a type: serve its fields now."""
+        await self.cache.refresh_catalog()
+
+    def _sighup(self) -> None:
+        log.info("SIGHUP: reloading the schema")
+        d = defer.ensureDeferred(self.keeper.reload("SIGHUP"))
+        d.addErrback(lambda f: log.error("schema reload (SIGHUP) refused: {error}", error=f.getErrorMessage()))
 
     def startService(self) -> None:
         super().startService()
+        if self.handle_sighup and hasattr(signal, "SIGHUP"):
+            # the handler only hands over to the reactor thread
+            signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self._sighup))
         self._starting = defer.ensureDeferred(self._start())
         self._starting.addErrback(self._start_failed)
 
@@ -124,6 +170,8 @@ class SgcacheService(service.MultiService):
             await self.store.open()
         except Exception as e:
             raise ConfigError(f"--db: cannot open the store: {e}") from e
+        self.schema = await self._retrying(
+            "reading the site's schema", lambda: self.keeper.start(self.file_schema))
         added = await self.store.sync_schema(self.schema)
         if self.cache.answers.enabled:
             await self.store.track_changes()
@@ -138,11 +186,20 @@ class SgcacheService(service.MultiService):
         self.port = port
         address = port.getHost()
         log.info("serving the Shotgun API on {host}:{port}", host=address.host, port=address.port)
+        if self.admin_listener is not None:
+            self.admin_listener.setServiceParent(self)
+            admin = await self.admin_listener._waitingForPort
+            self.admin_port = admin
+            log.info("admin listener on {host}:{port}", host=admin.getHost().host, port=admin.getHost().port)
         self.ready.callback(port)
         await self._initial_load()
 
     async def _initial_load(self) -> None:
         await self.scanner.load_watermarks()
+        # events are applied from the start: a type is served as soon as it
+        # is loaded, and must stay current while the others load
+        self.poller.start()
+        self.pruner.start()
         # a scan a crash interrupted goes on where it stopped
         await self._retrying("resuming an interrupted scan", self.scanner.resume)
         states = await self.store.field_states()
@@ -152,12 +209,11 @@ class SgcacheService(service.MultiService):
         )
         if pending:
             self.cache.loading_message = f"initial load of {len(pending)} types"
-            log.info("loading {count} entity types from the site; reads pass through meanwhile", count=len(pending))
+            log.info("loading {count} entity types from the site; each is served once loaded, reads of "
+                     "the others pass through meanwhile", count=len(pending))
             await self.scanner.full_scan(pending)
             await self.cache.refresh_catalog()
-        self.poller.start()
         self.scanner.start()
-        self.pruner.start()
         self.cache.serving = True
         self.cache.loading_message = "serving"
         log.info("store loaded; serving reads from the cache")
@@ -193,6 +249,10 @@ class SgcacheService(service.MultiService):
             self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
             if self.reactor.running:
                 self.reactor.stop()
+            else:
+                # failed while twistd starts its services (SQLite opens
+                # synchronously): stop as soon as the reactor runs
+                self.reactor.callWhenRunning(self.reactor.stop)
             return
         if not self.ready.called:
             self.ready.errback(failure)
@@ -202,6 +262,7 @@ class SgcacheService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:
+        self.keeper.stop()
         stopping = [self.poller.stop(), self.scanner.stop(), self.pruner.stop()]
         yield super().stopService()
         # a poll or scan waiting on a slow site ends now, not at its timeout

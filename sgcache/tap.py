@@ -28,10 +28,12 @@ def build(settings: dict[str, Any], reactor: Any) -> service.MultiService:
         demo = DemoSite(reactor)
         demo.setServiceParent(parent)
         settings = demo.apply(settings)
-    try:
-        schema = Schema.load(settings["schema"])
-    except SchemaError as e:
-        raise ConfigError(f"--schema: {e}")
+    schema = None
+    if settings["schema"]:
+        try:
+            schema = Schema.load(settings["schema"])
+        except SchemaError as e:
+            raise ConfigError(f"--schema: {e}")
     daemon = SgcacheService(reactor, settings, schema)
     if settings["demo"]:
         daemon.upstream_ready = demo.ready
@@ -49,6 +51,7 @@ def makeService(options: Options, reactor: Any = None) -> service.IService:
         settings = resolve(dict(options))
         parent = build(settings, reactor)
         parent.daemon.exit_on_start_failure = True  # type: ignore[attr-defined]
+        parent.daemon.handle_sighup = True  # type: ignore[attr-defined]
         return parent
     except ConfigError as e:
         sys.stderr.write(f"sgcache: {e}\n")

@@ -261,6 +261,7 @@ class ChaosMixin:
             sys.executable, "-m", "twisted", "--log-file", self.logfile, "--log-format", "text", "sgcache",
             "--shotgun", self.site.url, "--script-name", CACHE_SCRIPT[0], "--api-key", CACHE_SCRIPT[1],
             "--schema", SCHEMA_PATH, "--db", self.db, "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "--admin-listen", "tcp:0:interface=127.0.0.1",
             "--poll-interval", "0.2", "--scan-interval", "1.5", "--scan-overlap", "5",
         ]
         env = dict(os.environ, PYTHONPATH=ROOT)

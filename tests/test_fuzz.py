@@ -280,6 +280,7 @@ class FuzzMixin:
             "--log-format", "text", "sgcache", "--shotgun", self.site.url, "--script-name", CACHE_SCRIPT[0],
             "--api-key", CACHE_SCRIPT[1], "--schema", os.path.join(ROOT, "schema", "basic.yml"),
             "--db", await self.store_url(), "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+            "--admin-listen", "tcp:0:interface=127.0.0.1",
             "--poll-interval", "3600", "--scan-interval", "86400", "--answer-cache-mb", str(ANSWERS_MB),
         ]
         self.proc = subprocess.Popen(args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),

@@ -27,6 +27,7 @@ LAYERS = [
     ["sgcache.store", "sgcache.site"],
     ["sgcache.read", "sgcache.sync"],
     ["sgcache.web", "sgcache.admin"],
+    ["sgcache.schemakeeper"],
     ["sgcache.service"],
     ["sgcache.testing"],
     ["sgcache.demo"],

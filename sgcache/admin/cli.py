@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import shlex
 import sys
@@ -94,6 +95,18 @@ def register_schema(parser: argparse.ArgumentParser) -> None:
     check.add_argument("input", metavar="INPUT")
     check.set_defaults(func=_schema_check)
 
+    for action, text in (
+        ("plan", "print what a reload of the running daemon's schema would do (nothing changes)"),
+        ("reload", "make the running daemon read its schema file and rules again, and apply them"),
+    ):
+        cmd = sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ". Talks to "
+                             "the daemon's admin listener (--admin-listen); SIGHUP and `systemctl reload` "
+                             "reload too.")
+        cmd.add_argument("--admin", metavar="URL", default=os.environ.get("SGCACHE_ADMIN_URL", DEFAULT_ADMIN),
+                         help=f"the admin listener's URL [default: $SGCACHE_ADMIN_URL or {DEFAULT_ADMIN}]")
+        cmd.add_argument("--json", action="store_true", help="print the daemon's whole report as JSON")
+        cmd.set_defaults(func=_schema_live, action=action)
+
 
 class _RuleSource(argparse.Action):
     """Collects --rules / --rules-text in command-line order."""
@@ -167,6 +180,43 @@ def _schema_check(args: argparse.Namespace) -> int:
     schema = schema_tools.dump_from_file(args.input)
     schema.validate()
     print(f"{args.input}: ok, {_counts(schema)}")
+    return 0
+
+
+#: where `--admin-listen`'s default listens
+DEFAULT_ADMIN = "http://127.0.0.1:8011"
+
+
+def _schema_live(args: argparse.Namespace) -> int:
+    """`schema plan` / `schema reload`: ask the running daemon."""
+    import urllib.error
+    import urllib.request
+
+    url = args.admin.rstrip("/") + "/schema/" + args.action
+    request = urllib.request.Request(url, method="GET" if args.action == "plan" else "POST", data=None)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            report = json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read()).get("error") or e.reason
+        except ValueError:
+            message = e.reason
+        raise CommandError(f"schema {args.action}: the daemon refused: {message}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise CommandError(f"schema {args.action}: cannot reach the daemon's admin listener at {args.admin} "
+                           f"({reason}); is it running, with --admin-listen there?") from None
+    if args.json:
+        print(json.dumps(report, indent=1, sort_keys=True))
+        return 0
+    print("schema reload applied:" if report.get("applied") else "schema plan: a reload now would")
+    for line in report.get("changes") or []:
+        print(f"  {line}")
+    for line in report.get("problems") or []:
+        print(f"  problem: {line}")
+    if not report.get("site_known", True):
+        print("  note: the site's schema could not be read; the schema file is taken as is")
     return 0
 
 

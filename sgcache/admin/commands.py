@@ -25,12 +25,8 @@ def register_scan(parser: argparse.ArgumentParser) -> None:
 
 def run_scan(args: argparse.Namespace) -> int:
     settings = settings_from(args, need_upstream=True)
-    schema = load_schema(settings)
+    file_schema = load_schema(settings) if settings.get("schema") else None
     types = [t.strip() for t in args.types.split(",")] if args.types else None
-    if types:
-        unknown = [t for t in types if t not in schema]
-        if unknown:
-            raise CommandError(f"--types: not in the schema: {', '.join(unknown)}")
     try:
         projects = [int(p) for p in args.projects.split(",")] if getattr(args, "projects", None) else None
     except ValueError:
@@ -39,11 +35,24 @@ def run_scan(args: argparse.Namespace) -> int:
     async def scan(reactor: Any, store: Any, upstream: Any) -> int:
         from sgcache.sync.scanner import Scanner
 
+        # a store a daemon runs on is scanned by the schema it synced (the
+        # file widened by rules, checked against the site): syncing the file
+        # here would drop what the daemon caches beyond it
+        schema = await store.recorded_schema()
+        if not len(schema):
+            if file_schema is None:
+                raise CommandError("the store records no schema yet: give --schema (or start the daemon once)")
+            await store.sync_schema(file_schema)
+            schema = file_schema
+        if types:
+            unknown = [t for t in types if t not in schema]
+            if unknown:
+                raise CommandError(f"--types: not in the schema: {', '.join(unknown)}")
         scanner = Scanner(reactor, schema, store, upstream, progress=lambda m: print(m, flush=True),
                           max_failures=6)
         return await scanner.full_scan(types, projects=projects)
 
-    run_on_store("scan", settings, scan, schema=schema, with_site=True)
+    run_on_store("scan", settings, scan, with_site=True)
     return 0
 
 

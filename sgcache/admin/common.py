@@ -17,7 +17,7 @@ class CommandError(Exception):
     """A command failed in a way the operator can fix; the message says how."""
 
 
-STORE_SETTINGS = ("config", "schema", "db", "shotgun", "script-name", "api-key")
+STORE_SETTINGS = ("config", "schema", "schema-rules", "db", "shotgun", "script-name", "api-key")
 
 
 def add_settings(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
@@ -74,6 +74,8 @@ def run_on_store(
             if schema is not None:
                 await store.sync_schema(schema)
             outcome["result"] = await work(reactor, store, upstream)
+        except CommandError as e:
+            outcome["command_error"] = e
         except Exception as e:  # reported as one line below
             outcome["error"] = f"{e.__class__.__name__}: {e}"
         finally:
@@ -82,6 +84,8 @@ def run_on_store(
             await store.close()
 
     _react(main)
+    if "command_error" in outcome:
+        raise outcome["command_error"]
     if "error" in outcome:
         raise CommandError(f"{what} failed: {outcome['error']}")
     return outcome["result"]

@@ -36,7 +36,7 @@ REASONS: dict[str, str] = {
     **{f"{p} field not cached": NOT_CACHED for p in _PURPOSES},
     **{f"{p} field of an uncached data type": NOT_CACHED for p in _PURPOSES},
     # the store holds it, not yet completely
-    "not serving yet (initial load)": NOT_READY,
+    "schema changed during the read": NOT_READY,
     "type not loaded yet": NOT_READY,
     "linked type not loaded yet": NOT_READY,
     "rows not fully loaded yet": NOT_READY,

@@ -105,6 +105,8 @@ class EventPoller:
         self.page_size = page_size
         self.hole_timeout = hole_timeout
         self.on_gap = on_gap
+        #: called on a schema-change (DisplayColumn) event
+        self.on_schema_change: Callable[[], Any] | None = None
         self.freshness = freshness or Freshness()
         self.backoff = backoff or Backoff(1.0, 60.0)
         self.fill_links = fill_links
@@ -427,12 +429,12 @@ class EventPoller:
             tally["skipped_other"] += 1
             return
         if etype == "DisplayColumn":
+            # a field was created, changed or retired: the schema keeper
+            # reads the site's schema again (the event names no entity type)
             tally["schema_changes"] += 1
-            log.warn(
-                "schema change event {id}: {type} ({meta}); update the schema file and "
-                "restart to cache it",
-                id=event_id, type=event.get("event_type"), meta=event.get("meta"),
-            )
+            log.info("schema change event {id}: {type}", id=event_id, type=event.get("event_type"))
+            if self.on_schema_change is not None:
+                self.on_schema_change()
             return
         meta = event.get("meta") if isinstance(event.get("meta"), dict) else {}
         attribute = event.get("attribute_name") or meta.get("attribute_name")

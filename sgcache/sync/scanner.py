@@ -5,7 +5,9 @@ serving reads between pages.
 * A **full scan** reads every active and retired entity of a type by
   ascending id (optionally only some projects), applies each page as
   complete rows, removes rows the site no longer has (hard deletes), and
-  marks the type's fields `ready`. Deletions are found range by range: the
+  marks `ready` the type's fields that were in the schema when its scan
+  started and still are, unchanged (a field added or retyped during the
+  scan waits for the next one; `use_schema`). Deletions are found range by range: the
   stored ids inside an active page's id range that the page lacks are
   candidates, crossed off when the retired pass returns them; the rest are
   re-read by id (a concurrent change is not mistaken for a delete) and
@@ -116,6 +118,18 @@ class Scanner:
         self._loop: defer.Deferred | None = None
         self._requested: dict[str, Any] | None = None
         self._last_report = 0.0
+        #: types a schema change asked to (re)load in full (background loop)
+        self._full_wanted: set[str] = set()
+        #: schema generation (one per applied schema change) and, per
+        #: (type, field), the generation its storage was (re)made at
+        self.generation = 0
+        self._field_since: dict[tuple[str, str], int] = {}
+        #: held while a type's fields are marked ready; the schema keeper
+        #: holds it while it applies a change (no field is marked ready on
+        #: storage that is being replaced)
+        self.schema_lock = defer.DeferredLock()
+        #: called with a type's name once a full scan marked fields ready
+        self.on_type_loaded: Callable[[str], Any] | None = None
 
     # -- public entry points -------------------------------------------------
     def full_scan(
@@ -166,6 +180,26 @@ class Scanner:
         log.info("resuming an interrupted {mode} scan of {count} types", mode=plan["mode"], count=len(plan["types"]))
         return await self._lock.run(lambda: defer.ensureDeferred(self._run_plan(plan, resume=True)))
 
+    def use_schema(self, schema: Schema, remade: Iterable[str] = ()) -> None:
+        """Scan with `schema` from now on. `remade`: ``"Type.field"`` whose
+        storage was created or replaced: a scan of their type already
+        running does not mark them ready (its earlier pages lack them)."""
+        self.schema = schema
+        self.generation += 1
+        for item in remade:
+            etype, _, fname = item.partition(".")
+            self._field_since[(etype, fname)] = self.generation
+
+    def request_full(self, types: Iterable[str], reason: str) -> None:
+        """Ask the background loop for a full scan of `types` soon (fields
+        added or retyped by a schema change; served once loaded)."""
+        new = set(types) - self._full_wanted
+        if not new:
+            return
+        self._full_wanted |= new
+        log.info("full scan of {types} requested: {reason}", types=", ".join(sorted(new)), reason=reason)
+        self._sleeper.wake()
+
     def request_incremental(self, reason: str, since: str | None = None) -> None:
         """Ask the background loop for an incremental scan soon (e.g. after
         the event log was truncated)."""
@@ -202,10 +236,22 @@ class Scanner:
             except ValueError:
                 self.request_incremental("rescan requested")
         while self._running:
-            if self._requested is None:
+            if self._requested is None and not self._full_wanted:
                 await self._sleeper.sleep(self.interval)
             if not self._running:
                 return
+            if self._full_wanted:
+                wanted = sorted(t for t in self._full_wanted if t in self.schema)
+                self._full_wanted.clear()
+                try:
+                    await self.resume()  # a scan a crash interrupted comes first
+                    if wanted:
+                        await self.full_scan(wanted)
+                except Exception as e:
+                    self._note_error(e)
+                    self._full_wanted.update(wanted)
+                    await self._sleeper.sleep(self.backoff.next_delay())
+                continue
             request, self._requested = self._requested, None
             try:
                 if await self.resume() is None:
@@ -231,7 +277,8 @@ class Scanner:
             log.info("{mode} scan: {reason}", mode=mode, reason=plan["reason"])
         remaining = list(plan["types"])
         for entity_type in list(remaining):
-            await self._cooperate(self._scan_type(entity_type, plan))
+            if entity_type in self.schema:  # not removed by a schema change meanwhile
+                await self._cooperate(self._scan_type(entity_type, plan))
             remaining.remove(entity_type)
             rest = dict(plan, types=remaining)
             items = {PENDING_KEY: json.dumps(rest) if remaining else ""}
@@ -329,7 +376,8 @@ class Scanner:
                     since = plan["since"]
                 if since is None or not has_updated:
                     mode = FULL  # never scanned (or no updated_at): read it all
-            progress = {"mode": mode, "phase": 0, "after_id": 0, "since": since, "max_updated": watermark}
+            progress = {"mode": mode, "phase": 0, "after_id": 0, "since": since, "max_updated": watermark,
+                        "fields": self._field_types(entity_type)}
             resumed = False
         else:
             mode = progress["mode"]
@@ -341,6 +389,7 @@ class Scanner:
             }]
         self.current_type = entity_type
         started = self.reactor.seconds()
+        progress["generation"] = self.generation  # this process's, for _loaded_fields
         count = 0
         expected = await self._expected(entity_type, conditions)
         self.current = {"type": entity_type, "mode": mode, "entities": 0, "expected": expected}
@@ -478,11 +527,33 @@ class Scanner:
             self.removed += removed
             log.info("{type}: removed {count} rows the site no longer has", type=entity_type, count=removed)
         if mode == FULL and not projects:
-            await self.store.set_field_states(entity_type, None, layout.FIELD_READY)
+            async with self.schema_lock:
+                loaded = self._loaded_fields(entity_type, progress)
+                if loaded:
+                    await self.store.set_field_states(entity_type, loaded, layout.FIELD_READY)
+            if self.on_type_loaded is not None:
+                await self.on_type_loaded(entity_type)
         if mode == FULL:
             # fresh statistics, or the first reads after a bulk load get
             # plans made for an empty table
             await self.store.analyze(entity_type)
+
+    def _field_types(self, entity_type: str) -> dict[str, str]:
+        return {name: spec.data_type for name, spec in self.schema[entity_type].fields.items()}
+
+    def _loaded_fields(self, entity_type: str, progress: dict[str, Any]) -> list[str]:
+        """The fields a full scan of `entity_type` loaded: in the schema when
+        it started (recorded in its progress, which survives a crash) and
+        still, with the same data type, their storage not remade since."""
+        if entity_type not in self.schema:
+            return []
+        now = self._field_types(entity_type)
+        before = progress.get("fields") or now
+        since = progress.get("generation", self.generation)
+        return sorted(
+            name for name, dtype in now.items()
+            if before.get(name) == dtype and self._field_since.get((entity_type, name), 0) <= since
+        )
 
     async def _confirm(self, entity_type: str, ids: set[int]) -> list[EntityChange]:
         """Current copies of `ids`, and deletes for those the site lacks."""

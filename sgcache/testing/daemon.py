@@ -74,6 +74,7 @@ async def start_daemon(
         "script_name": CACHE_SCRIPT[0],
         "api_key": CACHE_SCRIPT[1],
         "listen": "tcp:0:interface=127.0.0.1",
+        "admin_listen": "tcp:0:interface=127.0.0.1",
         "poll_interval": poll_interval,
         "info_refresh": 300.0,
         "demo": False,
@@ -86,3 +87,8 @@ async def start_daemon(
         await service.loaded
     url = f"http://127.0.0.1:{port.getHost().port}"
     return RunningDaemon(url, service)
+
+
+def admin_url(running: RunningDaemon) -> str:
+    """The base URL of a running daemon's admin listener."""
+    return f"http://127.0.0.1:{running.service.admin_port.getHost().port}"

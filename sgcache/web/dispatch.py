@@ -38,6 +38,8 @@ from sgcache.store.interface import ReadTimeout
 from sgcache.site.client import IDEMPOTENT_METHODS, Upstream, UpstreamError
 from sgcache.sync.writeback import WRITE_METHODS, WriteBack
 from sgcache.logs import clip, logger
+from sgcache.schema import Schema
+from sgcache.schema.types import is_cacheable
 
 log = logger(__name__)
 
@@ -91,8 +93,13 @@ class Cache:
         self.writeback = WriteBack(schema, store, upstream, freshness)
         self.info: dict[str, Any] | None = None
         self.info_fetched_at: float | None = None
+        #: every cached type loaded (reads are answered per field as soon as
+        #: their fields are ready, whatever this says)
         self.serving = False
         self.loading_message = "initial load not started"
+        #: held while the catalog is rebuilt and while a schema change is
+        #: applied (the schema keeper), so a catalog never mixes the two
+        self.schema_lock = defer.DeferredLock()
         #: requests by method (known methods only), and read outcomes
         self.counters: Counter[str] = Counter()
         #: reads passed through, by reason phrase (`sgcache.read.reasons.REASONS`)
@@ -108,14 +115,48 @@ class Cache:
 
     # -- state -------------------------------------------------------------
     async def refresh_catalog(self) -> None:
+        """Serve the fields the store has ready now."""
+        async with self.schema_lock:
+            await self.refresh_catalog_locked()
+
+    async def refresh_catalog_locked(self) -> None:
+        """`refresh_catalog` for a caller already holding `schema_lock`."""
         states = await self.store.field_states()
         ready = {
             etype: {f for f, state in fields.items() if state == "ready"}
             for etype, fields in states.items()
         }
-        self.catalog = Catalog(self.schema, ready)
-        self._plans = PlanCache(self.catalog, self.store.dialect)
+        self._use_catalog(Catalog(self.schema, ready))
+
+    def use_schema(self, schema: Schema, unserved: dict[str, set[str]]) -> None:
+        """Answer by `schema` from now on, no longer serving `unserved`
+        (type -> fields whose storage is about to be dropped or replaced;
+        ``{"*"}``: the whole type). Called before the store changes: a read
+        planned on the old catalog that finishes after this passes through
+        (`_read`)."""
+        self.schema = schema
+        self.writeback.schema = schema
+        ready = {}
+        for etype, fields in self.catalog.ready.items():
+            gone = unserved.get(etype, set())
+            if etype in schema and "*" not in gone:
+                ready[etype] = {f for f in fields if f not in gone and schema.get_field(etype, f) is not None}
+        self._use_catalog(Catalog(schema, ready))
+
+    def _use_catalog(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._plans = PlanCache(catalog, self.store.dialect)
         self.answers.clear()
+
+    def not_ready(self) -> dict[str, list[str]]:
+        """type -> its cached fields not served yet (loading)."""
+        out = {}
+        for entity in self.schema:
+            ready = self.catalog.ready.get(entity.name, set())
+            waiting = sorted(f for f, spec in entity.fields.items() if f not in ready and is_cacheable(spec.data_type))
+            if waiting:
+                out[entity.name] = waiting
+        return out
 
     async def refresh_info(self) -> None:
         try:
@@ -160,8 +201,6 @@ class Cache:
 
     def _who(self, auth: Any) -> tuple[str | None, Any]:
         """(why the caller's reads pass through, or None; its credentials' key)."""
-        if not self.serving:
-            return "not serving yet (initial load)", None
         key = self.credentials.key(auth)
         if key is None:
             return "request on behalf of a user", None
@@ -210,20 +249,24 @@ class Cache:
         generation = self.store.read_generation() if answers.enabled else None
         body = answers.get(request, generation)
         if body is None:
-            plans = self._plans
+            catalog, plans = self.catalog, self._plans
             plan = plans.plan(args, page_size, now=self.now, tz=self.tz, key=request)
             shape = hash(plan.sql)
             if shape in self.slow:
                 raise PassThrough("read shape over its time budget recently")
             started = self.reactor.seconds()
             try:
-                result = await execute(self.store, plan, self.catalog)
+                result = await execute(self.store, plan, catalog)
             except ReadTimeout:
                 self.slow.add(shape)
                 log.warn("a read of {type} went over the read budget; it and reads of its shape pass "
                          "through for {penalty:.0f} s: {args}",
                          type=plan.entity_type, penalty=self.slow.penalty, args=_trimmed(args))
                 raise PassThrough("read over its time budget") from None
+            if self.catalog is not catalog:
+                # the schema or the ready fields changed while it ran: its
+                # plan may have read storage being dropped or replaced
+                raise PassThrough("schema changed during the read")
             took = self.reactor.seconds() - started
             if (self.read_budget is not None and took > self.read_budget * SLOW_SHARE
                     and getattr(self.store, "reads_block", False)):
@@ -318,6 +361,8 @@ class Cache:
             "plans_bytes": self._plans.bytes,
             "credentials_vouched": len(self.credentials),
             "event_lag_seconds": None,
+            # cached fields not served yet (being loaded), by type
+            "loading": self.not_ready(),
         }
         for source in self.status_sources:
             out.update(source())
