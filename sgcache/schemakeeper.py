@@ -97,6 +97,7 @@ class SchemaKeeper:
         self._check_call: Any = None
         self._checking: defer.Deferred | None = None
         self._check_again = False
+        self._waiters: list[defer.Deferred] = []
         self._apply_lock = defer.DeferredLock()
 
     # -- start ----------------------------------------------------------------
@@ -187,9 +188,14 @@ class SchemaKeeper:
     async def check_site(self, why: str = "periodic check") -> SchemaDiff | None:
         """Read the site's schema; apply what changed for the cache."""
         if self._checking is not None:
+            # one is running: it reads the site once more when it ends, and
+            # this caller waits for that
             self._check_again = True
-            return None
+            waiter: defer.Deferred = defer.Deferred()
+            self._waiters.append(waiter)
+            return await waiter
         self._checking = defer.Deferred()
+        result: SchemaDiff | None = None
         try:
             while True:
                 self._check_again = False
@@ -205,8 +211,10 @@ class SchemaKeeper:
                 if not self._check_again:
                     return result
         finally:
-            done, self._checking = self._checking, None
-            done.callback(None)
+            self._checking = None
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.callback(result)
 
     # -- reload -------------------------------------------------------------------
     async def plan(self) -> dict[str, Any]:

@@ -100,6 +100,9 @@ class Cache:
         #: held while the catalog is rebuilt and while a schema change is
         #: applied (the schema keeper), so a catalog never mixes the two
         self.schema_lock = defer.DeferredLock()
+        #: per type, moved each time a schema change drops or replaces some
+        #: of its storage (a read of it that ran meanwhile passes through)
+        self._storage_generation: Counter[str] = Counter()
         #: requests by method (known methods only), and read outcomes
         self.counters: Counter[str] = Counter()
         #: reads passed through, by reason phrase (`sgcache.read.reasons.REASONS`)
@@ -136,6 +139,8 @@ class Cache:
         (`_read`)."""
         self.schema = schema
         self.writeback.schema = schema
+        for etype in unserved:
+            self._storage_generation[etype] += 1
         ready = {}
         for etype, fields in self.catalog.ready.items():
             gone = unserved.get(etype, set())
@@ -251,6 +256,7 @@ class Cache:
         if body is None:
             catalog, plans = self.catalog, self._plans
             plan = plans.plan(args, page_size, now=self.now, tz=self.tz, key=request)
+            storage = [self._storage_generation[t] for t in sorted(plan.types)]
             shape = hash(plan.sql)
             if shape in self.slow:
                 raise PassThrough("read shape over its time budget recently")
@@ -263,9 +269,10 @@ class Cache:
                          "through for {penalty:.0f} s: {args}",
                          type=plan.entity_type, penalty=self.slow.penalty, args=_trimmed(args))
                 raise PassThrough("read over its time budget") from None
-            if self.catalog is not catalog:
-                # the schema or the ready fields changed while it ran: its
-                # plan may have read storage being dropped or replaced
+            if self.catalog is not catalog and storage != [self._storage_generation[t] for t in sorted(plan.types)]:
+                # a schema change dropped or replaced storage of a type it
+                # reads while it ran: its plan may have read a column going
+                # away, or a new empty one of the same name
                 raise PassThrough("schema changed during the read")
             took = self.reactor.seconds() - started
             if (self.read_budget is not None and took > self.read_budget * SLOW_SHARE
