@@ -96,6 +96,13 @@ def _admin_listen(value: Any) -> str:
     return text
 
 
+def _log_format(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("text", "json"):
+        raise ConfigError(f"--log-format: {value!r} is not one of text, json")
+    return text
+
+
 def _log_level(value: Any) -> str:
     from sgcache.logs import LEVELS
 
@@ -213,6 +220,13 @@ SETTINGS = [
             "UTC, an offset like +10:00, or a zone name like America/Los_Angeles.", _timezone),
     Setting("log-level", "info", "Lowest level of sgcache's own log lines: debug, info, warn, error "
             "(debug: one line per passed-through read, with its reason).", _log_level),
+    Setting("log-format", "text", "Log lines as text, or json: one JSON object per line (journald, "
+            "log shippers).", _log_format),
+    Setting("ready-lag-seconds", 300.0, "/readyz on the admin listener answers 503 while the event lag "
+            "(seconds since the cache was last known complete) is over this (0: lag not checked).",
+            _not_negative("ready-lag-seconds")),
+    Setting("stop-timeout", 10.0, "Longest a stop may take (seconds): past it, connections and work "
+            "still open are cut.", _positive("stop-timeout")),
     Setting("answer-cache-mb", 64.0, "Memory (MB) for answers to repeated identical reads, reused until "
             "the store changes (0: off).", _not_negative("answer-cache-mb")),
     Setting("info-refresh", 300.0, "Seconds between refreshes of the site's info.", _positive("info-refresh")),

@@ -9,8 +9,13 @@ writable (a lone surrogate would make the log file's UTF-8 writer fail)."""
 
 from __future__ import annotations
 
+import datetime
+from collections import deque
+from typing import Any
+
 from twisted.logger import (
     FilteringLogObserver,
+    formatEvent,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
@@ -18,7 +23,25 @@ from twisted.logger import (
 )
 
 _predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-_observer = FilteringLogObserver(globalLogPublisher, [_predicate])
+_filtered = FilteringLogObserver(globalLogPublisher, [_predicate])
+
+#: the last warnings and errors of sgcache's own loggers (status page)
+RECENT_PROBLEMS: deque[dict[str, Any]] = deque(maxlen=30)
+
+
+def _observer(event: dict[str, Any]) -> None:
+    level = event.get("log_level")
+    if level is not None and level >= LogLevel.warn:
+        try:
+            text = formatEvent(event)
+        except Exception:
+            text = str(event.get("log_format"))
+        when = datetime.datetime.fromtimestamp(event.get("log_time") or 0, datetime.timezone.utc)
+        RECENT_PROBLEMS.append({
+            "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "level": level.name,
+            "source": str(event.get("log_namespace", "")), "text": clip(text, 500),
+        })
+    _filtered(event)
 
 LEVELS = ("debug", "info", "warn", "error", "critical")
 

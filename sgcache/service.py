@@ -127,13 +127,34 @@ class SgcacheService(service.MultiService):
         self.admin_listener = None
         if settings.get("admin_listen"):
             self.admin_listener = internet.StreamServerEndpointService(
-                endpoints.serverFromString(reactor, settings["admin_listen"]), admin_site(self.keeper)
+                endpoints.serverFromString(reactor, settings["admin_listen"]), admin_site(self)
             )
             self.admin_listener._raiseSynchronously = True
         info_timer = internet.TimerService(settings["info_refresh"], self._refresh_info)
         info_timer.clock = reactor
         info_timer.setServiceParent(self)
         self.info_timer = info_timer
+
+    # -- what the admin listener shows ----------------------------------------
+    def readiness(self) -> tuple[bool, list[str]]:
+        """(ready, reasons it is not): ready when every cached type is
+        served and the event lag is under ``--ready-lag-seconds``."""
+        reasons = []
+        if not self.cache.serving:
+            reasons.append(f"not serving yet: {self.cache.loading_message}")
+        lag = self.poller.lag_seconds()
+        limit = self.settings.get("ready_lag_seconds", 300.0)
+        if lag is None:
+            reasons.append("the event log was never read up to the site's newest event")
+        elif limit and lag > limit:
+            reasons.append(f"event lag {lag:.0f} s is over --ready-lag-seconds {limit:g}")
+        return not reasons, reasons
+
+    def status_snapshot(self) -> dict[str, Any]:
+        """Everything the status page and ``/status.json`` show."""
+        from sgcache.web.snapshot import snapshot
+
+        return snapshot(self)
 
     def _refresh_info(self) -> defer.Deferred:
         if not self.running or self._starting is None or not self._starting.called:

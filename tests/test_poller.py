@@ -377,7 +377,35 @@ class PollerMixin:
         self.assertEqual(status["last_event_id"], self.poller.cursor)
         self.assertEqual(len(status["holes"]), 1)
         created = poller_module.parse_wire_time(status["last_event_created_at"])
-        self.assertEqual(status["event_lag_seconds"], round(max(0.0, self.clock.seconds() - created), 1))
+        self.assertEqual(status["newest_event_age_seconds"], round(max(0.0, self.clock.seconds() - created), 1))
+        # lag: since the last poll that read to the end of the log
+        self.assertEqual(status["event_lag_seconds"], 0.0)
+        self.clock.advance(30)
+        self.assertEqual(self.poller.status()["event_lag_seconds"], 30.0)
+
+    async def test_lag_stays_low_on_a_quiet_site_and_grows_while_polls_fail(self):
+        """The lag is the time since the cache was last known complete, not
+        the age of the newest event: a quiet night does not raise it."""
+        self.emulator.create("Shot", {"code": "sh010", "project": PROJECT})
+        await self.poll()
+        self.clock.advance(3 * 3600)  # a quiet night: no new events
+        await self.poll()
+        status = self.poller.status()
+        self.assertEqual(status["event_lag_seconds"], 0.0)
+        self.assertGreaterEqual(status["newest_event_age_seconds"], 3 * 3600)
+        # the site goes away: the lag grows from the last complete poll
+        self.emulator.fail_next(1, status=503)
+        with self.assertRaises(Exception):
+            await self.poll()
+        self.clock.advance(120)
+        self.assertEqual(self.poller.status()["event_lag_seconds"], 120.0)
+        # kept in the store: a restarted poller knows when it was complete
+        kept = await self.store.get_state(poller_module.CAUGHT_UP_KEY)
+        self.assertEqual(float(kept), self.poller.caught_up_at)
+        self.poller.cursor = None
+        self.poller.caught_up_at = None
+        await self.poller.initialize()
+        self.assertEqual(self.poller.lag_seconds(), 120.0)
 
 
 class SQLitePollerTests(PollerMixin, unittest.TestCase):

@@ -25,6 +25,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
 from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
+from sgcache.site.health import SiteHealth
 from sgcache.logs import clip, logger
 
 log = logger(__name__)
@@ -148,6 +149,8 @@ class Upstream:
         #: being abandoned because the daemon stops
         self._calls: set[defer.Deferred] = set()
         self._abandoning = False
+        #: whether the site answers (every request tells)
+        self.health = SiteHealth(reactor)
 
     def set_base_url(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
@@ -186,9 +189,14 @@ class Upstream:
         except defer.CancelledError:
             if self._abandoning:
                 raise UpstreamError(f"request to {self.base_url} abandoned: sgcache is stopping")
-            raise UpstreamError(f"upstream {self.base_url} did not answer within {self.timeout:g}s")
+            message = f"upstream {self.base_url} did not answer within {self.timeout:g}s"
+            self.health.failed("timeout", message)
+            raise UpstreamError(message)
         except Exception as e:  # connection refused, reset, DNS, TLS...
-            raise UpstreamError(f"upstream {self.base_url} unreachable: {e.__class__.__name__}: {e}")
+            message = f"upstream {self.base_url} unreachable: {e.__class__.__name__}: {e}"
+            self.health.failed("connect", message)
+            raise UpstreamError(message)
+        self.health.answered(response.code)
         headers_out = [
             (name, values)
             for name, values in response.headers.getAllRawHeaders()

@@ -59,6 +59,9 @@ HOLES_KEY = "event_holes"
 CURSOR_TIME_KEY = "event_cursor_time"
 RESCAN_KEY = "rescan_requested"
 LAST_ERROR_KEY = "event_last_error"
+#: wall-clock time (seconds) the cache was last known complete: a poll that
+#: read to the end of the log asked for that last page then
+CAUGHT_UP_KEY = "event_caught_up_at"
 EVENT_FIELDS = ["id", "event_type", "attribute_name", "entity", "meta", "created_at"]
 KINDS = ("New", "Change", "Retirement", "Revival")
 
@@ -116,7 +119,9 @@ class EventPoller:
         self.holes: dict[int, float] = {}
         self.last_event_id: int | None = None
         self.last_event_time: str | None = None
-        #: reactor time of the last poll that reached the end of the log
+        #: when the cache was last known complete: the reactor time at which
+        #: the last poll that read to the end of the log (and applied it
+        #: all) asked for its last page; kept in the store across restarts
         self.caught_up_at: float | None = None
         self.counters: Counter[str] = Counter()
         self.errors = 0
@@ -135,6 +140,12 @@ class EventPoller:
             self.cursor_time = await self.store.get_state(CURSOR_TIME_KEY)
             holes = await self.store.get_state(HOLES_KEY)
             self.holes = {int(k): float(v) for k, v in json.loads(holes or "{}").items()}
+            caught_up = await self.store.get_state(CAUGHT_UP_KEY)
+            if caught_up:
+                try:
+                    self.caught_up_at = float(caught_up)
+                except ValueError:
+                    self.caught_up_at = None
         else:
             newest = await self._newest()
             self.cursor = int(newest["id"]) if newest else 0
@@ -203,6 +214,7 @@ class EventPoller:
         first = True
         while True:
             start = self.cursor
+            asked_at = self.reactor.seconds()
             events, more = await self._read(
                 [{"path": "id", "relation": "greater_than", "values": [max(start - 1, 0) if first else start]}]
             )
@@ -230,13 +242,15 @@ class EventPoller:
             extra: dict[str, str] = {}
             if gap is not None:
                 extra[RESCAN_KEY] = json.dumps({"reason": gap, "since": self.cursor_time})
+            if not more:
+                extra[CAUGHT_UP_KEY] = repr(asked_at)
             await self._apply(fresh, self._state_items(cursor, holes, cursor_time, extra))
             self.cursor, self.holes, self.cursor_time = cursor, holes, cursor_time
             total += len(fresh)
             if gap is not None:
                 self._report_gap(gap)
             if not more:
-                self.caught_up_at = self.reactor.seconds()
+                self.caught_up_at = asked_at
                 return total
 
     async def _gap_reason(self, events: list[dict[str, Any]]) -> str:
@@ -480,22 +494,39 @@ class EventPoller:
             tally["skipped_uncached"] += 1
 
     # -- health --------------------------------------------------------------
+    def lag_seconds(self) -> float | None:
+        """Seconds since the cache was last known complete (`caught_up_at`):
+        0-ish while polls keep reaching the end of the log, however quiet
+        the site; growing while the site cannot be read or events arrive
+        faster than they are applied. None before the first complete poll."""
+        if self.caught_up_at is None:
+            return None
+        return max(0.0, self.reactor.seconds() - self.caught_up_at)
+
     def status(self) -> dict[str, Any]:
         """The poller's part of `info`'s ``sgcache`` block."""
         now = self.reactor.seconds()
         created = parse_wire_time(self.last_event_time or self.cursor_time)
+        lag = self.lag_seconds()
         return {
             "event_cursor": self.cursor,
             "last_event_id": self.last_event_id if self.last_event_id is not None else self.cursor,
             "last_event_created_at": self.last_event_time or self.cursor_time,
-            # the age of the newest applied event, by the reactor's clock
-            "event_lag_seconds": None if created is None else round(max(0.0, now - created), 1),
-            "caught_up_seconds_ago": (
-                None if self.caught_up_at is None else round(now - self.caught_up_at, 1)
-            ),
+            # seconds since the cache was last known complete (README: "Lag")
+            "event_lag_seconds": None if lag is None else round(lag, 1),
+            "caught_up_at": None if self.caught_up_at is None else _iso(self.caught_up_at),
+            # the age of the newest applied event (grows on a quiet site)
+            "newest_event_age_seconds": None if created is None else round(max(0.0, now - created), 1),
             "holes": sorted(self.holes),
             "poll_errors": self.errors,
             "poll_failing_for": self.backoff.failures,
             "last_poll_error": self.last_error,
             "events": dict(self.counters),
         }
+
+
+def _iso(seconds: float) -> str:
+    """A reactor time (epoch seconds) as UTC ISO 8601, to the second."""
+    import datetime
+
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,12 +1,17 @@
 """The admin listener (``--admin-listen``, by default on 127.0.0.1 only, a
 port of its own so clients of the Shotgun endpoint cannot reach it).
 
-Routes (JSON answers):
+Routes:
 
+* ``GET /``: the status page (HTML, refreshes itself; `sgcache.web.statuspage`);
+* ``GET /status.json``: the same figures as JSON (info's ``sgcache`` block);
+* ``GET /metrics``: Prometheus metrics (`sgcache.web.metrics`);
+* ``GET /healthz``: the process is up and its reactor turns (200);
+* ``GET /readyz``: 200 when reads are served and the lag is under
+  ``--ready-lag-seconds``, 503 with the reason otherwise;
 * ``GET /schema/plan``: what a schema reload would do now (nothing changes);
 * ``POST /schema/reload``: read the schema file and rules again and apply
-  them (what ``sgcache schema reload`` and SIGHUP do);
-* ``GET /healthz``: the process is up.
+  them (what ``sgcache schema reload`` and SIGHUP do).
 
 A bad schema file or rules file is a 400 with one line; the daemon goes on
 with the schema it runs on.
@@ -28,21 +33,46 @@ log = logger(__name__)
 
 
 class AdminResource:
-    """The Klein app of the admin listener. `keeper` has ``async plan()``
-    and ``async reload(why)`` returning JSON-able reports, raising
-    `SchemaError` for a file that cannot be used."""
+    """The Klein app of the admin listener, for one running daemon.
+
+    `daemon` is the `SgcacheService` (duck-typed: ``keeper`` with ``async
+    plan()`` / ``async reload(why)``; ``cache.status()``; ``readiness()``;
+    ``metrics``, a `sgcache.web.metrics.Metrics`)."""
 
     app = Klein()
 
-    def __init__(self, keeper: Any):
-        self.keeper = keeper
+    def __init__(self, daemon: Any):
+        self.daemon = daemon
 
     def resource(self) -> Any:
         return self.app.resource()
 
+    @app.route("/", methods=["GET", "HEAD"])
+    def status_page(self, request: IRequest) -> bytes:
+        from sgcache.web.statuspage import render
+
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return render(self.daemon.status_snapshot())
+
+    @app.route("/status.json", methods=["GET"])
+    def status_json(self, request: IRequest) -> bytes:
+        return _json(request, 200, self.daemon.status_snapshot())
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> bytes:
+        body, content_type = self.daemon.metrics.exposition(request.getHeader(b"accept"))
+        request.setHeader(b"content-type", content_type.encode("ascii"))
+        return body
+
     @app.route("/healthz", methods=["GET", "HEAD"])
     def healthz(self, request: IRequest) -> bytes:
         return _json(request, 200, {"ok": True})
+
+    @app.route("/readyz", methods=["GET", "HEAD"])
+    def readyz(self, request: IRequest) -> bytes:
+        ready, reasons = self.daemon.readiness()
+        return _json(request, 200 if ready else 503, {"ready": ready, "reasons": reasons})
 
     @app.route("/schema/plan", methods=["GET"])
     async def schema_plan(self, request: IRequest) -> bytes:
@@ -53,11 +83,12 @@ class AdminResource:
         return await self._schema(request, "reload")
 
     async def _schema(self, request: IRequest, action: str) -> bytes:
+        keeper = self.daemon.keeper
         try:
             if action == "plan":
-                report = await self.keeper.plan()
+                report = await keeper.plan()
             else:
-                report = await self.keeper.reload("sgcache schema reload")
+                report = await keeper.reload("sgcache schema reload")
         except SchemaError as e:
             log.warn("schema {action} refused: {error}", action=action, error=str(e))
             return _json(request, 400, {"error": str(e)})
@@ -67,8 +98,8 @@ class AdminResource:
         return _json(request, 200, report)
 
 
-def admin_site(keeper: Any) -> Site:
-    site = Site(AdminResource(keeper).resource())
+def admin_site(daemon: Any) -> Site:
+    site = Site(AdminResource(daemon).resource())
     site.noisy = False
     site.log = lambda request: None  # no access log for the admin port
     return site
@@ -77,4 +108,5 @@ def admin_site(keeper: Any) -> Site:
 def _json(request: IRequest, status: int, body: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    return json.dumps(body, indent=1, sort_keys=True).encode("utf-8") + b"\n"
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body, indent=1, sort_keys=True, default=str).encode("utf-8") + b"\n"

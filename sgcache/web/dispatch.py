@@ -28,6 +28,7 @@ from sgcache import __version__
 from sgcache.web.answers import Answers
 from sgcache.web.budget import SLOW_SHARE, SlowShapes
 from sgcache.web.credentials import Credentials, check_args
+from sgcache.web.shapes import ReadShapes
 from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from sgcache.sync.freshness import Freshness
 from sgcache.read.planner import Catalog, PassThrough, PlanCache, request_key
@@ -115,6 +116,8 @@ class Cache:
         self.read_budget: float | None = None
         #: callables adding to the `sgcache` block of info (poller, scanner)
         self.status_sources: list[Any] = []
+        #: reads by shape (type, filter and sort fields), local or not
+        self.shapes = ReadShapes()
 
     # -- state -------------------------------------------------------------
     async def refresh_catalog(self) -> None:
@@ -199,9 +202,11 @@ class Cache:
                     self._count_passthrough("local read failed")
                     log.failure("a local read failed and passes through: {args}", args=_trimmed(args))
                 else:
+                    self.shapes.count(args, True)
                     if self.credentials.due(key):
                         self._check_again(key, auth, args)
                     return reply
+            self.shapes.count(args, False)
         return await self._passthrough(method, auth, args, body, headers)
 
     def _who(self, auth: Any) -> tuple[str | None, Any]:
