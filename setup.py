@@ -28,6 +28,10 @@ setup(
         "psycopg2-binary>=2.9",
         "shotgun_api3>=3.4",
         "pyyaml>=6",
+        # /metrics on the admin listener: the exposition formats (text and
+        # OpenMetrics, content negotiation) and the process collectors are
+        # its job, and what Prometheus expects
+        "prometheus_client>=0.17",
         # imported directly (both come with Twisted)
         "zope.interface>=5",
         "hyperlink>=21",

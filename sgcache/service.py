@@ -34,6 +34,7 @@ from sgcache.web.answers import Answers
 from sgcache.web.credentials import DEFAULT_TTL, Credentials
 from sgcache.web.dispatch import ANSWERS_BYTES, Cache
 from sgcache.web.adminsite import admin_site
+from sgcache.web.metrics import Metrics
 from sgcache.web.httpsite import DaemonSite
 from sgcache.web.rpc import Limits, RPCResource
 
@@ -102,6 +103,8 @@ class SgcacheService(service.MultiService):
         self.cache.status_sources.append(self.poller.status)
         self.cache.status_sources.append(self.scanner.status)
         self.cache.status_sources.append(self.keeper.status)
+        self.metrics = Metrics(self)
+        self.cache.observe = self.metrics.observe_request
         #: SIGHUP reloads the schema (set by `twistd sgcache`, not in tests)
         self.handle_sighup = False
         self.ready: defer.Deferred = defer.Deferred()

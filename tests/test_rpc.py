@@ -30,7 +30,7 @@ class FakeCache:
         self.reply = reply if reply is not None else {"results": {"ok": True}}
         self.error = error
 
-    async def handle(self, method, auth, args, body, headers):
+    async def handle(self, method, auth, args, body, headers, note=None):
         self.calls.append((method, auth, args))
         if self.error is not None:
             raise self.error

@@ -182,6 +182,8 @@ class PostgresStore(NamedQueries):
         self._listener: Listener | None = None
         #: the listener is connected and listening
         self._listening = False
+        #: operations retried on a dead connection (the metrics)
+        self.connection_retries = 0
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact(self.dsn)}>"
@@ -215,6 +217,7 @@ class PostgresStore(NamedQueries):
                     what=what, error=first_line(error), attempt=attempt,
                 )
                 attempt += 1
+                self.connection_retries += 1
                 # Even with no delay, let the reactor notice closed sockets.
                 await task.deferLater(self._reactor, delay, lambda: None)
             try:
@@ -252,6 +255,20 @@ class PostgresStore(NamedQueries):
                     self._generation += 1
 
         return await self._write_lock.run(lambda: defer.ensureDeferred(locked()))
+
+    def pool_stats(self) -> dict[str, dict[str, int]]:
+        """Per pool ("read", "sync"): connections, in use, requests waiting."""
+        out = {}
+        for name, pool in (("read", self._read_pool), ("sync", self._pool)):
+            if pool is None:
+                continue
+            semaphore = pool._semaphore
+            out[name] = {
+                "size": semaphore.limit,
+                "in_use": semaphore.limit - semaphore.tokens,
+                "waiting": len(semaphore.waiting),
+            }
+        return out
 
     # -- IStore -----------------------------------------------------------------------
     @returns_deferred

@@ -109,6 +109,8 @@ class Scanner:
         self.errors = 0
         self.last_error: str | None = None
         self.last_scan: dict[str, Any] | None = None
+        #: type -> its last scan: mode, entities, seconds, finished_at
+        self.type_scans: dict[str, dict[str, Any]] = {}
         self.removed = 0
         self.reconciled = 0
         self._lock = defer.DeferredLock()
@@ -392,7 +394,8 @@ class Scanner:
         progress["generation"] = self.generation  # this process's, for _loaded_fields
         count = 0
         expected = await self._expected(entity_type, conditions)
-        self.current = {"type": entity_type, "mode": mode, "entities": 0, "expected": expected}
+        self.current = {"type": entity_type, "mode": mode, "entities": 0, "expected": expected,
+                        "started": started}
         candidates: set[int] = set()
         if mode == FULL and resumed:
             candidates = await self._rebuild_candidates(entity_type, conditions, projects, progress)
@@ -418,6 +421,8 @@ class Scanner:
             self._finish_type(entity_type, mode, progress, candidates, projects)))
         yield None
         elapsed = max(self.reactor.seconds() - started, 1e-6)
+        self.type_scans[entity_type] = {"mode": mode, "entities": count, "seconds": round(elapsed, 1),
+                                        "finished_at": self.reactor.seconds()}
         self._report(f"{entity_type}: {count} entities loaded ({mode} scan, {elapsed:.1f}s)", force=True)
 
     def _has_updated_at(self, entity_type: str) -> bool:

@@ -73,7 +73,10 @@ class RunningEmulator:
     factory: _TrackingFactory
 
     async def stop(self) -> None:
-        await self.port.stopListening()
+        """Stop listening and drop its connections (again: nothing more)."""
+        stopped = self.port.stopListening()
+        if stopped is not None:
+            await stopped
         await self.factory.drop_all()
 
 

@@ -33,7 +33,7 @@ from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from sgcache.sync.freshness import Freshness
 from sgcache.read.planner import Catalog, PassThrough, PlanCache, request_key
 from sgcache.read.reader import execute
-from sgcache.read.reasons import REASONS
+from sgcache.read.reasons import REASONS, category
 from sgcache.web.rpc import JSON_CONTENT_TYPE, RawReply, encode_json
 from sgcache.store.interface import ReadTimeout
 from sgcache.site.client import IDEMPOTENT_METHODS, Upstream, UpstreamError
@@ -114,6 +114,8 @@ class Cache:
         self.slow = slow if slow is not None else SlowShapes(reactor)
         #: seconds a local read may take (the store stops it then); None: no limit
         self.read_budget: float | None = None
+        #: called with (method, outcome, reason, seconds) per request (metrics)
+        self.observe: Any = None
         #: callables adding to the `sgcache` block of info (poller, scanner)
         self.status_sources: list[Any] = []
         #: reads by shape (type, filter and sort fields), local or not
@@ -182,24 +184,34 @@ class Cache:
         return 500
 
     # -- dispatch ----------------------------------------------------------
-    async def handle(self, method: str, auth: Any, args: Any, body: bytes, headers: Headers) -> Any:
+    async def handle(self, method: str, auth: Any, args: Any, body: bytes, headers: Headers,
+                     note: dict[str, str] | None = None) -> Any:
+        """The answer to one call. `note`, when given, is filled with how it
+        was answered (for the metrics): ``outcome`` (local, reused,
+        passthrough) and, for a pass-through, ``reason`` (a category of
+        `sgcache.read.reasons`, or ``write`` / ``not a read``)."""
+        note = note if note is not None else {}
         self.counters[method if method in COUNTED_METHODS else "other"] += 1
         if method == "info":
+            note["outcome"] = "local" if self.info is not None else "passthrough"
             return {"results": await self._info()}
         if method == "read":
             refusal, key = self._who(auth)
             if refusal is not None:
                 self._count_passthrough(refusal)
+                note["reason"] = category(refusal)
             else:
                 try:
-                    reply = await self._read(args)
+                    reply = await self._read(args, note)
                 except PassThrough as p:
                     self._count_passthrough(p.phrase, p.reason)
+                    note["reason"] = p.category
                 except Exception:
                     # when not sure, pass through: a bug in the local path
                     # must cost a round trip, never a wrong or failed answer
                     self.counters["read.failed"] += 1
                     self._count_passthrough("local read failed")
+                    note["reason"] = category("local read failed")
                     log.failure("a local read failed and passes through: {args}", args=_trimmed(args))
                 else:
                     self.shapes.count(args, True)
@@ -207,6 +219,9 @@ class Cache:
                         self._check_again(key, auth, args)
                     return reply
             self.shapes.count(args, False)
+        else:
+            note["reason"] = "write" if method in WRITE_METHODS else "not a read"
+        note["outcome"] = "passthrough"
         return await self._passthrough(method, auth, args, body, headers)
 
     def _who(self, auth: Any) -> tuple[str | None, Any]:
@@ -250,7 +265,7 @@ class Cache:
         finally:
             self.credentials.checking(key, False)
 
-    async def _read(self, args: Any) -> RawReply:
+    async def _read(self, args: Any, note: dict[str, str] | None = None) -> RawReply:
         """A read answered from the store (or raises PassThrough): reused
         when the same read was answered since the store last changed."""
         page_size = self.max_page_size()
@@ -258,6 +273,8 @@ class Cache:
         answers = self.answers
         generation = self.store.read_generation() if answers.enabled else None
         body = answers.get(request, generation)
+        if note is not None:
+            note["outcome"] = "reused" if body is not None else "local"
         if body is None:
             catalog, plans = self.catalog, self._plans
             plan = plans.plan(args, page_size, now=self.now, tz=self.tz, key=request)

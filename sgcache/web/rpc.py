@@ -16,6 +16,7 @@ body (counted as it arrives, `sgcache.web.httpsite`), the body once inflated
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -148,6 +149,15 @@ class RPCResource:
     def resource(self) -> Any:
         return self.app.resource()
 
+    def _observe(self, method: str, note: dict[str, str], started: float) -> None:
+        observe = getattr(self.cache, "observe", None)
+        if observe is not None:
+            try:
+                observe(method, note.get("outcome", "fault"), note.get("reason", ""),
+                        time.perf_counter() - started)
+            except Exception:
+                log.failure("recording a request's metrics failed")
+
     @app.route("/", branch=True, methods=["POST"])
     async def post(self, request: IRequest) -> bytes:
         if not request.path.rstrip(b"/").endswith(API_SUFFIX):
@@ -159,21 +169,32 @@ class RPCResource:
             )
             return _json_body(request, fault.to_wire())
         body = request.content.read()
+        started = time.perf_counter()
         try:
             method, auth, args = parse_envelope(
                 body, request.getHeader(b"content-encoding"), self.limits.request_bytes
             )
         except Fault as fault:
             log.info("refused a malformed request: {message}", message=clip(fault.message))
+            self._observe("(malformed)", {"outcome": "fault"}, started)
             return _json_body(request, fault.to_wire())
+        note: dict[str, str] = {}
         try:
-            reply = await self.cache.handle(method, auth, args, body, request.requestHeaders)
+            reply = await self.cache.handle(method, auth, args, body, request.requestHeaders, note)
         except Fault as fault:
+            note["outcome"] = "fault"
             return _json_body(request, fault.to_wire())
         except Exception:
+            note["outcome"] = "fault"
             log.failure("unexpected error answering {method}", method=clip(method, 80))
             fault = Fault("sgcache: internal error answering the request; see the service log", 500)
             return _json_body(request, fault.to_wire())
+        finally:
+            self._observe(method, note, started)
+            site = getattr(getattr(self.cache, "upstream", None), "health", None)
+            header = site.header() if site is not None else None
+            if header is not None:
+                request.setHeader(b"x-sgcache-site", header)
         if isinstance(reply, RawReply):
             request.setResponseCode(reply.status)
             for name, values in reply.headers:
