@@ -165,6 +165,21 @@ def _int_at_least(name: str, low: int) -> Callable[[Any], int]:
     return check
 
 
+def _writable_file(name: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = str(value).strip()
+        if not text:
+            return ""
+        try:
+            with open(text, "ab"):
+                pass
+        except OSError as e:
+            raise ConfigError(f"--{name}: cannot write {text}: {e.strerror}")
+        return text
+
+    return check
+
+
 def _patterns(value: Any) -> str:
     return ",".join(parse_patterns(value))
 
@@ -215,7 +230,7 @@ SETTINGS = [
     Setting("hole-timeout", 300.0, "Seconds to wait for a missing event id before giving it up.", _positive("hole-timeout")),
     Setting("update-log-days", 7.0, "Days the update log (sgcache log) is kept.", _positive("update-log-days")),
     Setting("access-log", None, "File for one HTTP access-log line per request (off when unset; "
-            "`info` counts reads either way)."),
+            "`info` counts reads either way).", _writable_file("access-log")),
     Setting("site-timezone", "UTC", "The site's time zone, for calendar-day/week/month/year filters: "
             "UTC, an offset like +10:00, or a zone name like America/Los_Angeles.", _timezone),
     Setting("log-level", "info", "Lowest level of sgcache's own log lines: debug, info, warn, error "
@@ -241,6 +256,9 @@ SETTINGS = [
             "of their own).", _int_at_least("pg-pool-size", 1)),
     Setting("auth-ttl", 60.0, "Seconds the site's acceptance of a script key is trusted; keys in use are "
             "checked again in the background before then.", _positive("auth-ttl")),
+    Setting("auth-outage-hours", 24.0, "While the site is unreachable, scripts it vouched for within "
+            "this many hours keep their local answers (also after a restart; 0: none).",
+            _not_negative("auth-outage-hours")),
     Setting("serve-scripts", "*", "Scripts whose reads may be answered locally: comma-separated names "
             "or globs.", _patterns),
     Setting("pass-scripts", "", "Scripts whose reads always pass through (wins over --serve-scripts).",

@@ -2,12 +2,22 @@
 client, the cache, the listener and the timers from resolved settings, and
 nothing else. The reactor is a parameter so tests can run it in-process.
 
-Start-up order: open the store, resolve the effective schema (the file,
-the rules, the site's schema: `sgcache.schemakeeper`) and sync it into the
-store, fetch the site's info, fix the event cursor, start listening, then
+Start-up order: open the store, take back what it kept of the site (its
+info, the credentials it vouched for: `sgcache.web.sitememory`), start
+listening (so a daemon started while the site is down answers at once:
+local reads for what it holds, a Shotgun fault naming the cause for the
+rest), resolve the effective schema (the file, the rules, the site's
+schema: `sgcache.schemakeeper`) and sync it into the store, serve the fields
+ready, fetch the site's info, tell systemd READY, fix the event cursor, then
 start the poller and load (scan in full) the types with fields not loaded
 yet. Reads are answered per field as soon as their type is loaded; reads of
-what is still loading pass through.
+what is still loading pass through. Waits on the site are retried with
+back-off for as long as it takes; a failure of our own (the store, a port)
+ends the process with one line (`ConfigError`).
+
+Stopping always ends within ``--stop-timeout``: listeners close, requests
+in progress get part of it, then connections, site calls and store
+connections still open are cut (`sgcache.lifecycle`).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from typing import Any
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 
+from sgcache import lifecycle
 from sgcache.config import ConfigError, parse_patterns, parse_timezone
 from sgcache.logs import logger, set_level
 from sgcache.schema import Schema
@@ -35,6 +46,7 @@ from sgcache.web.credentials import DEFAULT_TTL, Credentials
 from sgcache.web.dispatch import ANSWERS_BYTES, Cache
 from sgcache.web.adminsite import admin_site
 from sgcache.web.metrics import Metrics
+from sgcache.web.sitememory import SiteMemory
 from sgcache.web.httpsite import DaemonSite
 from sgcache.web.rpc import Limits, RPCResource
 
@@ -74,8 +86,11 @@ class SgcacheService(service.MultiService):
                 reactor, ttl=settings.get("auth_ttl") or DEFAULT_TTL,
                 serve=parse_patterns(settings.get("serve_scripts") or "*"),
                 deny=parse_patterns(settings.get("pass_scripts")),
+                outage_grace=3600.0 * settings.get("auth_outage_hours", 24.0),
             ),
         )
+        self.cache.credentials.site_down = lambda: self.upstream.health.reachable is False
+        self.memory = SiteMemory(reactor, self.store, self.cache)
         self.cache.read_budget = read_budget
         self.scanner = Scanner(
             reactor, schema, self.store, self.upstream,
@@ -107,6 +122,8 @@ class SgcacheService(service.MultiService):
         self.cache.observe = self.metrics.observe_request
         #: SIGHUP reloads the schema (set by `twistd sgcache`, not in tests)
         self.handle_sighup = False
+        #: fires with the client port once it listens (before the site is asked)
+        self.listening: defer.Deferred = defer.Deferred()
         self.ready: defer.Deferred = defer.Deferred()
         self.loaded: defer.Deferred = defer.Deferred()
         self._starting: defer.Deferred | None = None
@@ -193,7 +210,10 @@ class SgcacheService(service.MultiService):
         try:
             await self.store.open()
         except Exception as e:
-            raise ConfigError(f"--db: cannot open the store: {e}") from e
+            raise ConfigError(f"--db: cannot open the store: {_one_line(e)}") from e
+        await self.memory.load()
+        self.memory.start()
+        port = await self._listen()
         self.schema = await self._retrying(
             "reading the site's schema", lambda: self.keeper.start(self.file_schema))
         added = await self.store.sync_schema(self.schema)
@@ -202,21 +222,40 @@ class SgcacheService(service.MultiService):
         log.info("store {dialect} ready; schema sync: {added}", dialect=self.store.dialect, added=added)
         await self.cache.refresh_catalog()
         await self.cache.refresh_info()
+        if self.cache.info_kept:
+            log.warn("the site is unreachable; info answered from the copy kept in the store, reads of what "
+                     "the store holds answered for scripts the site vouched for before")
+        # listening, serving what the store holds: systemd may go on (an
+        # initial load can take hours; /readyz tells when it is done)
+        lifecycle.notify("READY=1\nSTATUS=serving; " + self.cache.loading_message)
         # the cursor is fixed before any scan, so no change between the scan
         # and the first poll is missed; upstream trouble here is waited out
         await self._retrying("reading the event cursor", self.poller.initialize)
+        self.ready.callback(port)
+        await self._initial_load()
+
+    async def _listen(self) -> Any:
+        """Open the client port and the admin port; a port that cannot be
+        had is a `ConfigError` naming its option."""
         self.listener.setServiceParent(self)
-        port = await self.listener._waitingForPort
+        try:
+            port = await self.listener._waitingForPort
+        except Exception as e:
+            raise ConfigError(f"--listen: cannot listen on {self.settings['listen']}: {_one_line(e)}") from e
         self.port = port
         address = port.getHost()
         log.info("serving the Shotgun API on {host}:{port}", host=address.host, port=address.port)
         if self.admin_listener is not None:
             self.admin_listener.setServiceParent(self)
-            admin = await self.admin_listener._waitingForPort
+            try:
+                admin = await self.admin_listener._waitingForPort
+            except Exception as e:
+                raise ConfigError(f"--admin-listen: cannot listen on {self.settings['admin_listen']}: "
+                                  f"{_one_line(e)}") from e
             self.admin_port = admin
             log.info("admin listener on {host}:{port}", host=admin.getHost().host, port=admin.getHost().port)
-        self.ready.callback(port)
-        await self._initial_load()
+        self.listening.callback(port)
+        return port
 
     async def _initial_load(self) -> None:
         await self.scanner.load_watermarks()
@@ -241,6 +280,7 @@ class SgcacheService(service.MultiService):
         self.cache.serving = True
         self.cache.loading_message = "serving"
         log.info("store loaded; serving reads from the cache")
+        lifecycle.notify("STATUS=serving; every cached type loaded")
         self.loaded.callback(None)
 
     async def _retrying(self, what: str, op: Any) -> Any:
@@ -260,8 +300,14 @@ class SgcacheService(service.MultiService):
                          what=what, error=describe(e), delay=delay)
                 self.cache.loading_message = f"{what}: {describe(e)} (retrying)"
                 await sleeper.sleep(delay)
+                if not self.running:
+                    raise defer.CancelledError(f"{what}: sgcache is stopping")
 
     def _start_failed(self, failure: Any) -> None:
+        if not self.running:
+            # stopped while starting: what failed then is the stop's doing
+            log.info("start-up ended by the stop: {error}", error=failure.getErrorMessage()[:300])
+            return
         if failure.check(ConfigError):
             log.error("sgcache failed to start: {error}", error=failure.getErrorMessage())
         else:
@@ -284,16 +330,42 @@ class SgcacheService(service.MultiService):
             self.loaded.errback(failure)
         self.cache.loading_message = f"start-up failed: {failure.getErrorMessage()}"
 
-    @defer.inlineCallbacks
-    def stopService(self) -> Any:
+    def stopService(self) -> defer.Deferred:
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        """Stop in a bounded time (``--stop-timeout``): whatever has not
+        ended by then is cut, and the stop goes on."""
+        limit = float(self.settings.get("stop_timeout") or 10.0)
+        deadline = self.reactor.seconds() + limit
+        left = lambda share=1.0: max(0.0, (deadline - self.reactor.seconds()) * share)  # noqa: E731
+        lifecycle.notify("STOPPING=1")
+        # not running from here on (a start-up step waiting on the site ends)
+        closing = service.MultiService.stopService(self)
+        if self._starting is not None and not self._starting.called:
+            self._starting.cancel()
         self.keeper.stop()
         stopping = [self.poller.stop(), self.scanner.stop(), self.pruner.stop()]
-        yield super().stopService()
+        # listeners close; requests in progress get half the time left
+        await lifecycle.within(self.reactor, left(0.5), closing, "closing the ports")
+        cut = await self.site.connections.drain(self.reactor, left(0.5))
+        if cut:
+            log.warn("stopping: {count} requests still in progress were cut", count=cut)
         # a poll or scan waiting on a slow site ends now, not at its timeout
         self.upstream.abandon_calls()
-        yield defer.DeferredList(stopping, consumeErrors=True)
-        yield defer.ensureDeferred(self.upstream.close())
-        yield defer.ensureDeferred(self.store.close())
+        await lifecycle.within(self.reactor, left(0.5), defer.DeferredList(stopping, consumeErrors=True),
+                               "the poller and the scanner")
+        await lifecycle.within(self.reactor, left(0.3), self.memory.stop(), "keeping the credentials")
+        await lifecycle.within(self.reactor, left(0.5), self.upstream.close(), "closing connections to the site")
+        if not await lifecycle.within(self.reactor, left(), self.store.close(), "closing the store"):
+            abort = getattr(self.store, "abort", None)
+            if abort is not None:
+                abort()
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or error.__class__.__name__
 
 
 def _exit_failed() -> None:

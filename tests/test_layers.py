@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: bottom first
 LAYERS = [
     ["sgcache", "sgcache.logs"],
-    ["sgcache.config"],
+    ["sgcache.config", "sgcache.lifecycle"],
     ["sgcache.schema"],
     ["sgcache.store", "sgcache.site"],
     ["sgcache.read", "sgcache.sync"],

@@ -384,6 +384,25 @@ class PostgresStore(NamedQueries):
         finally:
             self._write_lock.release()
 
+    def abort(self) -> None:
+        """Drop every connection now, whatever runs on them (a stop that
+        ran out of time: `close` waits for the write in progress)."""
+        pools = [p for p in (self._pool, self._read_pool) if p is not None]
+        listener, self._listener = self._listener, None
+        self._pool = self._read_pool = None
+        self._listening = False
+        conns = [c for p in pools for c in p.every] + ([listener] if listener is not None else [])
+        for conn in conns:
+            detector = getattr(conn, "detector", None)
+            if detector is not None:
+                detector._stopped = True
+                if getattr(detector, "_sleep", None) is not None:
+                    detector._sleep.cancel()
+            try:
+                conn.close()
+            except Exception:
+                pass
+
     @returns_deferred
     async def sync_schema(self, schema: Schema) -> dict:
         summary = await self._transaction("sync_schema", lambda cur: sync_schema(cur, schema))

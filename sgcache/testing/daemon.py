@@ -61,8 +61,11 @@ async def start_daemon(
     poll_interval: float = 3600.0,
     wait_loaded: bool = True,
     settings: dict[str, Any] | None = None,
+    wait_ready: bool = True,
 ) -> RunningDaemon:
-    """`settings` overrides the defaults below (keys as in `config.resolve`)."""
+    """`settings` overrides the defaults below (keys as in `config.resolve`).
+    `wait_ready` False: return once the client port listens (the site may
+    be down: the event cursor not read yet)."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
@@ -82,6 +85,9 @@ async def start_daemon(
     }
     service = SgcacheService(reactor, settings, schema)
     service.startService()
+    if not wait_ready:
+        port = await service.listening
+        return RunningDaemon(f"http://127.0.0.1:{port.getHost().port}", service)
     port = await service.ready
     if wait_loaded:
         await service.loaded

@@ -16,8 +16,13 @@ served everything the store holds (the site's permission rules for scripts
 are not applied); `serve`/`deny` name the scripts (globs) that may or may
 not get local answers at all.
 
-Credentials are remembered only as salted hashes (a salt per process), at
-most `capacity` of them.
+Credentials are remembered only as salted hashes, at most `capacity` of
+them. The daemon keeps the salt and the hashes with the time the site last
+accepted each (never a key) in the store (`export` / `restore`), so a
+daemon restarted while the site is down still knows whom the site vouched
+for: while the site is unreachable (`site_down`), credentials it accepted
+within `outage_grace` seconds keep their local answers although their TTL
+ran out -- there is nobody to ask. The first answer of the site ends that.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import secrets
-from typing import Any, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
 
 from sgcache.web.expiring import Expiring
 
@@ -33,6 +39,8 @@ from sgcache.web.expiring import Expiring
 DEFAULT_TTL = 60.0
 #: most credentials remembered (least recently vouched dropped first)
 CAPACITY = 10_000
+#: default seconds a credential the site accepted is served during an outage
+DEFAULT_OUTAGE_GRACE = 24 * 3600.0
 
 SCRIPT_KEYS = frozenset(["script_name", "script_key", "session_uuid"])
 
@@ -47,14 +55,25 @@ class Credentials:
         serve: Sequence[str] = ("*",),
         deny: Sequence[str] = (),
         capacity: int = CAPACITY,
+        outage_grace: float = DEFAULT_OUTAGE_GRACE,
     ):
         self.clock = clock
         self.ttl = float(ttl)
         self.serve = tuple(serve) or ("*",)
         self.deny = tuple(deny)
+        self.capacity = capacity
+        self.outage_grace = float(outage_grace)
         self._salt = secrets.token_bytes(16)
         #: key -> the time its vouching expires
         self._vouched = Expiring(clock, capacity)
+        #: key -> when the site last accepted it (kept in the store)
+        self._accepted: OrderedDict[str, float] = OrderedDict()
+        #: the accepted keys changed since the last `export`
+        self.dirty = False
+        #: whether the site is unreachable now (set by the daemon)
+        self.site_down: Callable[[], bool] = lambda: False
+        #: local answers given under the outage rule
+        self.outage_reads = 0
         #: keys with a background check in flight
         self._checking: set[str] = set()
         self.checks = 0
@@ -86,7 +105,15 @@ class Credentials:
 
     # -- what the site said ------------------------------------------------------
     def vouched(self, key: str | None) -> bool:
-        return key is not None and key in self._vouched
+        if key is None:
+            return False
+        if key in self._vouched:
+            return True
+        accepted = self._accepted.get(key)
+        if accepted is not None and self.clock.seconds() - accepted <= self.outage_grace and self.site_down():
+            self.outage_reads += 1
+            return True
+        return False
 
     def due(self, key: str) -> bool:
         """A vouched key should be checked again now: half its TTL has
@@ -101,11 +128,44 @@ class Credentials:
     def accepted(self, key: str) -> None:
         """The site answered a request made with these credentials."""
         self._vouched.hold(key, self.ttl)
+        self._accepted.pop(key, None)
+        self._accepted[key] = self.clock.seconds()
+        while len(self._accepted) > self.capacity:
+            self._accepted.popitem(last=False)
+        self.dirty = True
 
     def refused(self, key: str) -> None:
         """The site refused these credentials (an authentication fault)."""
+        if self._accepted.pop(key, None) is not None:
+            self.dirty = True
         if self._vouched.drop(key):
             self.revoked += 1
+
+    # -- kept across restarts ----------------------------------------------------
+    def export(self) -> dict[str, Any]:
+        """What the store keeps: the salt and, per salted hash, when the
+        site last accepted it (within the outage grace)."""
+        self.dirty = False
+        horizon = self.clock.seconds() - max(self.outage_grace, self.ttl)
+        return {
+            "salt": self._salt.hex(),
+            "accepted": {key: round(when, 3) for key, when in self._accepted.items() if when >= horizon},
+        }
+
+    def restore(self, kept: dict[str, Any]) -> int:
+        """Take back what `export` gave (another process's): the salt, the
+        accepted keys, and their vouching while their TTL holds. Returns
+        how many keys came back."""
+        self._salt = bytes.fromhex(kept["salt"])
+        now = self.clock.seconds()
+        self._accepted.clear()
+        items = sorted(kept.get("accepted", {}).items(), key=lambda item: item[1])[-self.capacity:]
+        for key, when in items:
+            when = min(float(when), now)
+            self._accepted[str(key)] = when
+            if when + self.ttl > now:
+                self._vouched.hold(str(key), when + self.ttl - now)
+        return len(self._accepted)
 
     def checking(self, key: str, busy: bool) -> None:
         if busy:

@@ -94,6 +94,10 @@ class Cache:
         self.writeback = WriteBack(schema, store, upstream, freshness)
         self.info: dict[str, Any] | None = None
         self.info_fetched_at: float | None = None
+        #: `info` is the copy kept in the store (the site not asked since start)
+        self.info_kept = False
+        #: called with the site's info when it changed (kept in the store)
+        self.on_info: Any = None
         #: every cached type loaded (reads are answered per field as soon as
         #: their fields are ready, whatever this says)
         self.serving = False
@@ -175,8 +179,12 @@ class Cache:
             log.warn("could not refresh the site's info: {error}", error=str(e))
             return
         if isinstance(info, dict):
+            changed = info != self.info
             self.info = info
             self.info_fetched_at = self.reactor.seconds()
+            self.info_kept = False
+            if changed and self.on_info is not None:
+                self.on_info(info)
 
     def max_page_size(self) -> int:
         if self.info and isinstance(self.info.get("api_max_entities_per_page"), int):
@@ -349,8 +357,13 @@ class Cache:
         if self.info is None:
             await self.refresh_info()
         if self.info is None:
+            health = self.upstream.health
+            since = health.header()
             raise Fault(
-                "sgcache: the Shotgun site is unreachable and its info was never fetched", ERR_UPSTREAM
+                "sgcache: the Shotgun site is unreachable"
+                + (f" ({since.decode('ascii')}: {health.last_error})" if since else "")
+                + " and its info was never fetched; nothing can be served until it answers once",
+                ERR_UPSTREAM,
             )
         info = dict(self.info)
         try:
@@ -361,6 +374,21 @@ class Cache:
             info["sgcache"] = {"version": __version__, "serving": self.serving, "status_error": True}
         return info
 
+    def _site_status(self) -> dict[str, Any]:
+        health = self.upstream.health
+        since = None
+        if health.down_since is not None:
+            since = datetime.datetime.fromtimestamp(health.down_since, datetime.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "reachable": health.reachable,
+            "unreachable_since": since if health.reachable is False else None,
+            "last_error": health.last_error if health.reachable is False else None,
+            # local answers given because the site, unreachable, cannot be
+            # asked about the credentials (the outage rule)
+            "outage_reads": self.credentials.outage_reads,
+        }
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "version": __version__,
@@ -370,6 +398,8 @@ class Cache:
             "info_age_seconds": (
                 None if self.info_fetched_at is None else round(self.reactor.seconds() - self.info_fetched_at, 1)
             ),
+            "info_from": None if self.info is None else ("kept copy" if self.info_kept else "site"),
+            "site": self._site_status(),
             "reads_local": self.counters.get("read.local", 0),
             # repeated reads answered with the bytes of an earlier answer
             "reads_reused": self.answers.hits,

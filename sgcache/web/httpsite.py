@@ -27,6 +27,7 @@ from typing import Any
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from sgcache.lifecycle import Connections
 from sgcache.web.rpc import API_SUFFIX, Limits
 from sgcache.site.client import is_origin_form
 
@@ -106,6 +107,14 @@ class DaemonSite(Site):
     def __init__(self, resource: Any, logPath: str | None = None, limits: Limits = Limits()):
         super().__init__(resource, logPath=logPath, parsePOSTFormSubmission=False)
         self.requestFactory = limited_request(limits)
+        #: open connections, cut when the daemon stops (`sgcache.lifecycle`)
+        self.connections = Connections()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        if protocol is not None:
+            self.connections.add(protocol)
+        return protocol
 
     def getResourceFor(self, request: Any) -> Any:
         if not is_origin_form(request.uri):

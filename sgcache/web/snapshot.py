@@ -39,6 +39,7 @@ def snapshot(daemon: Any) -> dict[str, Any]:
         })
     lag = daemon.poller.lag_seconds()
     site = getattr(upstream, "health", None)
+    down = site is not None and site.reachable is False
     return {
         "generated_at": _iso(now),
         "version": __version__,
@@ -46,8 +47,11 @@ def snapshot(daemon: Any) -> dict[str, Any]:
             "url": upstream.base_url,
             "version": info.get("version"),
             "reachable": site.reachable if site is not None else None,
-            "unreachable_since": _iso(site.down_since) if site is not None else None,
-            "last_error": site.last_error if site is not None else None,
+            "unreachable_since": _iso(site.down_since) if down else None,
+            "last_error": site.last_error if down else None,
+            "last_answer_at": _iso(site.last_ok_at) if site is not None else None,
+            "errors": dict(site.errors) if site is not None else {},
+            "info_from": None if not cache.info else ("kept copy" if cache.info_kept else "site"),
         },
         "ready": {"ready": ready, "reasons": reasons},
         "lag": {
@@ -56,6 +60,8 @@ def snapshot(daemon: Any) -> dict[str, Any]:
             "ready_threshold_seconds": daemon.settings.get("ready_lag_seconds", 300.0),
         },
         "types": types,
+        "type_scans": {name: dict(scan, finished_at=_iso(scan.get("finished_at")))
+                       for name, scan in sorted(daemon.scanner.type_scans.items())},
         "recent_problems": list(RECENT_PROBLEMS)[::-1][:20],
         "top_read_shapes": cache.shapes.top(10),
         "sgcache": block,
