@@ -5,6 +5,9 @@ The emulator listens on an ephemeral 127.0.0.1 port; the daemon is pointed
 at it with the emulator's script (``demo`` / ``demo``), which clients use as
 well. Unless a store is given with ``--db`` / ``SGCACHE_DB``, the demo uses
 an in-memory SQLite store, so each run starts clean.
+
+The emulator's site is quiet: no line per request (they are the daemon's
+own calls to its site, every poll included), no "Starting factory".
 """
 
 from __future__ import annotations
@@ -127,6 +130,15 @@ def sequence_code(index: int) -> str:
     return f"SEQ{(index + 1) * 10:03d}"
 
 
+def quiet_site(resource: Any) -> Site:
+    """A Site that logs no request and no factory start or stop."""
+    site = Site(resource)
+    site.displayTracebacks = False
+    site.noisy = False
+    site.log = lambda request: None  # type: ignore[method-assign]
+    return site
+
+
 class DemoSite(service.Service):
     """The emulator as a service, listening on 127.0.0.1 (ephemeral port)."""
 
@@ -160,8 +172,7 @@ class DemoSite(service.Service):
         self.emulator = Emulator(schema, scripts=dict([DEMO_SCRIPT]), clock=self.reactor)
         items = [i for i in demo_entities() if i["type"] in schema]
         self.emulator.seed(items, events=False)
-        site = Site(EmulatorServer(self.emulator, self.reactor).resource())
-        site.displayTracebacks = False
+        site = quiet_site(EmulatorServer(self.emulator, self.reactor).resource())
         self.port = self.reactor.listenTCP(0, site, interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
         log.info(

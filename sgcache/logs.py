@@ -2,7 +2,8 @@
 included; sgcache's own loggers (`logger`) pass theirs through a filter at
 `set_level`'s level (info unless ``--log-level`` says otherwise), so debug
 lines -- one per passed-through read, one per page a scan applies -- reach
-the log only when asked for.
+the log only when asked for. The daemon's log writer applies the same level
+to every event (`at_level`), whoever logged it.
 
 Text a client sent goes into a log line only through `clip`: bounded, and
 writable (a lone surrogate would make the log file's UTF-8 writer fail)."""
@@ -54,6 +55,14 @@ def logger(namespace: str) -> Logger:
 def set_level(name: str) -> None:
     """Drop sgcache's events below `name` (one of `LEVELS`)."""
     _predicate.setLogLevelForNamespace(None, LogLevel.levelWithName(name))
+
+
+def at_level(event: dict[str, Any]) -> bool:
+    """Whether `event` is at or above `set_level`'s level (or has none): the
+    daemon's log writer (`sgcache.logformat`) keeps those only, so other
+    libraries' debug lines (the demo's emulator) stay out of it too."""
+    level = event.get("log_level")
+    return level is None or level >= _predicate.logLevelForNamespace("")
 
 
 def clip(text: object, limit: int = 200) -> str:

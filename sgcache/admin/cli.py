@@ -11,7 +11,8 @@ what it imports) stays out of the others' way.
 
 Handlers report expected failures by raising `SchemaError` or `OSError`
 (`CommandError` for anything else): `main` prints one line to stderr and
-returns 2, never a traceback.
+returns 2, never a traceback. A closed stdout (``| head``) ends any command
+quietly (status 141, nothing on stderr).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 from typing import Callable, Sequence, Union
 
 from sgcache import __version__
-from sgcache.admin.common import CommandError
+from sgcache.admin.common import CommandError, drop_stdout
 from sgcache.schema import Schema, SchemaError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -266,7 +267,19 @@ def build_parser(commands: Sequence[tuple[str, Union[Register, str]]] | None = N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``sgcache`` command; returns the exit status."""
+    """Run the ``sgcache`` command; returns the exit status. When stdout's
+    reader goes away (``sgcache log ... | head``) it ends quietly with 141,
+    as a command killed by SIGPIPE does in a shell."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        drop_stdout()
+        return 141
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -276,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (SchemaError, CommandError) as e:
         _say(f"error: {_one_line(str(e))}")
+    except BrokenPipeError:
+        raise
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         _say(f"error: {where}{_one_line(e.strerror or str(e))}")

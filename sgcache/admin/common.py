@@ -1,10 +1,16 @@
 """What the store and sync commands share: the daemon's settings on their
-command line, the schema they load, and running work on the store (and the
-site) on a fresh reactor run."""
+command line, the schema they load, running work on the store (and the
+site) on a fresh reactor run, and durations for people (`duration`).
+
+Only `sgcache scan` may create a store: the others (`status`, `log`,
+`reprocess`) stop with one line naming --db when there is none, before
+opening anything."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from twisted.internet import defer
@@ -27,18 +33,29 @@ def add_settings(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> Non
                             help=helps.get(name, "YAML config file (as for twistd sgcache)."))
 
 
-def settings_from(args: argparse.Namespace, need_upstream: bool) -> dict[str, Any]:
-    options = {name: getattr(args, name.replace("-", "_"), None) for name in STORE_SETTINGS}
-    if not need_upstream:
-        # status needs no credentials: fill placeholders so resolve() passes
-        options.setdefault("shotgun", None)
-        for key, placeholder in (("shotgun", "http://unused.invalid"), ("script-name", "-"), ("api-key", "-")):
-            if options.get(key) is None:
-                options[key] = placeholder
+#: what each kind of command needs, by option name
+UPSTREAM = ("shotgun", "script-name", "api-key")
+
+
+def settings_from(args: argparse.Namespace, need_upstream: bool, need_schema: bool = True) -> dict[str, Any]:
+    """The resolved settings of a command's options (with SGCACHE_* and
+    --config), checked for what the command needs: --schema with
+    `need_schema`, the site's URL and script with `need_upstream`."""
+    options: dict[str, Any] = {name: getattr(args, name.replace("-", "_"), None) for name in STORE_SETTINGS}
+    # resolve() asks for what the daemon needs (or --demo, which the admin
+    # commands do not take); the commands ask for theirs below
+    options["demo"] = True
     try:
-        return resolve(options)
+        settings = resolve(options)
     except ConfigError as e:
         raise CommandError(str(e))
+    needed = (("schema",) if need_schema else ()) + (UPSTREAM if need_upstream else ())
+    missing = [name for name in needed if not settings[name.replace("-", "_")]]
+    if missing:
+        names = ", ".join("--" + name for name in missing)
+        raise CommandError(f"{names}: required (on the command line, as SGCACHE_* in the environment, "
+                           f"or in the --config file)")
+    return settings
 
 
 def load_schema(settings: dict[str, Any]) -> Schema:
@@ -49,16 +66,34 @@ def load_schema(settings: dict[str, Any]) -> Schema:
         raise CommandError(f"--schema: {e}")
 
 
+def check_store_exists(url: str) -> None:
+    """A `CommandError` naming --db unless `url` is a SQLite file that
+    exists (or in memory, or PostgreSQL: connecting says if it is not there)."""
+    from sgcache.store import parse_store_url
+
+    try:
+        kind, target = parse_store_url(url)
+    except ValueError as e:
+        raise CommandError(f"--db: {e}")
+    if kind == "sqlite" and target != ":memory:" and not os.path.exists(target):
+        raise CommandError(f"--db: no store at {os.path.abspath(target)} (start the daemon, or give --db)")
+
+
 def run_on_store(
     what: str,
     settings: dict[str, Any],
     work: Any,
     schema: Schema | None = None,
     with_site: bool = False,
+    create: bool = False,
 ) -> Any:
     """Open the store (syncing `schema` into it when given) and, with
     `with_site`, the upstream client; return ``await work(reactor, store,
-    upstream)``; close both. Any failure becomes one `CommandError` line."""
+    upstream)``; close both. Any failure becomes one `CommandError` line.
+    Without `create`, a SQLite store that does not exist is such a failure,
+    found before anything is opened."""
+    if not create:
+        check_store_exists(settings["db"])
     outcome: dict[str, Any] = {}
 
     async def main(reactor: Any) -> None:
@@ -70,12 +105,15 @@ def run_on_store(
         if with_site:
             upstream = Upstream(reactor, settings["shotgun"], settings["script_name"], settings["api_key"])
         try:
-            await store.open()
+            try:
+                await store.open()
+            except Exception as e:
+                raise CommandError(f"--db: cannot open the store: {_first_line(e)}")
             if schema is not None:
                 await store.sync_schema(schema)
             outcome["result"] = await work(reactor, store, upstream)
-        except CommandError as e:
-            outcome["command_error"] = e
+        except (CommandError, BrokenPipeError) as e:  # a closed stdout: `main` ends quietly
+            outcome["raise"] = e
         except Exception as e:  # reported as one line below
             outcome["error"] = f"{e.__class__.__name__}: {e}"
         finally:
@@ -84,11 +122,45 @@ def run_on_store(
             await store.close()
 
     _react(main)
-    if "command_error" in outcome:
-        raise outcome["command_error"]
+    if "raise" in outcome:
+        raise outcome["raise"]
     if "error" in outcome:
         raise CommandError(f"{what} failed: {outcome['error']}")
     return outcome["result"]
+
+
+def drop_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone (``| head``), so
+    later output and the flush at exit have nowhere to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (tests), or closed
+        pass
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else error.__class__.__name__
+
+
+def duration(seconds: float | None, missing: str = "-") -> str:
+    """Seconds for a person: ``0.4 s``, ``12 s``, ``3 min``, ``2 h 5 min``,
+    ``3 d 4 h``; `missing` for None."""
+    if seconds is None:
+        return missing
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    return f"{hours // 24} d {hours % 24} h" if hours % 24 else f"{hours // 24} d"
 
 
 def _react(main: Any) -> None:
@@ -110,5 +182,3 @@ def _react(main: Any) -> None:
     outcome = result.get("outcome")
     if hasattr(outcome, "raiseException"):
         outcome.raiseException()
-
-

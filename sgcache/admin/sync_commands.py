@@ -29,7 +29,7 @@ def register_log(parser: argparse.ArgumentParser) -> None:
 
 
 def run_log(args: argparse.Namespace) -> int:
-    settings = settings_from(args, need_upstream=False)
+    settings = settings_from(args, need_upstream=False, need_schema=True)
     if args.entity_type not in load_schema(settings):
         raise CommandError(f"log: {args.entity_type!r} is not an entity type of the schema")
 
@@ -119,13 +119,22 @@ def run_reprocess(args: argparse.Namespace) -> int:
 
 
 async def sync_report(store: Any, now: float, types: list[str]) -> dict[str, Any]:
-    """Event cursor and its age, holes, last poll error, scan state and
-    watermarks, as stored (the daemon's `info` has the live view)."""
-    from sgcache.sync.poller import CURSOR_TIME_KEY, HOLES_KEY, LAST_ERROR_KEY, RESCAN_KEY, parse_wire_time
+    """Lag, the newest event's age, holes, last poll error, scan state and
+    watermarks, as stored (the daemon's `info` has the live view).
+
+    ``event_lag_seconds`` is the seconds since the cache was last known
+    complete (a poll read to the end of the event log then; None before
+    the first), as the daemon reports it; ``newest_event_age_seconds`` the
+    age of the newest applied event (it grows on a quiet site). `now` is
+    wall-clock epoch seconds."""
+    from sgcache.sync.poller import (
+        CAUGHT_UP_KEY, CURSOR_TIME_KEY, HOLES_KEY, LAST_ERROR_KEY, RESCAN_KEY, parse_wire_time,
+    )
     from sgcache.sync.scanner import PENDING_KEY, WATERMARK_PREFIX
 
     created = await store.get_state(CURSOR_TIME_KEY)
     when = parse_wire_time(created)
+    caught_up = _float(await store.get_state(CAUGHT_UP_KEY))
     holes = await store.get_state(HOLES_KEY)
     error = await store.get_state(LAST_ERROR_KEY)
     watermarks = {}
@@ -135,10 +144,24 @@ async def sync_report(store: Any, now: float, types: list[str]) -> dict[str, Any
             watermarks[etype] = value
     return {
         "last_event_created_at": created or None,
-        "event_lag_seconds": None if when is None else round(now - when, 1),
+        "event_lag_seconds": None if caught_up is None else round(max(0.0, now - caught_up), 1),
+        "caught_up_at": None if caught_up is None else _iso(caught_up),
+        "newest_event_age_seconds": None if when is None else round(max(0.0, now - when), 1),
         "holes": sorted(int(h) for h in json.loads(holes or "{}")),
         "last_poll_error": json.loads(error)[1] if error else None,
         "rescan_requested": json.loads(await store.get_state(RESCAN_KEY) or "null"),
         "scan_pending": json.loads(await store.get_state(PENDING_KEY) or "null"),
         "watermarks": watermarks,
     }
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _iso(seconds: float) -> str:
+    """Epoch seconds as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
