@@ -59,21 +59,22 @@ async def within(reactor: Any, seconds: float, d: Any, what: str) -> bool:
 
 
 class Connections:
-    """The open connections of a site (its protocols, weakly held)."""
+    """The open connections of a site (their HTTP channels, weakly held)."""
 
     def __init__(self) -> None:
-        self._protocols: weakref.WeakSet = weakref.WeakSet()
+        self._channels: weakref.WeakSet = weakref.WeakSet()
 
     def add(self, protocol: Any) -> None:
-        self._protocols.add(protocol)
+        # Site's protocols wrap the HTTP/1.1 channel (for an HTTP/2 upgrade)
+        self._channels.add(getattr(protocol, "_channel", protocol))
 
     def open(self) -> list[Any]:
-        return [p for p in self._protocols if getattr(p, "transport", None) is not None
-                and getattr(p.transport, "connected", False)]
+        return [c for c in self._channels if getattr(c, "transport", None) is not None
+                and getattr(c.transport, "connected", False)]
 
     def busy(self) -> int:
         """Connections with a request in progress."""
-        return sum(1 for p in self.open() if getattr(p, "requests", None))
+        return sum(1 for c in self.open() if getattr(c, "requests", None))
 
     async def drain(self, reactor: Any, grace: float) -> int:
         """Let requests in progress finish for up to `grace` seconds, then
@@ -83,6 +84,9 @@ class Connections:
         while self.busy() and reactor.seconds() < deadline:
             await task.deferLater(reactor, 0.05, lambda: None)
         busy = self.busy()
-        for protocol in self.open():
-            protocol.transport.abortConnection()
+        cut = self.open()
+        for channel in cut:
+            channel.transport.abortConnection()
+        if cut:
+            await task.deferLater(reactor, 0, lambda: None)  # they close on the next turn
         return busy

@@ -216,10 +216,11 @@ class SgcacheService(service.MultiService):
         port = await self._listen()
         self.schema = await self._retrying(
             "reading the site's schema", lambda: self.keeper.start(self.file_schema))
-        added = await self.store.sync_schema(self.schema)
+        await self.store.sync_schema(self.schema)
         if self.cache.answers.enabled:
             await self.store.track_changes()
-        log.info("store {dialect} ready; schema sync: {added}", dialect=self.store.dialect, added=added)
+        log.info("store {dialect} ready ({types} types, {fields} fields cached)", dialect=self.store.dialect,
+                 types=len(self.schema), fields=sum(len(e.fields) for e in self.schema))
         await self.cache.refresh_catalog()
         await self.cache.refresh_info()
         if self.cache.info_kept:
@@ -237,8 +238,8 @@ class SgcacheService(service.MultiService):
     async def _listen(self) -> Any:
         """Open the client port and the admin port; a port that cannot be
         had is a `ConfigError` naming its option."""
-        self.listener.setServiceParent(self)
         try:
+            self.listener.setServiceParent(self)
             port = await self.listener._waitingForPort
         except Exception as e:
             raise ConfigError(f"--listen: cannot listen on {self.settings['listen']}: {_one_line(e)}") from e
@@ -246,8 +247,8 @@ class SgcacheService(service.MultiService):
         address = port.getHost()
         log.info("serving the Shotgun API on {host}:{port}", host=address.host, port=address.port)
         if self.admin_listener is not None:
-            self.admin_listener.setServiceParent(self)
             try:
+                self.admin_listener.setServiceParent(self)
                 admin = await self.admin_listener._waitingForPort
             except Exception as e:
                 raise ConfigError(f"--admin-listen: cannot listen on {self.settings['admin_listen']}: "
@@ -313,7 +314,11 @@ class SgcacheService(service.MultiService):
         else:
             log.failure("sgcache failed to start", failure)
         if self.exit_on_start_failure:
-            sys.stderr.write(f"sgcache: {failure.getErrorMessage()}\n")
+            # the real stderr (twistd sends sys.stderr to its log, which has
+            # the line already): what a shell or systemd shows as the cause
+            err = sys.__stderr__ or sys.stderr
+            err.write(f"sgcache: {failure.getErrorMessage()}\n")
+            err.flush()
             # twistd has no exit status of its own: leave with 1 once the
             # services are stopped, so systemd sees a failure
             self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)

