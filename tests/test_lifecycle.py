@@ -241,15 +241,37 @@ class BoundedStopTests(unittest.TestCase):
             await task.deferLater(reactor, 0.02, lambda: None)
         return outcome
 
-    async def test_stop_ends_when_the_site_and_postgres_hang_mid_stop(self):
+    async def through_proxy(self) -> tuple[str, _Freezable]:
+        """A fresh database, reached through a proxy the test controls."""
         base = await fresh_postgres_url(self)
         parts = urlsplit(base)
         proxy = _Freezable(parts.hostname or "127.0.0.1", parts.port or 5432)
         port = reactor.listenTCP(0, proxy, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
+        self.proxy_port = port
+        self.addCleanup(lambda: port.stopListening() if port.connected else None)
         self.addCleanup(proxy.kill)
         netloc = f"{parts.username or 'postgres'}@127.0.0.1:{port.getHost().port}"
-        daemon = await self.start(urlunsplit(parts._replace(netloc=netloc)))
+        return urlunsplit(parts._replace(netloc=netloc)), proxy
+
+    async def test_stop_ends_when_the_site_and_postgres_are_killed_mid_stop(self):
+        url, proxy = await self.through_proxy()
+        daemon = await self.start(url)
+        self.site.emulator.set_latency(3600)
+        outcome = await self.in_flight(daemon)
+        daemon.cache.credentials.dirty = True  # a store write at stop
+        stopping = defer.ensureDeferred(self.stop_within(daemon, 30))
+        # both die while the daemon stops (PostgreSQL refuses reconnects too)
+        await self.site.stop()
+        await self.proxy_port.stopListening()
+        proxy.kill()
+        await stopping
+        self.assertIsInstance(await outcome, Exception)
+        self.assertEqual(daemon.service.site.connections.open(), [])
+        self.flushLoggedErrors()
+
+    async def test_stop_ends_when_the_site_and_postgres_hang_mid_stop(self):
+        url, proxy = await self.through_proxy()
+        daemon = await self.start(url)
         self.site.emulator.set_latency(3600)  # the site stops answering
         outcome = await self.in_flight(daemon)
         # a store write in flight too: the poller asks the hanging site,
