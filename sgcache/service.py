@@ -6,9 +6,9 @@ Start-up order: open the store, take back what it kept of the site (its
 info, the credentials it vouched for: `sgcache.web.sitememory`), start
 listening (so a daemon started while the site is down answers at once:
 local reads for what it holds, a Shotgun fault naming the cause for the
-rest), resolve the effective schema (the file, the rules, the site's
+rest; systemd is told READY then), resolve the effective schema (the file, the rules, the site's
 schema: `sgcache.schemakeeper`) and sync it into the store, serve the fields
-ready, fetch the site's info, tell systemd READY, fix the event cursor, then
+ready, fetch the site's info, fix the event cursor, then
 start the poller and load (scan in full) the types with fields not loaded
 yet. Reads are answered per field as soon as their type is loaded; reads of
 what is still loading pass through. Waits on the site are retried with
@@ -214,6 +214,11 @@ class SgcacheService(service.MultiService):
         await self.memory.load()
         self.memory.start()
         port = await self._listen()
+        # listening: every call gets an answer from here on (local for what
+        # the store holds, else the site's, else a fault naming the cause);
+        # systemd may go on -- reading the site and an initial load can take
+        # long, and /readyz tells when the cache is loaded and current
+        lifecycle.notify("READY=1\nSTATUS=listening; reading the site's schema")
         self.schema = await self._retrying(
             "reading the site's schema", lambda: self.keeper.start(self.file_schema))
         await self.store.sync_schema(self.schema)
@@ -226,9 +231,7 @@ class SgcacheService(service.MultiService):
         if self.cache.info_kept:
             log.warn("the site is unreachable; info answered from the copy kept in the store, reads of what "
                      "the store holds answered for scripts the site vouched for before")
-        # listening, serving what the store holds: systemd may go on (an
-        # initial load can take hours; /readyz tells when it is done)
-        lifecycle.notify("READY=1\nSTATUS=serving; " + self.cache.loading_message)
+        lifecycle.notify("STATUS=serving what the store holds; " + self.cache.loading_message)
         # the cursor is fixed before any scan, so no change between the scan
         # and the first poll is missed; upstream trouble here is waited out
         await self._retrying("reading the event cursor", self.poller.initialize)
@@ -300,6 +303,7 @@ class SgcacheService(service.MultiService):
                 log.warn("{what} failed ({error}); retrying in {delay:.0f}s",
                          what=what, error=describe(e), delay=delay)
                 self.cache.loading_message = f"{what}: {describe(e)} (retrying)"
+                lifecycle.notify("STATUS=" + self.cache.loading_message[:200])
                 await sleeper.sleep(delay)
                 if not self.running:
                     raise defer.CancelledError(f"{what}: sgcache is stopping")

@@ -160,7 +160,7 @@ class NotifyTests(unittest.TestCase):
         # counts that as a clean stop)
         self.assertIn(code, (0, -signal.SIGTERM))
         self.assertIn("Server Shut Down.", proc.stdout.read())
-        self.assertTrue(received[0].startswith("READY=1\nSTATUS=serving"), received)
+        self.assertTrue(received[0].startswith("READY=1\nSTATUS=listening"), received)
 
 
 class _Freezable(portforward.ProxyFactory):

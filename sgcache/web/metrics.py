@@ -203,7 +203,9 @@ class _Collector:
                      0 if health.down_since is None else max(0.0, now - health.down_since))
         errors = CounterMetricFamily("sgcache_upstream_errors", "Requests to the site that failed, by kind "
                                      "(connect, timeout, http_502/503/504).", labels=["kind"])
-        for kind, count in sorted(health.errors.items()):
+        # every kind from the start (0 until it happens): rate() needs a start
+        kinds = {"connect": 0, "timeout": 0, "http_502": 0, "http_503": 0, "http_504": 0, **health.errors}
+        for kind, count in sorted(kinds.items()):
             errors.add_metric([kind], count)
         yield errors
         answers = CounterMetricFamily("sgcache_upstream_responses", "Answers from the site by HTTP status class.",
