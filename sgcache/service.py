@@ -218,7 +218,9 @@ class SgcacheService(service.MultiService):
         # the store holds, else the site's, else a fault naming the cause);
         # systemd may go on -- reading the site and an initial load can take
         # long, and /readyz tells when the cache is loaded and current
-        lifecycle.notify("READY=1\nSTATUS=listening; reading the site's schema")
+        # (once the reactor runs: under twistd this point can come before it
+        # installs its SIGTERM handler, and a stop must always be clean)
+        self.reactor.callWhenRunning(lifecycle.notify, "READY=1\nSTATUS=listening; reading the site's schema")
         self.schema = await self._retrying(
             "reading the site's schema", lambda: self.keeper.start(self.file_schema))
         await self.store.sync_schema(self.schema)
