@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections import Counter
 from typing import Any
 
 import shotgun_api3
@@ -289,19 +290,23 @@ class HardeningMixin:
             conditions.append(["code", "is", "bulk00042"])
             return lambda sg: sg.find("Shot", conditions, ["code"], filter_operator="any")
 
+        # start() restarted the daemon, which took back the script's vouching
+        # from the store: its own reads were local, under the same 1 ms budget
+        # (counted from here on)
+        reasons = Counter(self.cache.passthrough_reasons)
+        stopped, shapes = self.cache.slow.stopped, len(self.cache.slow)
         via_cache, direct = await self.both(heavy("x"))
         self.assertEqual(via_cache, direct)
         self.assertEqual([r["code"] for r in via_cache], ["bulk00042"])
-        self.assertEqual(self.cache.passthrough_reasons["read over its time budget"], 1)
+        self.assertEqual(self.cache.passthrough_reasons["read over its time budget"]
+                         - reasons["read over its time budget"], 1)
         # the same shape with other values is not tried locally again
         via_cache, direct = await self.both(heavy("y"))
         self.assertEqual(via_cache, direct)
-        self.assertEqual(self.cache.passthrough_reasons["read shape over its time budget recently"], 1)
-        self.assertEqual(self.cache.status()["reads_over_budget"], 1)
-        # the restarted daemon took back the script's vouching from the store,
-        # so start()'s own read was local too: under a 1 ms budget it counts
-        # as slow (finished, over a tenth of the budget), a shape of its own
-        self.assertEqual(self.cache.status()["slow_shapes"], 1 + self.cache.slow.slow_reads)
+        self.assertEqual(self.cache.passthrough_reasons["read shape over its time budget recently"]
+                         - reasons["read shape over its time budget recently"], 1)
+        self.assertEqual(self.cache.status()["reads_over_budget"] - stopped, 1)
+        self.assertEqual(self.cache.status()["slow_shapes"] - shapes, 1)
 
     # -- credentials ---------------------------------------------------------------------
     async def test_a_revoked_key_stops_being_served_within_one_ttl(self) -> None:
