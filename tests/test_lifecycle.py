@@ -102,6 +102,12 @@ class StartFailureTests(unittest.TestCase):
         _, lines = await self.failed(self.base_args(schema, "sqlite:///" + junk))
         self.assertTrue(lines[0].startswith("sgcache: --db: cannot open the store"), lines)
 
+    async def test_a_postgresql_server_that_cannot_be_reached(self):
+        schema = write(os.path.abspath(self.mktemp()) + ".yml", SCHEMA_YAML)
+        _, lines = await self.failed(self.base_args(schema, f"postgresql://postgres@127.0.0.1:{free_port()}/nope"))
+        self.assertTrue(lines[0].startswith("sgcache: --db: cannot open the store: cannot connect to PostgreSQL"),
+                        lines)
+
     async def test_a_port_in_use(self):
         schema = write(os.path.abspath(self.mktemp()) + ".yml", SCHEMA_YAML)
         busy = socket.socket()
