@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
@@ -57,14 +57,6 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
 
 def value(found: dict, name: str, **labels: str) -> float | None:
     return found.get((name, tuple(sorted(labels.items()))))
-
-
-async def wait_for(predicate, what: str, timeout: float = 20.0) -> None:
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await task.deferLater(reactor, 0.05, lambda: None)
 
 
 class AdminMixin:

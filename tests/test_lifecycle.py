@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.protocols import portforward
 from twisted.trial import unittest

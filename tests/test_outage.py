@@ -133,7 +133,12 @@ class OutageMixin:
         with self.assertRaises(shotgun_api3.Fault) as raised:
             await deferToThread(sg.find, "Shot", [], ["code"])
         self.assertIn("unreachable", str(raised.exception))
-        self.assertIn("reading the event cursor", daemon.cache.loading_message + " reading the event cursor")
+        # the status says what it waits for, and why
+        deadline = reactor.seconds() + 20
+        while not daemon.cache.loading_message.startswith("reading the event cursor: upstream:"):
+            self.assertLess(reactor.seconds(), deadline, daemon.cache.loading_message)
+            await sleep(0.05)
+        self.assertIn("unreachable", daemon.cache.loading_message)
 
 
 class SQLiteOutageTests(OutageMixin, unittest.TestCase):

@@ -13,6 +13,7 @@ from typing import Any
 
 from sgcache.admin.common import STORE_SETTINGS, CommandError, add_settings, load_schema, run_on_store, settings_from
 from sgcache.schema import Schema
+from sgcache.schema.types import format_timestamp
 
 
 # -- sgcache log ---------------------------------------------------------------
@@ -145,7 +146,7 @@ async def sync_report(store: Any, now: float, types: list[str]) -> dict[str, Any
     return {
         "last_event_created_at": created or None,
         "event_lag_seconds": None if caught_up is None else round(max(0.0, now - caught_up), 1),
-        "caught_up_at": None if caught_up is None else _iso(caught_up),
+        "caught_up_at": format_timestamp(caught_up),
         "newest_event_age_seconds": None if when is None else round(max(0.0, now - when), 1),
         "holes": sorted(int(h) for h in json.loads(holes or "{}")),
         "last_poll_error": json.loads(error)[1] if error else None,
@@ -161,7 +162,3 @@ def _float(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
 
-
-def _iso(seconds: float) -> str:
-    """Epoch seconds as ``YYYY-MM-DDTHH:MM:SSZ``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))

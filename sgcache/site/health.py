@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from sgcache.schema.types import format_timestamp
+
 #: HTTP statuses that mean the site (or its load balancer) is not serving
 DOWN_STATUSES = frozenset([502, 503, 504])
 
@@ -45,7 +47,4 @@ class SiteHealth:
         """The ``X-Sgcache-Site`` value while the site is unreachable."""
         if self.reachable is not False or self.down_since is None:
             return None
-        import datetime
-
-        since = datetime.datetime.fromtimestamp(self.down_since, datetime.timezone.utc)
-        return f"unreachable since {since.strftime('%Y-%m-%dT%H:%M:%SZ')}".encode("ascii")
+        return f"unreachable since {format_timestamp(self.down_since)}".encode("ascii")

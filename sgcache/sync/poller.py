@@ -49,6 +49,7 @@ from sgcache.sync.fetch import fetch_by_ids, linkers
 from sgcache.sync.freshness import Freshness
 from sgcache.sync.linkfill import fill_missing_links
 from sgcache.schema import Schema
+from sgcache.schema.types import format_timestamp
 from sgcache.site.pages import read_page
 from sgcache.logs import logger
 
@@ -514,7 +515,7 @@ class EventPoller:
             "last_event_created_at": self.last_event_time or self.cursor_time,
             # seconds since the cache was last known complete (README: "Lag")
             "event_lag_seconds": None if lag is None else round(lag, 1),
-            "caught_up_at": None if self.caught_up_at is None else _iso(self.caught_up_at),
+            "caught_up_at": format_timestamp(self.caught_up_at),
             # the age of the newest applied event (grows on a quiet site)
             "newest_event_age_seconds": None if created is None else round(max(0.0, now - created), 1),
             "holes": sorted(self.holes),
@@ -524,9 +525,3 @@ class EventPoller:
             "events": dict(self.counters),
         }
 
-
-def _iso(seconds: float) -> str:
-    """A reactor time (epoch seconds) as UTC ISO 8601, to the second."""
-    import datetime
-
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

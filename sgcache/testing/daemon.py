@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import defer
-
 from sgcache.schema import Schema
 from sgcache.service import SgcacheService
 

@@ -40,7 +40,7 @@ from sgcache.site.client import IDEMPOTENT_METHODS, Upstream, UpstreamError
 from sgcache.sync.writeback import WRITE_METHODS, WriteBack
 from sgcache.logs import clip, logger
 from sgcache.schema import Schema
-from sgcache.schema.types import is_cacheable
+from sgcache.schema.types import format_timestamp, is_cacheable
 
 log = logger(__name__)
 
@@ -162,15 +162,18 @@ class Cache:
         self._plans = PlanCache(catalog, self.store.dialect)
         self.answers.clear()
 
-    def not_ready(self) -> dict[str, list[str]]:
-        """type -> its cached fields not served yet (loading)."""
-        out = {}
+    def field_readiness(self) -> list[tuple[str, list[str], list[str]]]:
+        """Per cached type: (name, its cached fields, those not served yet)."""
+        out = []
         for entity in self.schema:
             ready = self.catalog.ready.get(entity.name, set())
-            waiting = sorted(f for f, spec in entity.fields.items() if f not in ready and is_cacheable(spec.data_type))
-            if waiting:
-                out[entity.name] = waiting
+            cached = sorted(f for f, spec in entity.fields.items() if is_cacheable(spec.data_type))
+            out.append((entity.name, cached, [f for f in cached if f not in ready]))
         return out
+
+    def not_ready(self) -> dict[str, list[str]]:
+        """type -> its cached fields not served yet (loading)."""
+        return {name: waiting for name, _, waiting in self.field_readiness() if waiting}
 
     async def refresh_info(self) -> None:
         try:
@@ -197,7 +200,8 @@ class Cache:
         """The answer to one call. `note`, when given, is filled with how it
         was answered (for the metrics): ``outcome`` (local, reused,
         passthrough) and, for a pass-through, ``reason`` (a category of
-        `sgcache.read.reasons`, or ``write`` / ``not a read``)."""
+        `sgcache.read.reasons`, or ``write`` / ``not a read``); a local
+        read's ``request`` key."""
         note = note if note is not None else {}
         self.counters[method if method in COUNTED_METHODS else "other"] += 1
         if method == "info":
@@ -222,7 +226,7 @@ class Cache:
                     note["reason"] = category("local read failed")
                     log.failure("a local read failed and passes through: {args}", args=_trimmed(args))
                 else:
-                    self.shapes.count(args, True)
+                    self.shapes.count(args, True, note.get("request"))
                     if self.credentials.due(key):
                         self._check_again(key, auth, args)
                     return reply
@@ -283,6 +287,7 @@ class Cache:
         body = answers.get(request, generation)
         if note is not None:
             note["outcome"] = "reused" if body is not None else "local"
+            note["request"] = request
         if body is None:
             catalog, plans = self.catalog, self._plans
             plan = plans.plan(args, page_size, now=self.now, tz=self.tz, key=request)
@@ -374,16 +379,16 @@ class Cache:
             info["sgcache"] = {"version": __version__, "serving": self.serving, "status_error": True}
         return info
 
-    def _site_status(self) -> dict[str, Any]:
+    def site_status(self) -> dict[str, Any]:
+        """Whether the site answers, since when not, and why."""
         health = self.upstream.health
-        since = None
-        if health.down_since is not None:
-            since = datetime.datetime.fromtimestamp(health.down_since, datetime.timezone.utc).strftime(
-                "%Y-%m-%dT%H:%M:%SZ")
+        down = health.reachable is False
         return {
             "reachable": health.reachable,
-            "unreachable_since": since if health.reachable is False else None,
-            "last_error": health.last_error if health.reachable is False else None,
+            "unreachable_since": format_timestamp(health.down_since) if down else None,
+            "last_error": health.last_error if down else None,
+            "last_answer_at": format_timestamp(health.last_ok_at),
+            "errors": dict(health.errors),
             # local answers given because the site, unreachable, cannot be
             # asked about the credentials (the outage rule)
             "outage_reads": self.credentials.outage_reads,
@@ -399,7 +404,7 @@ class Cache:
                 None if self.info_fetched_at is None else round(self.reactor.seconds() - self.info_fetched_at, 1)
             ),
             "info_from": None if self.info is None else ("kept copy" if self.info_kept else "site"),
-            "site": self._site_status(),
+            "site": self.site_status(),
             "reads_local": self.counters.get("read.local", 0),
             # repeated reads answered with the bytes of an earlier answer
             "reads_reused": self.answers.hits,

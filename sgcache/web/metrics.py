@@ -30,7 +30,6 @@ from prometheus_client.exposition import choose_encoder
 
 from sgcache import __version__
 from sgcache.read.reasons import REASONS
-from sgcache.schema.types import is_cacheable
 from sgcache.site.client import IDEMPOTENT_METHODS
 from sgcache.sync.writeback import WRITE_METHODS
 
@@ -253,10 +252,7 @@ class _Collector:
         yield _gauge("sgcache_serving", "1 once every cached type was loaded.", 1 if cache.serving else 0)
         fields = GaugeMetricFamily("sgcache_fields", "Cached fields per type, by state (ready: served "
                                    "locally; waiting: loading or rescanning).", labels=["type", "state"])
-        for entity in cache.schema:
-            cached = [f for f, spec in entity.fields.items() if is_cacheable(spec.data_type)]
-            served = cache.catalog.ready.get(entity.name, set())
-            ready_count = sum(1 for f in cached if f in served)
-            fields.add_metric([entity.name, "ready"], ready_count)
-            fields.add_metric([entity.name, "waiting"], len(cached) - ready_count)
+        for name, cached, waiting in cache.field_readiness():
+            fields.add_metric([name, "ready"], len(cached) - len(waiting))
+            fields.add_metric([name, "waiting"], len(waiting))
         yield fields

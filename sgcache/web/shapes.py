@@ -45,13 +45,27 @@ def _filter_fields(node: Any, out: set[str], depth: int) -> None:
 class ReadShapes:
     """Reads counted by shape and by how they were answered."""
 
-    def __init__(self, capacity: int = 500):
+    def __init__(self, capacity: int = 500, memo: int = 4096):
         self.capacity = capacity
         self.local: Counter[str] = Counter()
         self.passed: Counter[str] = Counter()
+        #: hash of a request key -> its shape: a farm repeats the same reads,
+        #: and a local read's key is made anyway (`planner.request_key`);
+        #: by hash, so a large read's text is not held twice
+        self._memo: dict[int, str] = {}
+        self._memo_size = memo
 
-    def count(self, args: Any, local: bool) -> None:
-        shape = describe(args)
+    def count(self, args: Any, local: bool, key: Any = None) -> None:
+        """Count one read; `key`, its request key when known, spares
+        describing the same read again."""
+        memo = hash(key) if key is not None else None
+        shape = self._memo.get(memo) if memo is not None else None
+        if shape is None:
+            shape = describe(args)
+            if memo is not None:
+                if len(self._memo) >= self._memo_size:
+                    self._memo.clear()
+                self._memo[memo] = shape
         if shape not in self.local and shape not in self.passed and self._distinct() >= self.capacity:
             shape = OTHER
         (self.local if local else self.passed)[shape] += 1

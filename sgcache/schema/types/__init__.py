@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from sgcache.schema.types.base import DataType, format_datetime, parse_datetime
+from sgcache.schema.types.base import DataType, format_datetime, format_timestamp, parse_datetime
 
-__all__ = ["DATA_TYPES", "DataType", "data_type", "is_cacheable", "format_datetime", "parse_datetime"]
+__all__ = ["DATA_TYPES", "DataType", "data_type", "is_cacheable", "format_datetime", "format_timestamp", "parse_datetime"]
 
 
 def _load() -> dict[str, DataType]:

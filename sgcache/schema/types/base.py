@@ -88,6 +88,14 @@ def format_datetime(value: datetime.datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def format_timestamp(seconds: float | None) -> str | None:
+    """Epoch seconds (a reactor time) in the same UTC wire form; None for
+    None."""
+    if seconds is None:
+        return None
+    return format_datetime(datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc))
+
+
 def _wire_datetime(value: str) -> datetime.datetime | None:
     """The wire form parsed, when `value` is exactly a valid canonical one."""
     if len(value) != 20 or _WIRE_DATETIME.fullmatch(value) is None:
