@@ -35,6 +35,9 @@ setup(
         # imported directly (both come with Twisted)
         "zope.interface>=5",
         "hyperlink>=21",
+        # certificates for tests' TLS sites (sgcache.testing.certs); comes
+        # with twisted[tls] through pyOpenSSL
+        "cryptography>=41",
     ],
     # cryptography: the TLS test makes its certificate (it comes with twisted[tls])
     extras_require={"test": ["hypothesis>=6", "cryptography>=41"]},

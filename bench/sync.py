@@ -13,6 +13,7 @@ plainest bulk statement the server offers, timed the same way. Run::
 
     PYTHONPATH=. python bench/sync.py                   # SQLite + PostgreSQL, small sizes
     PYTHONPATH=. python bench/sync.py --scan-entities 1000000 --stores postgresql
+    PYTHONPATH=. python bench/sync.py --latency 0.3   # at WAN latency: see bench/wan_sync.py
 """
 
 from __future__ import annotations
@@ -333,6 +334,13 @@ async def bench_store(reactor: Any, kind: str, schema: Schema, opts: argparse.Na
 
 
 def main() -> None:
+    if any(arg == "--latency" or arg.startswith("--latency=") for arg in sys.argv[1:]):
+        # at WAN latency: the emulator in its own process (bench/wan_sync.py)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import wan_sync
+
+        wan_sync.main(["run", *sys.argv[1:]])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stores", default="sqlite,postgresql")
     parser.add_argument("--scan-entities", type=int, default=100_000, help="Shots in the full scan (1000000 for 1M)")

@@ -152,6 +152,15 @@ def _readable_file(name: str) -> Callable[[Any], str]:
     return check
 
 
+def _proxy(value: Any) -> str:
+    """A proxy as shotgun_api3's ``http_proxy`` takes it (parsed fully by
+    `sgcache.site.proxy.parse_proxy` when the daemon starts)."""
+    text = str(value).strip()
+    if not text or "/" in text.removeprefix("http://").rstrip("/"):
+        raise ConfigError(f"--shotgun-proxy: {value!r} is not [user:password@]host[:port]")
+    return text
+
+
 def _int_at_least(name: str, low: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         try:
@@ -221,6 +230,17 @@ SETTINGS = [
             "SGCACHE_API_KEY: a command line shows in ps)."),
     Setting("api-key-file", None, "A file holding the cache's own API script key (its first line).",
             _readable_file("api-key-file")),
+    Setting("shotgun-proxy", None, "HTTP proxy to reach the site through ([user:password@]host[:port], "
+            "port 8080 by default; CONNECT tunnels, as shotgun_api3's http_proxy).", _proxy),
+    Setting("shotgun-ca-file", None, "PEM file of the CA certificates to trust for an https site (and a "
+            "TLS-inspecting proxy); default: the system's.", _readable_file("shotgun-ca-file")),
+    Setting("site-max-concurrency", 8, "Most requests the cache's own work (polls, scans, re-reads) has at "
+            "the site at once; clients' passed-through requests never wait for it, and take its slots "
+            "while they run.", _int_at_least("site-max-concurrency", 1)),
+    Setting("scan-concurrency", 4, "Scan pages read at once (id slices of a type, and several types), "
+            "within --site-max-concurrency.", _int_at_least("scan-concurrency", 1)),
+    Setting("gzip-min-kb", 16.0, "Answers the cache makes are gzipped from this size (KB) up for clients "
+            "that accept gzip (0: never).", _not_negative("gzip-min-kb")),
     Setting("listen", "tcp:8010:interface=127.0.0.1", "Twisted endpoint to serve clients on.", _listen),
     Setting("admin-listen", "tcp:8011:interface=127.0.0.1", "Twisted endpoint of the admin listener "
             "(schema plan/reload; keep it private); empty: off.", _admin_listen),

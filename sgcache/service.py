@@ -35,7 +35,7 @@ from sgcache.config import ConfigError, parse_patterns, parse_timezone
 from sgcache.logs import logger, set_level
 from sgcache.schema import Schema
 from sgcache.schemakeeper import SchemaKeeper
-from sgcache.site.client import Upstream
+from sgcache.site.client import make_upstream
 from sgcache.store import layout, open_store
 from sgcache.sync.freshness import Freshness
 from sgcache.sync.poller import EventPoller
@@ -71,9 +71,10 @@ class SgcacheService(service.MultiService):
         budget_ms = settings.get("read_budget_ms", 1000.0)
         read_budget = budget_ms / 1000.0 if budget_ms else None
         self.store.set_read_budget(read_budget)
-        self.upstream = Upstream(
-            reactor, settings["shotgun"], settings["script_name"], settings["api_key"]
-        )
+        try:
+            self.upstream = make_upstream(reactor, settings)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         # write-back, poller and scanner share a fence against same-second
         # stale re-reads
         freshness = Freshness()
@@ -97,6 +98,7 @@ class SgcacheService(service.MultiService):
             overlap=settings.get("scan_overlap", 60.0),
             interval=settings.get("scan_interval", 600.0),
             freshness=freshness,
+            concurrency=settings.get("scan_concurrency", 4),
         )
         self.poller = EventPoller(
             reactor, schema, self.store, self.upstream,
@@ -136,8 +138,12 @@ class SgcacheService(service.MultiService):
         limits = Limits(
             request_bytes=int(settings.get("max_request_mb", 16.0) * 2**20),
             relay_bytes=int(upload_mb * 2**20) if upload_mb else None,
+            gzip_min_bytes=int(settings.get("gzip_min_kb", 16.0) * 1024) or None,
         )
-        site = DaemonSite(RPCResource(self.cache, limits).resource(), logPath=settings.get("access_log"),
+        rpc = self.rpc = RPCResource(self.cache, limits)
+        self.cache.status_sources.append(lambda: {"gzip": rpc.compressor.status(),
+                                                  "site_requests": self.upstream.gate.status()})
+        site = DaemonSite(rpc.resource(), logPath=settings.get("access_log"),
                           limits=limits)
         self.site = site
         self.listener = internet.StreamServerEndpointService(

@@ -12,13 +12,16 @@ import gzip
 import json
 import os
 
+from typing import Any
+
 import shotgun_api3
 from treq.testing import StubTreq
-from twisted.internet import task
+from twisted.internet import defer, reactor, task
 from twisted.python import usage
 from twisted.trial import unittest
 
 from sgcache.schema import Schema
+from sgcache.site.faults import Fault
 from sgcache.testing import tap
 from sgcache.testing.emulator import Emulator, load_schema
 from sgcache.testing.harness import EmulatorTestCase, async_test, small_schema
@@ -205,7 +208,7 @@ class PrefixTests(EmulatorTestCase):
     @async_test
     async def test_client_with_prefixed_url(self) -> None:
         self.assertTrue(self.site.url.endswith("/foo"))
-        self.assertEqual(await self.control("counters"), {})
+        self.assertEqual(await self.control("counters", figures=False), {})
         shot = await self.call(self.sg.create, "Shot", {"code": "p"})
         self.assertEqual((await self.call(self.sg.find_one, "Shot", []))["id"], shot["id"])
 
@@ -462,9 +465,10 @@ class ControlTests(EmulatorTestCase):
         await self.call(self.sg.find, "Shot", [])
         await self.call(self.sg.find, "Shot", [])
         await self.call(self.sg.create, "Shot", {"code": "a"})
-        counts = await self.control("counters", reset=True)
+        counts = await self.control("counters", reset=True, figures=False)
         self.assertEqual(counts, {"info": 1, "read": 2, "create": 1})
-        self.assertEqual(await self.control("counters"), {})
+        self.assertEqual(await self.control("counters", figures=False), {})
+        self.assertEqual(self.emulator.counters(), {})
 
     @async_test
     async def test_held_events_fill_a_hole_later(self) -> None:
@@ -518,6 +522,286 @@ class ControlTests(EmulatorTestCase):
         self.assertEqual(shot["created_at"], datetime.datetime(2030, 5, 6, 7, 9, 9))
         real = await self.control("clock", now=None)
         self.assertNotEqual(real, "2030-05-06T07:09:09Z")
+
+
+class TransportTests(EmulatorTestCase):
+    """Retry-After on injected failures, the throttle, concurrency and the
+    transport figures of the counters, over real HTTP (treq)."""
+
+    INFO = {"method_name": "info", "params": []}
+
+    def read_args(self) -> dict:
+        return {"method_name": "read", "params": [
+            {"script_name": "test", "script_key": "key"},
+            {"type": "Shot", "return_fields": ["code", "description"], "filters": [],
+             "paging": {"entities_per_page": 500, "current_page": 1}}]}
+
+    @async_test
+    async def test_retry_after_on_injected_failures(self) -> None:
+        await self.control("fail", count=1, status=429, retry_after=2.5)
+        response, body = await self.post_raw("/api3/json", self.INFO)
+        self.assertEqual(response.code, 429)
+        self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"3"])  # whole seconds, rounded up
+        self.assertIn(b"injected failure 429", body)
+        self.emulator.fail_next(1, status=503, retry_after=7)
+        response, _ = await self.post_raw("/api3/json", self.INFO)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"7"])
+        self.emulator.fail_next(1, status=503)
+        response, _ = await self.post_raw("/api3/json", self.INFO)
+        self.assertEqual(response.code, 503)
+        self.assertIsNone(response.headers.getRawHeaders(b"retry-after"))
+        response, _ = await self.post_raw("/api3/json", self.INFO)
+        self.assertEqual(response.code, 200)
+        for bad in ("soon", -1, True):
+            code, _ = await self.post_json("/_emulator/fail", {"retry_after": bad})
+            self.assertEqual(code, 400)
+        self.assertEqual(self.emulator.controls.failures, [])
+
+    async def _concurrent_infos(self, n: int) -> list[tuple[Any, bytes]]:
+        return await defer.gatherResults(
+            [defer.ensureDeferred(self.post_raw("/api3/json", self.INFO)) for _ in range(n)], consumeErrors=True
+        )
+
+    @async_test
+    async def test_throttle(self) -> None:
+        await self.control("throttle", max_in_flight=2, retry_after=1.5)
+        await self.control("latency", seconds=0.2)
+        self.emulator.reset_counters()
+        answers = await self._concurrent_infos(5)
+        codes = sorted(response.code for response, _ in answers)
+        ok = codes.count(200)
+        self.assertIn(ok, (2, 3), codes)
+        self.assertEqual(codes, [200] * ok + [429] * (5 - ok))
+        for response, body in answers:
+            if response.code == 429:
+                self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"2"])
+                self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
+                self.assertIn(b"too many requests", body)
+        counts = self.emulator.counters(figures=True)
+        self.assertEqual(counts["info"], 5)  # throttled requests are counted as received
+        self.assertEqual(counts["<throttled>"], 5 - ok)
+        self.assertEqual(counts["<max_in_flight>"], 2)
+        self.assertEqual(counts["<in_flight>"], 0)
+        # Off again: all five are served, at once.
+        await self.control("throttle", max_in_flight=None)
+        self.emulator.reset_counters()
+        answers = await self._concurrent_infos(5)
+        self.assertEqual([response.code for response, _ in answers], [200] * 5)
+        self.assertEqual(self.emulator.counters(figures=True)["<throttled>"], 0)
+        code, _ = await self.post_json("/_emulator/throttle", {"max_in_flight": -1})
+        self.assertEqual(code, 400)
+        code, _ = await self.post_json("/_emulator/throttle", {})
+        self.assertEqual(code, 400)
+
+    @async_test
+    async def test_latency_is_concurrent(self) -> None:
+        self.emulator.set_latency(0.2)
+        self.emulator.reset_counters()
+        answers = await self._concurrent_infos(5)
+        self.assertEqual([response.code for response, _ in answers], [200] * 5)
+        figures = self.emulator.counters(figures=True)
+        self.assertEqual(figures["<max_in_flight>"], 5)
+        self.assertEqual(figures["<in_flight>"], 0)
+
+    @async_test
+    async def test_bytes_and_gzip_figures(self) -> None:
+        from sgcache.testing.server import GZIP_THRESHOLD
+
+        self.emulator.seed([{"type": "Shot", "fields": {"code": f"sh{i:04d}", "description": "x" * 40}}
+                            for i in range(200)])
+        await self.call(self.sg.info)  # the client's connection: not part of the figures below
+        self.emulator.reset_counters()
+        figures = self.emulator.counters(figures=True)
+        self.assertEqual(figures, {"<in_flight>": 0, "<max_in_flight>": 0, "<bytes_in>": 0, "<bytes_out>": 0,
+                                   "<gzipped>": 0, "<throttled>": 0})
+        args = self.read_args()
+        sent = len(json.dumps(args).encode())
+        response, zipped = await self.post_raw("/api3/json", args, {b"accept-encoding": [b"gzip"]})
+        self.assertEqual(response.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+        plain = gzip.decompress(zipped)
+        self.assertGreaterEqual(len(plain), GZIP_THRESHOLD)
+        self.assertEqual(len(json.loads(plain)["results"]["entities"]), 200)
+        response, unzipped = await self.post_raw("/api3/json", args)
+        self.assertIsNone(response.headers.getRawHeaders(b"content-encoding"))
+        self.assertEqual(unzipped, plain)
+        # small: never gzipped
+        response, small = await self.post_raw("/api3/json", self.INFO, {b"accept-encoding": [b"gzip"]})
+        self.assertIsNone(response.headers.getRawHeaders(b"content-encoding"))
+        await self.control("counters")  # control requests are not measured
+        counts = self.emulator.counters(figures=True)
+        self.assertEqual(counts["read"], 2)
+        self.assertEqual(counts["info"], 1)
+        self.assertEqual(counts["<gzipped>"], 1)
+        self.assertEqual(counts["<bytes_in>"], 2 * sent + len(json.dumps(self.INFO).encode()))
+        self.assertEqual(counts["<bytes_out>"], len(zipped) + len(unzipped) + len(small))
+        self.assertEqual(counts["<max_in_flight>"], 1)
+        self.assertEqual(counts["<in_flight>"], 0)
+        # a gzipped request body counts as received (compressed)
+        body = gzip.compress(json.dumps(self.INFO).encode())
+        response = await self.http().post(self.site.url + "/api3/json", data=body,
+                                          headers={b"content-encoding": [b"gzip"]})
+        self.assertEqual(response.code, 200)
+        await response.content()
+        after = await self.control("counters", reset=True)
+        self.assertEqual(after["<bytes_in>"] - counts["<bytes_in>"], len(body))
+        self.assertEqual(after["info"], 2)
+        self.assertEqual(self.emulator.counters(figures=True)["<bytes_out>"], 0)
+
+    @async_test
+    async def test_reset_and_dropped_requests_leave_flight(self) -> None:
+        from twisted.web._newclient import ResponseNeverReceived
+
+        self.emulator.fail_next(1, reset=True)
+        with self.assertRaises(ResponseNeverReceived):
+            await self.post_raw("/api3/json", self.INFO)
+        for _ in range(50):  # the server notices the abort on a later turn
+            if self.emulator.controls.in_flight == 0:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(self.emulator.counters(figures=True)["<in_flight>"], 0)
+        # A client that gives up during the latency wait: the request leaves too.
+        self.emulator.set_latency(30)
+        pending = defer.ensureDeferred(self.post_raw("/api3/json", self.INFO))
+        for _ in range(50):
+            if self.emulator.controls.in_flight == 1:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(self.emulator.controls.in_flight, 1)
+        pending.cancel()
+        with self.assertRaises(ResponseNeverReceived):
+            await pending
+        for _ in range(50):
+            if self.emulator.controls.in_flight == 0:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(self.emulator.controls.in_flight, 0)
+
+
+class InMemoryTransportTests(unittest.TestCase):
+    """In flight and throttling on a Clock: deterministic."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.emulator = Emulator(small_schema(), scripts={"test": "key"}, clock=self.clock)
+        self.stub = StubTreq(EmulatorServer(self.emulator, self.clock, test_mode=True).resource())
+
+    def post(self) -> Any:
+        return self.stub.post("http://emulator/api3/json",
+                              data=json.dumps({"method_name": "info", "params": []}).encode())
+
+    def test_in_flight_counts_the_latency_wait(self) -> None:
+        self.emulator.set_latency(5)
+        pending = [self.post() for _ in range(3)]
+        self.stub.flush()
+        figures = self.emulator.counters(figures=True)
+        self.assertEqual((figures["<in_flight>"], figures["<max_in_flight>"]), (3, 3))
+        self.emulator.reset_counters()  # the peak restarts from what is in flight
+        self.assertEqual(self.emulator.counters(figures=True)["<max_in_flight>"], 3)
+        self.clock.advance(5)
+        self.stub.flush()
+        self.assertEqual([self.successResultOf(d).code for d in pending], [200] * 3)
+        figures = self.emulator.counters(figures=True)
+        self.assertEqual((figures["<in_flight>"], figures["<max_in_flight>"]), (0, 3))
+        self.emulator.reset_counters()
+        self.assertEqual(self.emulator.counters(figures=True)["<max_in_flight>"], 0)
+
+    def test_throttle_answers_at_once(self) -> None:
+        self.emulator.set_latency(5)
+        self.emulator.set_throttle(1, retry_after=0.2)
+        first = self.post()
+        self.stub.flush()
+        second = self.post()
+        self.stub.flush()
+        response = self.successResultOf(second)  # no wait: refused on arrival
+        self.assertEqual(response.code, 429)
+        self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"1"])
+        self.assertNoResult(first)
+        self.clock.advance(5)
+        self.stub.flush()
+        self.assertEqual(self.successResultOf(first).code, 200)
+        third = self.post()  # nothing in flight any more: served
+        self.stub.flush()
+        self.assertNoResult(third)
+        self.clock.advance(5)
+        self.stub.flush()
+        self.assertEqual(self.successResultOf(third).code, 200)
+        counts = self.emulator.counters(figures=True)
+        self.assertEqual((counts["info"], counts["<throttled>"], counts["<max_in_flight>"]), (3, 1, 1))
+        self.emulator.set_throttle(0)
+        refused = self.post()
+        self.stub.flush()
+        self.assertEqual(self.successResultOf(refused).code, 429)
+        self.assertRaises(ValueError, self.emulator.set_throttle, 1.5)
+        self.assertRaises(ValueError, self.emulator.set_throttle, 2, retry_after=-1)
+
+
+class SortedIdsTests(unittest.TestCase):
+    """The emulator's tables keep their sorted ids for id-ordered reads
+    (`engine.IdTable`): every way rows come and go keeps reads right."""
+
+    def setUp(self) -> None:
+        self.emulator = Emulator(small_schema(), scripts={"test": "key"}, clock=task.Clock())
+
+    def page_ids(self, etype: str, after: int = 0, below: int | None = None, per_page: int = 500) -> list[int]:
+        conds = [{"path": "id", "relation": "greater_than", "values": [after]}]
+        if below is not None:
+            conds.append({"path": "id", "relation": "less_than", "values": [below]})
+        result = self.emulator.engine.read({
+            "type": etype, "filters": {"logical_operator": "and", "conditions": conds},
+            "paging": {"entities_per_page": per_page, "current_page": 1},
+            "sorts": [{"field_name": "id", "direction": "asc"}]})
+        return [e["id"] for e in result["entities"]]
+
+    def expected(self, etype: str, after: int = 0, below: float = float("inf")) -> list[int]:
+        return sorted(i for i, row in self.emulator.db[etype].items()
+                      if not row.get("__retired") and after < i < below)
+
+    def check(self) -> None:
+        for etype in ("Shot", "EventLogEntry"):
+            self.assertEqual(self.page_ids(etype), self.expected(etype), etype)
+            self.assertEqual(self.page_ids(etype, 3, 9), self.expected(etype, 3, 9), etype)
+
+    def test_every_table_keeps_sorted_ids(self) -> None:
+        from sgcache.testing.engine import IdTable
+        from sgcache.testing.sitestate import load_site
+
+        em = self.emulator
+        self.assertTrue(all(isinstance(table, IdTable) for table in em.db.values()), list(em.db))
+        self.assertIn("EventLogEntry", em.db)
+        self.check()
+        em.seed([{"type": "Shot", "id": 20, "fields": {"code": "a"}}], events=True)
+        self.check()
+        em.seed([{"type": "Shot", "id": 5, "fields": {"code": "below"}}])  # below the highest id
+        self.check()
+        for i in range(10):
+            em.create("Shot", {"code": f"c{i}"})  # 21, 22, ...
+            self.check()
+        self.assertEqual(self.page_ids("Shot", 20, 24), [21, 22, 23])
+        with self.assertRaises(Fault):  # rolled back: its row and events are popped
+            em.batch([{"request_type": "create", "entity_type": "Shot", "data": {"code": "x"}},
+                      {"request_type": "create", "entity_type": "Shot", "data": {"code": 7}}])
+        self.check()
+        em.delete("Shot", 22)
+        self.check()
+        em.revive("Shot", 22)
+        self.check()
+        em.truncate_events(4)
+        self.check()
+        del em.db["Shot"][21]  # by hand, as some tests do
+        self.check()
+        state = {"scripts": {"test": "key"}, "next_event_id": 100, "rows": {
+            "ApiUser": [{"type": "ApiUser", "id": 1, "__retired": False, "firstname": "test"}],
+            "Shot": [{"type": "Shot", "id": i, "__retired": False, "code": f"s{i}"} for i in (9, 2, 7)]}}
+        load_site(em, state)
+        self.assertEqual(self.page_ids("Shot"), [2, 7, 9])
+        self.check()
+        em.reset()
+        self.assertEqual(self.page_ids("Shot"), [])
+        self.check()
+        em.create("Shot", {"code": "again"})
+        self.assertEqual(self.page_ids("Shot"), [1])
+        self.check()
 
 
 class NoTestModeTests(EmulatorTestCase):

@@ -338,7 +338,12 @@ class FuzzMixin:
                     stats["the site's own 400"] += 1
                     return
                 assert response.status == 200, f"HTTP {response.status} for {what!r}"
-                answer = json.loads(response.body)
+                body = response.body
+                if response.headers.get(b"content-encoding") == b"gzip":
+                    # the client said Accept-Encoding: gzip (and the answer is large)
+                    assert b"gzip" in what["headers"].get("Accept-Encoding", "").encode(), what
+                    body = gzip.decompress(body)
+                answer = json.loads(body)
                 assert isinstance(answer, dict), answer
                 if "exception" in answer:
                     assert answer["exception"] is True and isinstance(answer["message"], str) \

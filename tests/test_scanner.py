@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from sgcache.sync.poller import EventPoller
-from sgcache.sync.scanner import PENDING_KEY, PROGRESS_PREFIX, WATERMARK_PREFIX, Scanner
+from sgcache.sync.scanner import PENDING_KEY, PROGRESS_PREFIX, SLICE_PREFIX, WATERMARK_PREFIX, Scanner
 from sgcache.schema import Schema
 from sgcache.store import open_store
 from sgcache.testing.daemon import CACHE_SCRIPT
@@ -160,7 +160,7 @@ class ScannerMixin(ScanFixture):
 
     async def test_resume_after_a_crash(self):
         await self.scanner.full_scan(TYPES)
-        original = self.scanner._page
+        original = self.scanner._apply_page
         calls = []
 
         async def crashing(*args, **kw):
@@ -169,15 +169,18 @@ class ScannerMixin(ScanFixture):
                 raise Crash()
             return await original(*args, **kw)
 
-        self.scanner._page = crashing
+        self.scanner._apply_page = crashing
         self.scanner.max_failures = 1
         for eid in (111, 128):  # hard deletes before and after the crash point
             del self.emulator.db["Shot"][eid]
         self.emulator.update("Shot", 127, {"code": "changed"})
         with self.assertRaises(Exception):
             await self.scanner.full_scan(["Shot"])
+        # the type's plan (its id slices), and each slice's last page
         progress = json.loads(await self.store.get_state(PROGRESS_PREFIX + "Shot"))
-        self.assertGreater(progress["after_id"], 100)
+        self.assertEqual(progress["slices"], [[0, None]])
+        piece = json.loads(await self.store.get_state(SLICE_PREFIX + "Shot:0"))
+        self.assertGreater(piece["after_id"], 100)
         # a new process resumes from the saved page
         self.scanner = self.make_scanner()
         self.assertIsNotNone(await self.scanner.resume())

@@ -340,6 +340,30 @@ class StoreTestsMixin:
         self.assertEqual(await store.ids("Shot"), [2, 3])
         self.assertEqual(await store.count("Asset"), 0)
 
+    async def test_update_log_holds_what_wrote_something(self) -> None:
+        store = await self.synced()
+
+        async def logged() -> list:
+            return [(e["source"], e["fields"]) for e in await store.update_log("Shot", 1)]
+
+        scan = dict(source="scan", complete=True, updated_at="2024-01-01T00:00:00Z")
+        fields = {"code": "a", "updated_at": "2024-01-01T00:00:00Z"}
+        await store.apply([EntityChange("Shot", 1, fields, **scan)])
+        await store.apply([EntityChange("Shot", 1, fields, **scan)])
+        await store.apply([EntityChange("Shot", 1, {"code": "a"}, source="event",
+                                        changed_fields=["code"], event_id=5)])
+        self.assertEqual(await logged(), [("scan", "*")])
+        # a scan that finds a value moved without updated_at moving: logged
+        await store.apply([EntityChange("Shot", 1, dict(fields, code="b"), **scan)])
+        await store.apply([EntityChange("Shot", 1, {"code": "c"}, source="event",
+                                        changed_fields=["code"], event_id=6)])
+        self.assertEqual(await logged(), [("scan", "*"), ("scan", "*"), ("event", "code")])
+        self.assertEqual((store.rows_written, store.rows_unchanged), (3, 2))
+        await store.apply([EntityChange("Shot", 2, delete=True)])
+        self.assertEqual(await store.update_log("Shot", 2), [])
+        await store.apply([EntityChange("Shot", 1, delete=True)])
+        self.assertEqual((await logged())[-1], ("passthrough", "(deleted)"))
+
     async def test_stale_updated_at_refused(self) -> None:
         store = await self.synced()
         await store.apply(
@@ -668,6 +692,22 @@ class StoreTestsMixin:
             await write()
             self.assertNotEqual(store.read_generation(), before, name)
             before = store.read_generation()
+        await store.set_field_states("Shot", None, "ready")  # sg_new, pending since the sync
+        self.assertNotEqual(store.read_generation(), before)
+        await task.deferLater(reactor, 0.2, lambda: None)
+        before = store.read_generation()
+        # fields marked as they are: nothing written, nothing moves
+        await store.set_field_states("Shot", None, "ready")
+        await store.set_field_states("Shot", ["code", "nope"], "ready")
+        self.assertEqual((await store.field_states())["Shot"]["sg_new"], "ready")
+        await task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(store.read_generation(), before)
+        # an apply that changes nothing is bookkeeping too (its state is written)
+        self.assertEqual(await store.apply([EntityChange("Shot", 1, {"code": "a"})], {"k": "x"}), 1)
+        self.assertEqual((store.last_apply.written, store.last_apply.unchanged), (0, 1))
+        await task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(store.read_generation(), before)
+        self.assertEqual(await store.get_state("k"), "x")
         await store.close()
         self.assertIsNone(store.read_generation(), "closed")
 

@@ -98,13 +98,16 @@ def run_on_store(
 
     async def main(reactor: Any) -> None:
         from sgcache.store import open_store
-        from sgcache.site.client import Upstream
+        from sgcache.site.client import make_upstream
 
         store = open_store(settings["db"], reactor)
         upstream = None
-        if with_site:
-            upstream = Upstream(reactor, settings["shotgun"], settings["script_name"], settings["api_key"])
         try:
+            if with_site:
+                try:
+                    upstream = make_upstream(reactor, settings)
+                except ValueError as e:
+                    raise CommandError(str(e))
             try:
                 await store.open()
             except Exception as e:

@@ -49,24 +49,26 @@ def describe(error: BaseException) -> str:
 
 
 class Sleeper:
-    """Cancellable waits on a reactor (``await sleeper.sleep(s)``)."""
+    """Cancellable waits on a reactor (``await sleeper.sleep(s)``); several
+    may wait at once (scan workers backing off), `wake` ends them all."""
 
     def __init__(self, reactor: Any):
         self.reactor = reactor
-        self._pending: defer.Deferred | None = None
+        self._pending: set[defer.Deferred] = set()
 
     async def sleep(self, seconds: float) -> bool:
         """Wait; False when woken early by `wake` (or cancelled)."""
         d = task.deferLater(self.reactor, max(0.0, seconds), lambda: True)
-        self._pending = d
+        self._pending.add(d)
         try:
             return bool(await d)
         except defer.CancelledError:
             return False
         finally:
-            self._pending = None
+            self._pending.discard(d)
 
     def wake(self) -> None:
-        """End the current wait now (stop, or work to do)."""
-        if self._pending is not None and not self._pending.called:
-            self._pending.cancel()
+        """End the current waits now (stop, or work to do)."""
+        for d in list(self._pending):
+            if not d.called:
+                d.cancel()

@@ -1,9 +1,19 @@
 """The one apply algorithm that writes `EntityChange`s, whoever found
 them (events, scans, passed-through writes): stale changes refused by
-`updated_at`, values encoded, each batch written set-based."""
+`updated_at`, values encoded, changes that would change nothing left out,
+each batch written set-based.
+
+No needless writes: a change is compared, column by column and link list
+by link list, with what the store holds (read back in the same
+transaction, rows locked on PostgreSQL). A change whose columns all hold
+exactly what it would write (`_same`), whose link lists are the stored ones
+in the same order, and that neither inserts nor deletes a row, writes
+nothing and is not logged; a batch of such changes does not move the
+store's read generation (`ApplyResult.written`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -14,9 +24,15 @@ from sgcache.schema.changes import EntityChange
 from sgcache.schema.types import data_type
 from sgcache.schema.types.base import identity
 from sgcache.store import layout
-from sgcache.store.catalog import Synced, write_state
+from sgcache.store.catalog import Synced, write_field_states, write_state
 from sgcache.store.dialect import Dialect, SQLCursor
-from sgcache.store.statements import Statement, id_conditions, insert_statements, run_pipelined
+from sgcache.store.statements import (
+    MAX_PARAMS,
+    Statement,
+    id_conditions,
+    insert_statements,
+    run_pipelined,
+)
 from sgcache.store.updatelog import log_entry, log_statements
 
 log = logger(__name__)
@@ -24,7 +40,15 @@ log = logger(__name__)
 
 @dataclass
 class ApplyResult:
+    #: changes applied: not stale, of a cached type (written + unchanged)
     applied: int = 0
+    #: applied changes that wrote something (a row inserted, updated or
+    #: deleted, links replaced): each is in the update log
+    written: int = 0
+    #: applied changes that would have changed nothing (the store already
+    #: held their values, links and flags; a delete of a row not stored):
+    #: nothing was written for them, nor logged
+    unchanged: int = 0
     skipped_stale: int = 0
     unknown_types: int = 0
     ignored_fields: int = 0
@@ -84,6 +108,77 @@ class _Plan:
         return plan
 
 
+@dataclass
+class _Want:
+    """What the batch touches of one entity type, to be read before it is
+    planned."""
+
+    ids: set[int] = field(default_factory=set)
+    #: entity-table columns the changes set (besides the flags, always read)
+    columns: dict[str, None] = field(default_factory=dict)
+    #: multi_entity fields whose stored links are compared
+    multi: set[str] = field(default_factory=set)
+    #: every multi_entity field is in `multi` (a delete clears them all)
+    all_multi: bool = False
+    #: the field-name tuples already looked at
+    shapes: set[tuple[str, ...]] = field(default_factory=set)
+
+
+#: links not read (or not stored as apply writes them): never "the same"
+_UNKNOWN_LINKS = None
+
+
+@dataclass
+class _Stored:
+    """What the rows the batch touches hold, read before it is planned and
+    kept current (with what the batch plans to write) while it is."""
+
+    #: (type, id) -> [updated_at, _active]: the stale-check columns (the
+    #: type's updated_at only when it is a date_time; else None)
+    rows: dict[tuple[str, int], list[Any]] = field(default_factory=dict)
+    #: (type, id) -> column -> its value, as read back from the store (or
+    #: as this batch will write it); a column absent is not known
+    cols: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    #: (type, multi_entity field, parent id) -> the stored links in order;
+    #: absent or None: not known (read, or irregular positions)
+    links: dict[tuple[str, str, int], list[tuple[str, int]] | None] = field(default_factory=dict)
+
+
+def _wanted(synced: Synced, changes: Sequence[EntityChange]) -> dict[str, _Want]:
+    """Per cached type, the ids, columns and link lists the batch sets."""
+    wanted: dict[str, _Want] = {}
+    for change in changes:
+        etype = change.entity_type
+        fields = synced.types.get(etype)
+        if fields is None:
+            continue
+        want = wanted.get(etype)
+        if want is None:
+            want = wanted[etype] = _Want()
+        want.ids.add(int(change.entity_id))
+        if change.delete:
+            if not want.all_multi:
+                want.all_multi = True
+                want.multi.update(f for f, t in fields.items() if t == "multi_entity")
+            continue
+        shape = tuple(change.fields)
+        if shape in want.shapes:
+            continue
+        want.shapes.add(shape)
+        for fname in shape:
+            dtype = fields.get(fname)
+            if dtype is None or fname == "id" or fname == "type":
+                continue
+            if dtype == "entity":
+                want.columns[f"{fname}__type"] = None
+                want.columns[f"{fname}__id"] = None
+            elif dtype == "multi_entity":
+                want.multi.add(fname)
+            else:
+                want.columns[fname] = None
+    return wanted
+
+
 async def apply_changes(
     cur: SQLCursor,
     synced: Synced,
@@ -93,21 +188,19 @@ async def apply_changes(
 ) -> ApplyResult:
     """Write `changes` (and `state`) through `cur`, inside the caller's
     transaction. Raises on bad values; the caller then rolls back. With
-    `now` (epoch seconds), what was applied goes to the update log too.
+    `now` (epoch seconds), what was written goes to the update log too.
 
     Changes are decided one by one, in order, against an in-memory copy of
-    the stale-check columns; the net effect on each row and link list is
-    then written with a few set-based statements per table (one round trip
-    each on PostgreSQL), exactly as if each change had been written in turn.
-    Values are encoded while the rows are being read, and each statement is
-    built while the previous one runs."""
+    the rows and links they touch (read first: `_read_stored`); a change
+    that would change nothing is left out (`ApplyResult.unchanged`). The
+    net effect on each row and link list is then written with a few
+    set-based statements per table (one round trip each on PostgreSQL),
+    exactly as if each change had been written in turn. Values are encoded
+    while the rows are being read, and each statement is built while the
+    previous one runs. `state` is written whatever changed."""
     result = ApplyResult()
     plan = _Plan()
-
-    wanted: dict[str, set[int]] = {}
-    for change in changes:
-        if change.entity_type in synced.types:
-            wanted.setdefault(change.entity_type, set()).add(int(change.entity_id))
+    wanted = _wanted(synced, changes)
 
     # When no entity appears twice, the batch is planned and written in parts
     # (disjoint rows: the same writes), each part planned while the previous
@@ -133,7 +226,7 @@ async def apply_changes(
         except Exception:
             pass
         raise
-    rows = await reading
+    stored = await reading
 
     def statements() -> Iterator[Statement]:
         for start in range(0, len(changes), step):
@@ -148,7 +241,7 @@ async def apply_changes(
                         entity_type=change.entity_type, entity_id=change.entity_id,
                     )
                     continue
-                _plan_one(part, change, synced.types[change.entity_type], enc, rows, result)
+                _plan_one(part, change, synced.types[change.entity_type], enc, stored, result)
             yield from _plan_statements(cur.dialect, synced, part)
         if now is not None and result.log:
             # built while the last part's statements run
@@ -158,31 +251,100 @@ async def apply_changes(
     if state:
         await write_state(cur, state)
     log.debug(
-        "apply: {applied} applied, {stale} stale, {unknown} uncached types, {ignored} uncached fields",
-        applied=result.applied, stale=result.skipped_stale,
-        unknown=result.unknown_types, ignored=result.ignored_fields,
+        "apply: {applied} applied ({written} written, {unchanged} unchanged), {stale} stale, "
+        "{unknown} uncached types, {ignored} uncached fields",
+        applied=result.applied, written=result.written, unchanged=result.unchanged,
+        stale=result.skipped_stale, unknown=result.unknown_types, ignored=result.ignored_fields,
     )
     return result
 
 
 async def _read_stored(
-    cur: SQLCursor, synced: Synced, wanted: dict[str, set[int]], plan: _Plan
-) -> dict[tuple[str, int], list[Any]]:
-    """The stale-check columns of the rows the batch touches (locked on
-    PostgreSQL), per (type, id): [updated_at, _active]."""
+    cur: SQLCursor, synced: Synced, wanted: dict[str, _Want], plan: _Plan
+) -> _Stored:
+    """What the rows the batch touches hold: per type, one statement (per
+    id chunk) for the stale-check columns, the flags and the columns the
+    changes set (locked on PostgreSQL); then one for the stored links of
+    the multi_entity fields they set (all of them for a delete). The links
+    are read after the rows are locked, so no other writer changes them
+    before this transaction ends."""
     lock = cur.dialect.lock_suffix
-    rows: dict[tuple[str, int], list[Any]] = {}
-    for etype, id_set in wanted.items():
+    stored = _Stored()
+    rows, cols = stored.rows, stored.cols
+    for etype, want in wanted.items():
+        id_list = sorted(want.ids)
         has_updated = synced.data_type(etype, "updated_at") == "date_time"
-        cols = '"id", ' + ('"updated_at"' if has_updated else "NULL") + ', "_active"'
-        for cond, params in id_conditions(cur.dialect, '"id"', sorted(id_set)):
-            for row in await cur.execute(
-                f"SELECT {cols} FROM {layout.entity_table(etype)} WHERE {cond}{lock}", params
-            ):
-                rows[(etype, int(row[0]))] = [row[1], row[2]]
+        names = ["_active", "_complete"] + [
+            c for c in want.columns if c not in ("id", "_active", "_complete")
+        ]
+        select = ", ".join(
+            ['"id"', '"updated_at"' if has_updated else "NULL"] + [layout.quote(c) for c in names]
+        )
+        table = layout.entity_table(etype)
+        for cond, params in id_conditions(cur.dialect, '"id"', id_list):
+            for row in await cur.execute(f"SELECT {select} FROM {table} WHERE {cond}{lock}", params):
+                key = (etype, int(row[0]))
+                rows[key] = [row[1], row[2]]
+                cols[key] = dict(zip(names, row[2:]))
+        if want.multi:
+            await _read_links(cur, etype, sorted(want.multi), id_list, stored)
     plan.stored = set(rows)
-    return rows
+    return stored
 
+
+async def _read_links(
+    cur: SQLCursor, etype: str, fnames: list[str], id_list: list[int], stored: _Stored
+) -> None:
+    """The stored links of `fnames` of the parents `id_list`, into
+    `stored.links` (an empty list for a parent with none); fields read
+    together with ``UNION ALL`` within the bound-parameter limit, in order
+    (field, parent, position)."""
+    links = stored.links
+    for fname in fnames:
+        for eid in id_list:
+            links[(etype, fname, eid)] = []
+    for cond, params in id_conditions(cur.dialect, "parent_id", id_list):
+        per = max(1, MAX_PARAMS // max(1, len(params)))
+        for start in range(0, len(fnames), per):
+            group = fnames[start : start + per]
+            sql = " UNION ALL ".join(
+                f"SELECT {i}, parent_id, position, child_type, child_id "
+                f"FROM {layout.multi_table(etype, fname)} WHERE {cond}"
+                for i, fname in enumerate(group)
+            ) + " ORDER BY 1, 2, 3"
+            at: tuple[Any, Any] | None = None
+            held: list[tuple[str, int]] | None = None
+            for i, parent, position, ctype, cid in await cur.execute(sql, params * len(group)):
+                if (i, parent) != at:
+                    at = (i, parent)
+                    held = links[(etype, group[i], int(parent))] = []
+                if held is None:
+                    continue
+                if position != len(held) or type(ctype) is not str or type(cid) is not int:
+                    # positions other than 0..n-1 (apply never writes
+                    # them), or values of other types: never "the same"
+                    held = links[(etype, group[i], int(parent))] = _UNKNOWN_LINKS
+                    continue
+                held.append((ctype, cid))
+
+
+def _same(stored: Any, new: Any) -> bool:
+    """`new` (a column value as apply writes it) is exactly what the column,
+    read back as `stored`, already holds: the same Python type (the stores
+    read back int / float / str / None for the column types apply writes,
+    and writing a value reads back the same type: anything else, a bool, a
+    str of a number column, bytes..., compares as different) and the same
+    value; floats bit for bit (NaN never, -0.0 is not 0.0). A write of
+    something "different" that is in fact the same costs a needless write;
+    the reverse would leave a wrong value, so when in doubt: different."""
+    kind = type(new)
+    if type(stored) is not kind:
+        return False
+    if kind is str or kind is int:
+        return stored == new
+    if kind is float:
+        return stored == new and (new != 0.0 or math.copysign(1.0, new) == math.copysign(1.0, stored))
+    return new is None
 
 @dataclass
 class _Encoded:
@@ -289,25 +451,35 @@ def _plan_one(
     change: EntityChange,
     fields: dict[str, str],
     enc: _Encoded,
-    rows: dict[tuple[str, int], list[Any]],
+    stored: _Stored,
     result: ApplyResult,
 ) -> None:
-    """Decide one change against `rows` and record its writes in `plan`."""
+    """Decide one change against `stored` and record its writes in `plan`
+    (none when it would change nothing); keep `stored` current."""
     etype = change.entity_type
     eid = int(change.entity_id)
     key = (etype, eid)
+    rows = stored.rows
     row = rows.get(key)
 
     if change.delete:
+        multi = sorted(f for f, t in fields.items() if t == "multi_entity")
+        result.applied += 1
+        if row is None and not any(
+            stored.links.get((etype, fname, eid), _UNKNOWN_LINKS) != [] for fname in multi
+        ):
+            # no row, no links: nothing to delete
+            result.unchanged += 1
+            return
         target = plan.row(key)
         target.delete = target.delete or key in plan.stored
         target.insert = target.sets = None
-        for fname in sorted(f for f, t in fields.items() if t == "multi_entity"):
-            plan.multi[(etype, fname, eid)] = []
+        for fname in multi:
+            plan.multi[(etype, fname, eid)] = stored.links[(etype, fname, eid)] = []
         rows.pop(key, None)
-        result.applied += 1
-        if row is not None:
-            result.log.append(log_entry(change, "(deleted)"))
+        stored.cols.pop(key, None)
+        result.written += 1
+        result.log.append(log_entry(change, "(deleted)"))
         return
 
     if (
@@ -330,8 +502,8 @@ def _plan_one(
         raise enc.error
     values = enc.values
 
-    target = plan.row(key)
     if row is None:
+        target = plan.row(key)
         active = 1 if change.active is None else int(bool(change.active))
         target.insert = {
             "id": eid,
@@ -341,21 +513,27 @@ def _plan_one(
         }
         target.sets = None
         rows[key] = [values.get("updated_at"), active]
-        result.log.append(log_entry(change))
+        stored.cols[key] = dict(target.insert)
+        wrote = True
     else:
-        if (
-            change.source != "scan"
-            or ("updated_at" in values and values["updated_at"] != row[0])
-            or (change.active is not None and int(bool(change.active)) != int(row[1]))
-        ):
-            # scans re-read unchanged rows: only what moved is logged
-            result.log.append(log_entry(change))
         sets = dict(values)
         if change.active is not None:
             sets["_active"] = int(bool(change.active))
         if change.complete:
             sets["_complete"] = 1
-        if sets:
+        have = stored.cols.get(key)
+        if have is None:
+            have = stored.cols[key] = {}
+        wrote = False
+        for col, value in sets.items():
+            if col not in have or not _same(have[col], value):
+                wrote = True
+                break
+        if wrote:
+            # the whole change is written (the row is rewritten anyway, and
+            # rows given the same fields share one statement)
+            have.update(sets)
+            target = plan.row(key)
             if target.insert is not None:
                 target.insert.update(sets)
             elif target.sets is None:
@@ -368,8 +546,18 @@ def _plan_one(
             row[1] = int(bool(change.active))
 
     for fname, links in enc.multi_set.items():
-        plan.multi[(etype, fname, eid)] = links
+        where = (etype, fname, eid)
+        if stored.links.get(where, _UNKNOWN_LINKS) != links:
+            plan.multi[where] = stored.links[where] = links
+            wrote = True
+
     result.applied += 1
+    if wrote:
+        # only what moved is logged (scans re-read unchanged rows)
+        result.written += 1
+        result.log.append(log_entry(change))
+    else:
+        result.unchanged += 1
 
 
 def _plan_statements(dialect: Dialect, synced: Synced, plan: _Plan) -> Iterator[Statement]:
@@ -445,3 +633,25 @@ def _sql_types(dialect: Dialect, fields: dict[str, str], cols: Sequence[str]) ->
         else:
             return None
     return out
+
+
+async def set_field_states(
+    cur: SQLCursor, entity_type: str, fields: list[str] | None, state: str
+) -> bool:
+    """`catalog.write_field_states`, without needless writes: nothing is
+    written when every recorded field named (None: all of the type's)
+    already has `state`. Whether anything was written (the stores move the
+    read generation only then: a scan marking ready fields that are ready
+    keeps the kept answers)."""
+    if state not in (layout.FIELD_PENDING, layout.FIELD_READY):
+        raise ValueError(f"unknown field state {state!r}")
+    current = {
+        name: held for name, held in await cur.execute(
+            f"SELECT field_name, state FROM _sgcache_fields WHERE entity_type = ?"
+            f"{cur.dialect.lock_suffix}", [entity_type])
+    }
+    named = current if fields is None else [name for name in fields if name in current]
+    if all(current[name] == state for name in named):
+        return False
+    await write_field_states(cur, entity_type, fields, state)
+    return True

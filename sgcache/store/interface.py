@@ -31,6 +31,17 @@ class IStore(Interface):
 
     dialect = Attribute('"sqlite" or "postgresql": the SQL dialect fetch() speaks')
     reads_block = Attribute("True when reads run on the reactor thread (nothing else runs meanwhile)")
+    last_apply = Attribute(
+        "The `sgcache.store.apply.ApplyResult` of the last `apply` that committed (None "
+        "before one): `applied`, `written` (changes that wrote something), `unchanged` "
+        "(applied changes that would have changed nothing, so wrote nothing), "
+        "`skipped_stale`...")
+    rows_written = Attribute(
+        "How many applied changes wrote something (a row inserted, updated or deleted, "
+        "a link list replaced), over every `apply` of this store object")
+    rows_unchanged = Attribute(
+        "How many applied changes wrote nothing (the store already held exactly what "
+        "they would write), over every `apply` of this store object")
 
     def open() -> "defer.Deferred[None]":
         """Connect; create the bookkeeping tables if missing; check and record
@@ -64,14 +75,28 @@ class IStore(Interface):
     def set_field_states(
         entity_type: str, fields: "list[str] | None", state: str
     ) -> "defer.Deferred[None]":
-        """Set the state of some (None: all) recorded fields of a type."""
+        """Set the state of some (None: all) recorded fields of a type.
+        When they all have it already nothing is written and
+        `read_generation` does not move."""
 
     def apply(
         changes: Sequence[EntityChange], state: "dict[str, str] | None" = None
     ) -> "defer.Deferred[int]":
         """Write `changes` and the `state` items in one transaction; nothing
         is written if anything fails. Returns how many changes were applied
-        (stale or uncached ones are skipped)."""
+        (stale or uncached ones are skipped).
+
+        No needless writes: each change is compared with what the store
+        holds (read back in the same transaction; the columns it sets, the
+        flags, the links of the multi_entity fields it sets). One that
+        would change nothing (every column already holds exactly the value
+        it would write, the same links in the same order, no row to insert
+        or delete) counts as applied but writes no row, no link and no
+        update-log entry. When every change is such, the `state` items are
+        still written, but as bookkeeping: `read_generation` does not move
+        and other processes are not notified. The update log holds exactly
+        the changes that wrote something. What was written is in
+        `last_apply` (and the counters `rows_written` / `rows_unchanged`)."""
 
     def fetch(sql: str, params: Sequence[Any]) -> "defer.Deferred[list[tuple]]":
         """Run a read-only query written with ``?`` placeholders (the

@@ -39,7 +39,7 @@ from sgcache.logs import logger
 from sgcache.schema import Schema
 from sgcache.schema.changes import EntityChange
 from sgcache.store import layout
-from sgcache.store.apply import ApplyResult, apply_changes
+from sgcache.store.apply import ApplyResult, apply_changes, set_field_states
 from sgcache.store.catalog import (
     Synced,
     current_synced,
@@ -50,7 +50,6 @@ from sgcache.store.catalog import (
     log_sync_summary,
     read_field_states,
     sync_schema,
-    write_field_states,
     write_state,
 )
 from sgcache.store.dialect import POSTGRESQL
@@ -86,6 +85,16 @@ DEFAULT_READ_POOL = 4
 #: connections for writes and the cache's own queries: one write at a time
 #: (writes are serialized) and one query beside it
 SYNC_POOL = 2
+
+def _wrote(result: ApplyResult) -> bool:
+    """An apply's transaction may change what a read answers."""
+    return result.written > 0
+
+
+def _changed(changed: bool) -> bool:
+    """A transaction that says whether it wrote something."""
+    return changed
+
 
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
@@ -184,6 +193,12 @@ class PostgresStore(NamedQueries):
         self._listening = False
         #: operations retried on a dead connection (the metrics)
         self.connection_retries = 0
+        #: what the last successful `apply` did (see IStore.last_apply)
+        self.last_apply: ApplyResult | None = None
+        #: applied changes that wrote something / nothing, since created
+        #: (see IStore.rows_written)
+        self.rows_written = 0
+        self.rows_unchanged = 0
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact(self.dsn)}>"
@@ -228,15 +243,25 @@ class PostgresStore(NamedQueries):
                 error = e
 
     async def _transaction(self, what: str, work: Callable[[_Cursor], Awaitable[T]],
-                           changes_reads: bool = True) -> T:
+                           changes_reads: bool | Callable[[T], bool] = True) -> T:
         """Run `work` in one transaction (serialized with other writes).
         `changes_reads`: it may change what a read answers (not only
         bookkeeping state): it notifies listeners (`CHANGES_CHANNEL`) on
-        commit, and the read generation moves."""
+        commit, and the read generation moves. A callable says so of
+        `work`'s result, attempt by attempt: the generation moves if any
+        attempt (maybe committed before its connection died) said so, or
+        failed before it could say."""
+        moved = [changes_reads is True]
 
         async def notifying(cur: _Cursor) -> T:
-            result = await work(cur)
-            if changes_reads:
+            try:
+                result = await work(cur)
+            except BaseException:
+                moved[0] = moved[0] or changes_reads is not False
+                raise
+            changes = changes_reads(result) if callable(changes_reads) else changes_reads
+            if changes:
+                moved[0] = True
                 await cur.execute(f"NOTIFY {CHANGES_CHANNEL}")
             return result
 
@@ -251,7 +276,7 @@ class PostgresStore(NamedQueries):
             finally:
                 # committed, or maybe committed (a connection lost during
                 # COMMIT): either way answers read before may be stale
-                if changes_reads:
+                if moved[0]:
                     self._generation += 1
 
         return await self._write_lock.run(lambda: defer.ensureDeferred(locked()))
@@ -428,7 +453,8 @@ class PostgresStore(NamedQueries):
     ) -> None:
         await self._transaction(
             "set_field_states",
-            lambda cur: write_field_states(cur, entity_type, fields, state),
+            lambda cur: set_field_states(cur, entity_type, fields, state),
+            changes_reads=_changed,
         )
 
     @returns_deferred
@@ -442,7 +468,11 @@ class PostgresStore(NamedQueries):
                 cur, synced, changes, state, now=clock_now(self._reactor)
             )
 
-        return (await self._transaction("apply", work, changes_reads=bool(changes))).applied
+        result = await self._transaction("apply", work, changes_reads=_wrote)
+        self.last_apply = result
+        self.rows_written += result.written
+        self.rows_unchanged += result.unchanged
+        return result.applied
 
     @returns_deferred
     async def prune_update_log(self, before: float) -> int:

@@ -24,7 +24,7 @@ from sgcache.logs import logger
 from sgcache.schema import Schema
 from sgcache.schema.changes import EntityChange
 from sgcache.store import layout, upgrade
-from sgcache.store.apply import ApplyResult, apply_changes
+from sgcache.store.apply import ApplyResult, apply_changes, set_field_states
 from sgcache.store.catalog import (
     Synced,
     current_synced,
@@ -35,7 +35,6 @@ from sgcache.store.catalog import (
     log_sync_summary,
     read_field_states,
     sync_schema,
-    write_field_states,
     write_state,
 )
 from sgcache.store.dialect import SQLITE
@@ -125,6 +124,16 @@ class _Cursor:
         self._conn.execute(f"ALTER TABLE {layout.quote(table_name)} DROP COLUMN {layout.quote(column)}")
 
 
+def _wrote(result: ApplyResult) -> bool:
+    """An apply's transaction may change what a read answers."""
+    return result.written > 0
+
+
+def _changed(changed: bool) -> bool:
+    """A transaction that says whether it wrote something."""
+    return changed
+
+
 def _now(coro: Awaitable[T]) -> T:
     """Run a coroutine that must not wait on the reactor; its result."""
     box: list[Any] = []
@@ -157,6 +166,12 @@ class SQLiteStore(NamedQueries):
         #: this process's commits that a read could see (see read_generation)
         self._writes = 0
         self._tracking = False
+        #: what the last successful `apply` did (see IStore.last_apply)
+        self.last_apply: ApplyResult | None = None
+        #: applied changes that wrote something / nothing, since opened
+        #: (see IStore.rows_written)
+        self.rows_written = 0
+        self.rows_unchanged = 0
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {self.path}>"
@@ -167,20 +182,27 @@ class SQLiteStore(NamedQueries):
             raise StoreError(f"{self.path}: the store is not open")
         return self._conn
 
-    def _transaction(self, work: Callable[[_Cursor], Awaitable[T]], changes_reads: bool = True) -> T:
+    def _transaction(
+        self, work: Callable[[_Cursor], Awaitable[T]],
+        changes_reads: bool | Callable[[T], bool] = True,
+    ) -> T:
         """Run `work` in one write transaction: all of it, or none of it.
         `changes_reads`: it may change what a read answers (not only
-        bookkeeping state), so the read generation moves."""
+        bookkeeping state), so the read generation moves; a callable says
+        so of `work`'s result (a failed `work` counts as a change)."""
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
+        moved = changes_reads is not False
         try:
             result = _now(work(_Cursor(conn)))
+            if callable(changes_reads):
+                moved = bool(changes_reads(result))
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         finally:
-            if changes_reads:
+            if moved:
                 self._writes += 1
         conn.execute("COMMIT")
         return result
@@ -260,7 +282,9 @@ class SQLiteStore(NamedQueries):
     async def set_field_states(
         self, entity_type: str, fields: list[str] | None, state: str
     ) -> None:
-        self._transaction(lambda cur: write_field_states(cur, entity_type, fields, state))
+        self._transaction(
+            lambda cur: set_field_states(cur, entity_type, fields, state), changes_reads=_changed
+        )
 
     @returns_deferred
     async def apply(
@@ -272,7 +296,11 @@ class SQLiteStore(NamedQueries):
                 cur, synced, changes, state, now=clock_now(self._reactor)
             )
 
-        return self._transaction(work, changes_reads=bool(changes)).applied
+        result = self._transaction(work, changes_reads=_wrote)
+        self.last_apply = result
+        self.rows_written += result.written
+        self.rows_unchanged += result.unchanged
+        return result.applied
 
     @returns_deferred
     async def prune_update_log(self, before: float) -> int:

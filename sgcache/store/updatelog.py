@@ -1,6 +1,8 @@
 """The update log: what apply changed, written in the same transaction
-(one ``_sgcache_updates`` row per applied change, with where it came
-from), read by ``sgcache log`` and pruned by `sgcache.sync.updatelog`."""
+(one ``_sgcache_updates`` row per applied change that wrote something,
+with where it came from; a change that found the store already holding
+what it carried writes nothing and is not logged, whatever its source),
+read by ``sgcache log`` and pruned by `sgcache.sync.updatelog`."""
 
 from __future__ import annotations
 
@@ -55,6 +57,9 @@ def clock_now(reactor: Any) -> float:
 
 
 def log_entry(change: EntityChange, what: str | None = None) -> tuple:
+    """The entry of a change that wrote something (apply calls it for no
+    other): its fields (the event's attribute names, ``*`` for a whole
+    re-read row, else those given) or `what` (``(deleted)``)."""
     if what is None:
         if change.changed_fields:
             what = ",".join(sorted(change.changed_fields))

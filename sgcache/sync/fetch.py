@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from twisted.internet import defer
+
 from sgcache.schema.changes import EntityChange
 from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from sgcache.schema.types import is_cacheable
@@ -47,19 +49,38 @@ async def fetch_by_ids(
     upstream: Any, schema: Schema, entity_type: str, ids: Iterable[int], source: str
 ) -> list[EntityChange]:
     """Full, current copies of the given entities, active or retired.
-    Ids that exist in neither state are absent from the result."""
+    Ids that exist in neither state are absent from the result. The reads
+    (active and retired, per 500 ids) go to the site at once, within the
+    site gate's limit: one round trip of latency, not one per read."""
     wanted = sorted({int(i) for i in ids})
-    changes: list[EntityChange] = []
-    for start in range(0, len(wanted), PAGE_SIZE):
-        chunk = wanted[start : start + PAGE_SIZE]
+    fields = cached_fields(schema, entity_type)
+
+    async def read(chunk: list[int], return_only: str, active: bool) -> list[EntityChange]:
         cond = [{"path": "id", "relation": "in", "values": chunk}]
-        for return_only, active in (("active", True), ("retired", False)):
-            pages = iter_pages(upstream, entity_type, cached_fields(schema, entity_type), cond, return_only,
-                               page_size=len(chunk))
-            async for page in pages:
-                for entity in page:
-                    changes.append(to_change(schema, entity_type, entity, active, source))
+        out = []
+        async for page in iter_pages(upstream, entity_type, fields, cond, return_only, page_size=len(chunk)):
+            out.extend(to_change(schema, entity_type, entity, active, source) for entity in page)
+        return out
+
+    reads = [
+        defer.ensureDeferred(read(wanted[start:start + PAGE_SIZE], return_only, active))
+        for start in range(0, len(wanted), PAGE_SIZE)
+        for return_only, active in (("active", True), ("retired", False))
+    ]
+    changes: list[EntityChange] = []
+    for part in await gather(reads):
+        changes.extend(part)
     return changes
+
+
+async def gather(deferreds: list[defer.Deferred]) -> list[Any]:
+    """The results of `deferreds`, in order; the first failure raised once
+    all have ended (none is left running behind the caller's back)."""
+    results = await defer.DeferredList(deferreds, consumeErrors=True)
+    for ok, value in results:
+        if not ok:
+            value.raiseException()
+    return [value for _, value in results]
 
 
 def fields_linking_to(schema: Schema, target_type: str) -> list[tuple[str, str]]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from twisted.internet import defer
 
 from sgcache.schema.changes import EntityChange
-from sgcache.sync.fetch import fetch_by_ids
+from sgcache.sync.fetch import fetch_by_ids, gather
 from sgcache.schema import Schema
 from sgcache.logs import logger
 
@@ -65,13 +66,16 @@ async def fill_missing_links(
             break
         batch = []
         budget = limit
+        reads = []
         for etype, ids in sorted(missing.items()):
             chosen = sorted(ids)[:budget]
             budget -= len(chosen)
             if chosen:
-                batch.extend(await fetch_by_ids(upstream, schema, etype, chosen, source))
+                reads.append(defer.ensureDeferred(fetch_by_ids(upstream, schema, etype, chosen, source)))
             if budget <= 0:
                 break
+        for found in await gather(reads):  # every type's reads at once
+            batch.extend(found)
         if not batch:
             break
         await store.apply(batch)

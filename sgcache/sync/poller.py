@@ -2,7 +2,10 @@
 store current.
 
 Each poll reads events with ``id >= cursor`` in ascending pages, without a
-pause while full pages keep coming. Every event about a cached entity type
+pause while full pages keep coming; the next page is asked for while the
+current one is applied, and a page's entities are re-read with a few
+requests sent at once (per type: active and retired), so a slow site costs
+about one round trip per page, not one per type. Every event about a cached entity type
 names one or two entities (the entity itself, and for backref changes the
 entity on the other side of the link); those entities are re-read from the
 site in full, batched per type, and applied together with the new cursor and
@@ -45,7 +48,7 @@ from twisted.internet import defer, task
 
 from sgcache.site.backoff import Backoff, describe
 from sgcache.schema.changes import SOURCE_EVENT, EntityChange
-from sgcache.sync.fetch import fetch_by_ids, linkers
+from sgcache.sync.fetch import fetch_by_ids, gather, linkers
 from sgcache.sync.freshness import Freshness
 from sgcache.sync.linkfill import fill_missing_links
 from sgcache.schema import Schema
@@ -213,12 +216,18 @@ class EventPoller:
         assert self.cursor is not None
         total = await self._fill_holes()
         first = True
+        #: the next page, asked for while this one is applied
+        ahead: defer.Deferred | None = None
         while True:
             start = self.cursor
-            asked_at = self.reactor.seconds()
-            events, more = await self._read(
-                [{"path": "id", "relation": "greater_than", "values": [max(start - 1, 0) if first else start]}]
-            )
+            if ahead is None:
+                asked_at = self.reactor.seconds()
+                events, more = await self._read(
+                    [{"path": "id", "relation": "greater_than", "values": [max(start - 1, 0) if first else start]}]
+                )
+            else:
+                asked_at, (events, more) = await ahead
+                ahead = None
             gap = None
             if first and start > 0:
                 if not events or int(events[0]["id"]) != start:
@@ -245,7 +254,15 @@ class EventPoller:
                 extra[RESCAN_KEY] = json.dumps({"reason": gap, "since": self.cursor_time})
             if not more:
                 extra[CAUGHT_UP_KEY] = repr(asked_at)
-            await self._apply(fresh, self._state_items(cursor, holes, cursor_time, extra))
+            elif gap is None and fresh:
+                ahead = self._read_ahead(cursor)
+            try:
+                await self._apply(fresh, self._state_items(cursor, holes, cursor_time, extra))
+            except BaseException:
+                if ahead is not None:
+                    ahead.addErrback(lambda _: None)
+                    ahead.cancel()
+                raise
             self.cursor, self.holes, self.cursor_time = cursor, holes, cursor_time
             total += len(fresh)
             if gap is not None:
@@ -253,6 +270,16 @@ class EventPoller:
             if not more:
                 self.caught_up_at = asked_at
                 return total
+
+    def _read_ahead(self, after: int) -> defer.Deferred:
+        """Ask for the page of events after `after` now (it is applied once
+        the current page is): the site's latency overlaps the apply."""
+        asked_at = self.reactor.seconds()
+
+        async def read() -> tuple[float, tuple[list[dict[str, Any]], bool]]:
+            return asked_at, await self._read([{"path": "id", "relation": "greater_than", "values": [after]}])
+
+        return defer.ensureDeferred(read())
 
     async def _gap_reason(self, events: list[dict[str, Any]]) -> str:
         """Why the cursor's own event is not the first of ``id >= cursor``."""
@@ -423,8 +450,12 @@ class EventPoller:
         for etype, eid in touched:
             by_type.setdefault(etype, set()).add(eid)
         changes: list[EntityChange] = []
-        for entity_type, ids in sorted(by_type.items()):
-            found = await fetch_by_ids(self.upstream, self.schema, entity_type, ids, source)
+        types = sorted(by_type)
+        # every type's reads at once: one round trip of latency per poll
+        reads = [defer.ensureDeferred(fetch_by_ids(self.upstream, self.schema, t, by_type[t], source))
+                 for t in types]
+        for entity_type, found in zip(types, await gather(reads)):
+            ids = by_type[entity_type]
             changes.extend(found)
             for missing in sorted(set(ids) - {c.entity_id for c in found}):
                 changes.append(EntityChange(entity_type, missing, delete=True, source=source))

@@ -18,11 +18,19 @@ serving reads between pages.
   revival made without events, which does not move ``updated_at``, or a hard
   delete) triggers an id reconciliation of that type.
 
-Each page is applied with its progress in the same store transaction
-(``scan_progress:<Type>``: mode, phase, last id), and a type's new watermark
-(``scan_watermark:<Type>``, the highest ``updated_at`` seen) with its last
-step, so a crashed scan resumes where it stopped (``scan_pending`` names the
-scan). Progress is logged with entities, rate and ETA (from a `summarize`
+Reads go at WAN speed: `concurrency` workers read id slices of a type
+(``low < id <= high``, keyset paging inside a slice, the next page asked
+for as soon as one arrives) and several types at once, within the site
+gate's limit (`sgcache.site.gate`, scans in its lowest lane).
+
+A type's plan (mode, since, its slices) is kept in ``scan_progress:<Type>``
+when it opens; each page is applied with its slice's position in the same
+store transaction (``scan_slice:<Type>:<n>``: phase, last id, newest
+``updated_at``, done), and a type's new watermark (``scan_watermark:<Type>``:
+the highest ``updated_at`` seen, or the site's time when the scan began if
+later, so a type with no rows gets one too) with its last step, so a
+crashed scan resumes slice by slice where it stopped (``scan_pending``
+names the scan). Progress is logged with entities, rate and ETA (from a `summarize`
 count). Upstream and store failures are retried with exponential back-off.
 """
 
@@ -32,13 +40,16 @@ import json
 from typing import Any, AsyncIterator, Callable, Iterable
 
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 
 from sgcache.site.backoff import Backoff, Sleeper, describe
 from sgcache.schema.changes import SOURCE_SCAN, EntityChange
-from sgcache.sync.fetch import cached_fields, fetch_by_ids, to_change
+from sgcache.sync.fetch import cached_fields, fetch_by_ids, gather, to_change
 from sgcache.sync.freshness import Freshness
 from sgcache.sync.linkfill import fill_missing_links
 from sgcache.schema import Schema
+from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
+from sgcache.site.gate import SCAN
 from sgcache.site.pages import PAGE_SIZE, read_page
 from sgcache.store import layout
 from sgcache.logs import logger
@@ -47,6 +58,10 @@ log = logger(__name__)
 
 PENDING_KEY = "scan_pending"
 PROGRESS_PREFIX = "scan_progress:"
+SLICE_PREFIX = "scan_slice:"
+#: a type is split into one id slice per this many pages it is expected to
+#: hold (at most twice the concurrency)
+SLICE_PAGES = 8
 WATERMARK_PREFIX = "scan_watermark:"
 LAST_SCAN_KEY = "scan_last"
 FULL = "full"
@@ -88,11 +103,15 @@ class Scanner:
         backoff: Backoff | None = None,
         max_failures: int | None = None,
         report_every: float = 5.0,
+        concurrency: int = 4,
     ):
         self.reactor = reactor
         self.schema = schema
         self.store = store
-        self.upstream = upstream
+        #: scan traffic goes in the gate's lowest lane (`sgcache.site.gate`)
+        self.upstream = upstream.with_lane(SCAN) if hasattr(upstream, "with_lane") else upstream
+        #: pages read at once (slices of a type, and several types)
+        self.concurrency = max(1, int(concurrency))
         self.page_size = page_size
         self.progress = progress
         self.overlap = overlap
@@ -104,7 +123,8 @@ class Scanner:
         self.report_every = report_every
         self.scanned = 0
         self.current_type: str | None = None
-        self.current: dict[str, Any] = {}
+        #: type -> progress of its running scan (entities, expected, started)
+        self.running: dict[str, dict[str, Any]] = {}
         self.watermarks: dict[str, str] = {}
         self.errors = 0
         self.last_error: str | None = None
@@ -277,16 +297,17 @@ class Scanner:
             await self.store.set_state({PENDING_KEY: json.dumps(plan)})
         if plan.get("reason"):
             log.info("{mode} scan: {reason}", mode=mode, reason=plan["reason"])
-        remaining = list(plan["types"])
-        for entity_type in list(remaining):
-            if entity_type in self.schema:  # not removed by a schema change meanwhile
-                await self._cooperate(self._scan_type(entity_type, plan))
-            remaining.remove(entity_type)
-            rest = dict(plan, types=remaining)
-            items = {PENDING_KEY: json.dumps(rest) if remaining else ""}
-            if not remaining and plan.get("answers_request"):
-                items["rescan_requested"] = ""
-            await self._retrying(lambda: self.store.set_state(items))
+        # the site's time is asked for while the first type opens
+        site_now = defer.ensureDeferred(self._retrying(lambda: defer.ensureDeferred(self._site_now())))
+        runner = _PlanRunner(self, plan, site_now)
+        workers = [self._cooperate(self._worker(runner)) for _ in range(max(1, self.concurrency))]
+        results = await defer.DeferredList(workers, consumeErrors=True)
+        await runner.close()
+        for ok, outcome in results:
+            if not ok:
+                outcome.raiseException()
+        if runner._error is not None:
+            runner._error.raiseException()
         elapsed = max(self.reactor.seconds() - started, 1e-6)
         self.last_scan = {
             "mode": mode,
@@ -301,8 +322,52 @@ class Scanner:
             force=True,
         )
         self.current_type = None
-        self.current = {}
+        self.running.clear()
         return self.scanned
+
+    async def _worker(self, runner: "_PlanRunner") -> AsyncIterator[None]:
+        """One of `concurrency` workers: takes slices (of the type being
+        opened, then the next types) until the plan has none left; the
+        worker ending a type's last slice finishes the type."""
+        backoff = Backoff(self.backoff.initial, self.backoff.maximum, self.backoff.factor)
+        try:
+            while True:
+                unit = await runner.next_slice(backoff)
+                if unit is None:
+                    return
+                run, piece = unit
+                async for _ in self._scan_slice(run, piece, backoff):
+                    yield None
+                    if runner.failed:
+                        return
+                run.running -= 1
+                if run.finished():
+                    await self._retrying(lambda: defer.ensureDeferred(self._finish_type(run)), backoff)
+                    await runner.type_done(run.entity_type, backoff)
+                    yield None
+        except BaseException:
+            runner.failed = True
+            raise
+
+    async def _site_now(self) -> str | None:
+        """A time on the site's clock no later than now: the newest event's
+        ``created_at``. Every row changed after it is read by a later
+        incremental scan, so a type scanned now (even one with no rows, or
+        none with an ``updated_at``) gets it as its watermark."""
+        try:
+            result = await self.upstream.call("read", {
+                "type": "EventLogEntry", "return_fields": ["id", "created_at"],
+                "filters": {"logical_operator": "and", "conditions": []},
+                "sorts": [{"field_name": "id", "direction": "desc"}],
+                "paging": {"entities_per_page": 1, "current_page": 1}, "return_only": "active",
+            })
+        except Fault as e:
+            if e.error_code in (ERR_AUTH, ERR_UPSTREAM):
+                raise  # retried
+            log.info("no site time for the scan's watermarks ({error})", error=describe(e))
+            return None
+        entities = result.get("entities") or []
+        return _event_time_to_wire(entities[0].get("created_at")) if entities else None
 
     def _cooperate(self, steps: AsyncIterator[Any]) -> defer.Deferred:
         """Drive an async generator one step per cooperative iteration."""
@@ -323,23 +388,30 @@ class Scanner:
 
         return task.cooperate(iterate()).whenDone()
 
-    async def _retrying(self, op: Callable[[], Any]) -> Any:
-        """`op()` (a Deferred or coroutine), retried with back-off."""
+    async def _retrying(self, op: Callable[[], Any], backoff: Backoff | None = None) -> Any:
+        """`op()` (a Deferred or coroutine), retried with back-off (each
+        worker has its own)."""
+        backoff = backoff or self.backoff
         while True:
             try:
                 result = await defer.maybeDeferred(op)
             except Exception as e:
-                self._note_error(e)
-                if self.max_failures is not None and self.backoff.failures + 1 >= self.max_failures:
-                    raise ScanAborted(f"giving up after {self.backoff.failures} failures: {describe(e)}") from e
-                delay = self.backoff.next_delay()
-                log.warn("scan step failed ({error}); retrying in {delay:.0f}s", error=describe(e), delay=delay)
-                await self._sleeper.sleep(delay)
-                if self._stopping:
-                    raise ScanAborted("the scanner was stopped") from e
+                await self._failed_step(e, backoff)
                 continue
-            self.backoff.reset()
+            backoff.reset()
             return result
+
+    async def _failed_step(self, error: Exception, backoff: Backoff) -> None:
+        """Count a failed step and wait before it is tried again (raises
+        ScanAborted when a one-shot scan gives up, or the scanner stops)."""
+        self._note_error(error)
+        if self.max_failures is not None and backoff.failures + 1 >= self.max_failures:
+            raise ScanAborted(f"giving up after {backoff.failures} failures: {describe(error)}") from error
+        delay = backoff.next_delay()
+        log.warn("scan step failed ({error}); retrying in {delay:.0f}s", error=describe(error), delay=delay)
+        await self._sleeper.sleep(delay)
+        if self._stopping:
+            raise ScanAborted("the scanner was stopped") from error
 
     def _note_error(self, error: BaseException) -> None:
         self.errors += 1
@@ -358,72 +430,178 @@ class Scanner:
         return [{"path": "project", "relation": "in",
                  "values": [{"type": "Project", "id": p} for p in projects]}]
 
-    async def _scan_type(self, entity_type: str, plan: dict[str, Any]) -> AsyncIterator[None]:
+    async def _open_type(
+        self, entity_type: str, plan: dict[str, Any], site_now: Callable[[], Any], backoff: Backoff
+    ) -> "_TypeRun | None":
+        """A type's scan, ready to hand out its slices: resumed from its
+        progress when a crash interrupted it, else planned (mode, since,
+        id slices). None when the type is skipped."""
         projects = plan.get("projects")
         conditions = self._type_conditions(entity_type, projects)
         if conditions is None:
             self._report(f"{entity_type}: skipped (no project field)", force=True)
-            return
+            return None
         key = PROGRESS_PREFIX + entity_type
-        raw = await self._retrying(lambda: self.store.get_state(key))
+        raw = await self._retrying(lambda: self.store.get_state(key), backoff)
         progress = json.loads(raw) if raw else None
-        watermark = await self._retrying(lambda: self.store.get_state(WATERMARK_PREFIX + entity_type)) or None
-        mode = plan["mode"]
-        has_updated = self._has_updated_at(entity_type)
+        watermark = await self._retrying(lambda: self.store.get_state(WATERMARK_PREFIX + entity_type), backoff) or None
+        states: list[dict[str, Any] | None] = []
         if progress is None:
+            mode = plan["mode"]
             since = None
             if mode == INCREMENTAL:
                 since = watermark
                 if plan.get("since") and (since is None or plan["since"] < since):
                     since = plan["since"]
-                if since is None or not has_updated:
+                if since is None or not self._has_updated_at(entity_type):
                     mode = FULL  # never scanned (or no updated_at): read it all
-            progress = {"mode": mode, "phase": 0, "after_id": 0, "since": since, "max_updated": watermark,
-                        "fields": self._field_types(entity_type)}
-            resumed = False
+            conditions = _with_since(conditions, mode, since, self.overlap)
+            # one round trip: the count, the highest ids (a full scan's
+            # slices) and the site's time, asked for at once
+            asked = [defer.ensureDeferred(self._expected(entity_type, conditions)),
+                     defer.ensureDeferred(site_now())]
+            if mode == FULL and self.concurrency > 1:
+                asked.append(defer.ensureDeferred(self._retrying(
+                    lambda: defer.ensureDeferred(self._top(entity_type, conditions)), backoff)))
+            answers = await gather(asked)
+            expected, now = answers[0], answers[1]
+            top = answers[2] if len(answers) > 2 else None
+            if top is None and self._slice_count(expected) > 1:
+                top = await self._retrying(lambda: defer.ensureDeferred(self._top(entity_type, conditions)), backoff)
+            progress = {"mode": mode, "since": since, "max_updated": watermark,
+                        "fields": self._field_types(entity_type), "site_now": now,
+                        "slices": self._slice_bounds(expected, top)}
+            await self._retrying(lambda: self.store.set_state({key: json.dumps(progress)}), backoff)
+            states = [None] * len(progress["slices"])
         else:
             mode = progress["mode"]
-            resumed = progress["phase"] > 0 or progress["after_id"] > 0
-        if mode == INCREMENTAL and progress.get("since"):
-            conditions = conditions + [{
-                "path": "updated_at", "relation": "greater_than",
-                "values": [_wire_minus(progress["since"], self.overlap + 1)],
-            }]
-        self.current_type = entity_type
-        started = self.reactor.seconds()
+            conditions = _with_since(conditions, mode, progress.get("since"), self.overlap)
+            expected = await self._expected(entity_type, conditions)
+            if "slices" not in progress:
+                # an earlier release's progress: one slice, its position
+                progress["slices"] = [[0, None]]
+                states = [{"phase": progress.get("phase", 0), "after_id": progress.get("after_id", 0),
+                           "max_updated": progress.get("max_updated")}]
+            else:
+                for index in range(len(progress["slices"])):
+                    raw_slice = await self._retrying(
+                        lambda: self.store.get_state(_slice_key(entity_type, index)), backoff)
+                    states.append(json.loads(raw_slice) if raw_slice else None)
         progress["generation"] = self.generation  # this process's, for _loaded_fields
-        count = 0
-        expected = await self._expected(entity_type, conditions)
-        self.current = {"type": entity_type, "mode": mode, "entities": 0, "expected": expected,
-                        "started": started}
-        candidates: set[int] = set()
-        if mode == FULL and resumed:
-            candidates = await self._rebuild_candidates(entity_type, conditions, projects, progress)
-        for phase_index, (return_only, active) in enumerate(PHASES):
-            if phase_index < progress["phase"]:
+        run = _TypeRun(entity_type, mode, conditions, progress, projects, expected, self.reactor.seconds())
+        for index, (low, high) in enumerate(progress["slices"]):
+            state = states[index] or {"phase": 0, "after_id": low, "max_updated": None}
+            run.slices.append(_Slice(index, int(low), None if high is None else int(high), state))
+        for piece in run.slices:
+            if mode == FULL and not piece.state.get("done") and (
+                    piece.state["phase"] > 0 or int(piece.state["after_id"]) > piece.low):
+                piece.candidates = await self._retrying(
+                    lambda: defer.ensureDeferred(self._rebuild_candidates(run, piece)), backoff)
+        self.current_type = entity_type
+        self.running[entity_type] = run.info
+        return run
+
+    def _slice_count(self, expected: int | None) -> int:
+        if self.concurrency <= 1 or not expected:
+            return 1
+        return max(1, min(2 * self.concurrency, -(-expected // (SLICE_PAGES * self.page_size))))
+
+    def _slice_bounds(self, expected: int | None, top: int | None) -> list[list]:
+        """The id slices (``[low, high]``: ``low < id <= high``, the last one
+        open-ended) a type is read in: equal spans of its ids on the site,
+        up to its highest id `top`."""
+        count = self._slice_count(expected)
+        if count <= 1 or top is None or top < count:
+            return [[0, None]]
+        step = top // count
+        bounds: list[list] = [[i * step, (i + 1) * step] for i in range(count)]
+        bounds[-1][1] = None
+        return bounds
+
+    async def _top(self, entity_type: str, conditions: list[dict]) -> int | None:
+        """The highest id of a type on the site, active or retired."""
+        tops = await gather([
+            defer.ensureDeferred(self._top_id(entity_type, conditions, return_only))
+            for return_only in ("active", "retired")
+        ])
+        return max((t for t in tops if t is not None), default=None)
+
+    async def _top_id(self, entity_type: str, conditions: list[dict], return_only: str) -> int | None:
+        result = await self.upstream.call("read", {
+            "type": entity_type, "return_fields": ["id"],
+            "filters": {"logical_operator": "and", "conditions": conditions},
+            "sorts": [{"field_name": "id", "direction": "desc"}],
+            "paging": {"entities_per_page": 1, "current_page": 1}, "return_only": return_only,
+        })
+        entities = result.get("entities") or []
+        return int(entities[0]["id"]) if entities else None
+
+    async def _scan_slice(self, run: "_TypeRun", piece: "_Slice", backoff: Backoff) -> AsyncIterator[None]:
+        """Read one slice of a type, active then retired, a page per step;
+        then confirm its deletion candidates and mark it done. The next
+        page is asked for as soon as a page arrives (its ids say where the
+        next one starts), so the site's latency overlaps the apply: a slice
+        keeps one request at the site nearly all the time."""
+        if piece.state.get("done"):
+            return
+        entity_type = run.entity_type
+        conditions = piece.conditions(run.conditions)
+
+        def ask(phase_index: int, after: int) -> tuple[int, int, Any, defer.Deferred]:
+            # the fence's ticket is taken before the read is sent
+            ticket = self.freshness.ticket()
+            reading = defer.ensureDeferred(self._read(entity_type, conditions, PHASES[phase_index][0], after))
+            return phase_index, after, ticket, reading
+
+        def drop(pending: tuple[int, int, Any, defer.Deferred] | None) -> None:
+            if pending is not None:
+                pending[3].addErrback(lambda _: None)
+                pending[3].cancel()
+                self.freshness.done(pending[2])
+
+        pending: tuple[int, int, Any, defer.Deferred] | None = None
+        if piece.state["phase"] < len(PHASES):
+            pending = ask(piece.state["phase"], int(piece.state["after_id"]))
+        while pending is not None:
+            phase_index, after, ticket, reading = pending
+            pending = None
+            try:
+                entities, has_next = await reading
+            except Exception as e:
+                self.freshness.done(ticket)
+                await self._failed_step(e, backoff)
+                pending = ask(phase_index, after)
                 continue
-            while True:
-                page, has_next = await self._retrying(
+            backoff.reset()
+            last = max((int(e["id"]) for e in entities), default=after)
+            if has_next:
+                pending = ask(phase_index, last)
+            elif phase_index + 1 < len(PHASES):
+                pending = ask(phase_index + 1, piece.low)
+            try:
+                page = await self._retrying(
                     lambda: defer.ensureDeferred(
-                        self._page(entity_type, conditions, return_only, active, progress, candidates,
-                                   mode, projects, phase_index)
-                    )
+                        self._apply_page(run, piece, entities, has_next, phase_index, after, ticket)),
+                    backoff,
                 )
-                count += page
-                self.scanned += page
-                self.current["entities"] = count
-                self._report_progress(entity_type, count, expected, started)
+            except BaseException:
+                drop(pending)
+                raise
+            finally:
+                self.freshness.done(ticket)
+            if not has_next:
+                piece.state = dict(piece.state, phase=phase_index + 1, after_id=piece.low)
+            run.count += page
+            self.scanned += page
+            run.info["entities"] = run.count
+            self._report_progress(run)
+            try:
                 yield None
-                if not has_next:
-                    break
-            progress["phase"], progress["after_id"] = phase_index + 1, 0
-        await self._retrying(lambda: defer.ensureDeferred(
-            self._finish_type(entity_type, mode, progress, candidates, projects)))
+            except BaseException:
+                drop(pending)
+                raise
+        await self._retrying(lambda: defer.ensureDeferred(self._finish_slice(run, piece)), backoff)
         yield None
-        elapsed = max(self.reactor.seconds() - started, 1e-6)
-        self.type_scans[entity_type] = {"mode": mode, "entities": count, "seconds": round(elapsed, 1),
-                                        "finished_at": self.reactor.seconds()}
-        self._report(f"{entity_type}: {count} entities loaded ({mode} scan, {elapsed:.1f}s)", force=True)
 
     def _has_updated_at(self, entity_type: str) -> bool:
         spec = self.schema.get_field(entity_type, "updated_at")
@@ -448,63 +626,58 @@ class Scanner:
         return await read_page(self.upstream, entity_type, fields or cached_fields(self.schema, entity_type),
                                conditions, return_only, self.page_size, after_id=after_id)
 
-    async def _page(
-        self, entity_type: str, conditions: list[dict], return_only: str, active: bool,
-        progress: dict[str, Any], candidates: set[int], mode: str, projects: list[int] | None,
-        phase_index: int,
-    ) -> tuple[int, bool]:
-        """Read and apply one page; (entities read, more to come)."""
-        after = int(progress["after_id"])
-        ticket = self.freshness.ticket()
-        try:
-            entities, has_next = await self._read(entity_type, conditions, return_only, after)
-            changes = [to_change(self.schema, entity_type, e, active, SOURCE_SCAN) for e in entities]
-            last = max((c.entity_id for c in changes), default=after)
-            new_candidates = set(candidates)
-            if mode == FULL:
-                ids = {c.entity_id for c in changes}
-                if active:
-                    upto = last if has_next else _END
-                    new_candidates |= await self.store.ids_between(entity_type, after, upto, projects) - ids
-                else:
-                    new_candidates -= ids
-            max_updated = progress.get("max_updated")
-            for c in changes:
-                if isinstance(c.updated_at, str) and (max_updated is None or c.updated_at > max_updated):
-                    max_updated = c.updated_at
-            new_progress = dict(progress, after_id=last, phase=phase_index, max_updated=max_updated)
-            fresh = self.freshness.fresh(changes, ticket)
-            await self.store.apply(fresh, {PROGRESS_PREFIX + entity_type: json.dumps(new_progress)})
-            self.freshness.applied(fresh, ticket)
-        finally:
-            self.freshness.done(ticket)
-        progress.update(new_progress)
-        candidates.clear()
-        candidates.update(new_candidates)
-        if mode == INCREMENTAL and fresh:
+    async def _apply_page(
+        self, run: "_TypeRun", piece: "_Slice", entities: list[dict[str, Any]], has_next: bool,
+        phase_index: int, after: int, ticket: Any,
+    ) -> int:
+        """Apply one page of a slice (read with `ticket` taken before it was
+        asked for), with the slice's new position; the entities applied."""
+        entity_type = run.entity_type
+        active = PHASES[phase_index][1]
+        changes = [to_change(self.schema, entity_type, e, active, SOURCE_SCAN) for e in entities]
+        last = max((c.entity_id for c in changes), default=after)
+        new_candidates = set(piece.candidates)
+        if run.mode == FULL:
+            ids = {c.entity_id for c in changes}
+            if active:
+                upto = last if has_next else piece.ceiling()
+                new_candidates |= await self.store.ids_between(entity_type, after, upto, run.projects) - ids
+            else:
+                new_candidates -= ids
+        max_updated = piece.state.get("max_updated")
+        for c in changes:
+            if isinstance(c.updated_at, str) and (max_updated is None or c.updated_at > max_updated):
+                max_updated = c.updated_at
+        new_state = dict(piece.state, after_id=last, phase=phase_index, max_updated=max_updated)
+        fresh = self.freshness.fresh(changes, ticket)
+        await self.store.apply(fresh, {_slice_key(entity_type, piece.index): json.dumps(new_state)})
+        self.freshness.applied(fresh, ticket)
+        piece.state = new_state
+        piece.candidates = new_candidates
+        if run.mode == INCREMENTAL and fresh:
             await fill_missing_links(self.store, self.schema, self.upstream, fresh, SOURCE_SCAN)
-        return len(changes), has_next
+        return len(changes)
 
-    async def _rebuild_candidates(
-        self, entity_type: str, conditions: list[dict], projects: list[int] | None, progress: dict
-    ) -> set[int]:
-        """After a crash: the deletion candidates of the part already done,
-        from id-only reads."""
+    async def _rebuild_candidates(self, run: "_TypeRun", piece: "_Slice") -> set[int]:
+        """After a crash: the deletion candidates of the part of a slice
+        already done, from id-only reads."""
+        entity_type = run.entity_type
+        conditions = piece.conditions(run.conditions)
         candidates: set[int] = set()
-        limit = _END if progress["phase"] > 0 else int(progress["after_id"])
+        progress = piece.state
+        limit = piece.ceiling() if progress["phase"] > 0 else int(progress["after_id"])
         for phase_index, (return_only, active) in enumerate(PHASES):
             if phase_index > progress["phase"]:
                 break
             stop = limit if active else int(progress["after_id"])
-            after = 0
+            after = piece.low
             while after < stop:
-                entities, has_next = await self._retrying(
-                    lambda: defer.ensureDeferred(self._read(entity_type, conditions, return_only, after, ["id"])))
+                entities, has_next = await self._read(entity_type, conditions, return_only, after, ["id"])
                 ids = {int(e["id"]) for e in entities if int(e["id"]) <= stop}
                 page_max = max((int(e["id"]) for e in entities), default=after)
                 if active:
-                    upto = min(page_max if has_next else _END, stop)
-                    candidates |= await self.store.ids_between(entity_type, after, upto, projects) - ids
+                    upto = min(page_max if has_next else piece.ceiling(), stop)
+                    candidates |= await self.store.ids_between(entity_type, after, upto, run.projects) - ids
                 else:
                     candidates -= ids
                 if not has_next or page_max >= stop:
@@ -512,21 +685,36 @@ class Scanner:
                 after = page_max
         return candidates
 
-    async def _finish_type(
-        self, entity_type: str, mode: str, progress: dict[str, Any], candidates: set[int],
-        projects: list[int] | None,
-    ) -> None:
+    async def _finish_slice(self, run: "_TypeRun", piece: "_Slice") -> None:
+        """A slice read: rows the site no longer has removed (its deletion
+        candidates, confirmed by id), the slice marked done."""
         changes: list[EntityChange] = []
-        if mode == FULL and candidates:
-            changes = await self._confirm(entity_type, candidates)
-        elif mode == INCREMENTAL:
+        if run.mode == FULL and piece.candidates:
+            changes = await self._confirm(run.entity_type, piece.candidates)
+        state = dict(piece.state, done=True)
+        await self.store.apply(changes, {_slice_key(run.entity_type, piece.index): json.dumps(state)})
+        piece.state = state
+        piece.candidates = set()
+        removed = sum(1 for c in changes if c.delete)
+        if removed:
+            self.removed += removed
+            log.info("{type}: removed {count} rows the site no longer has", type=run.entity_type, count=removed)
+
+    async def _finish_type(self, run: "_TypeRun") -> None:
+        """Every slice of a type read: (incremental) the fingerprint check,
+        the watermark, (full) its fields marked ready."""
+        entity_type, mode, progress, projects = run.entity_type, run.mode, run.progress, run.projects
+        changes: list[EntityChange] = []
+        if mode == INCREMENTAL:
             changes = await self._reconcile(entity_type)
+        watermark = run.watermark()
         state = {PROGRESS_PREFIX + entity_type: ""}
-        if progress.get("max_updated") and not projects:
-            state[WATERMARK_PREFIX + entity_type] = progress["max_updated"]
+        state.update({_slice_key(entity_type, piece.index): "" for piece in run.slices})
+        if watermark and not projects:
+            state[WATERMARK_PREFIX + entity_type] = watermark
         await self.store.apply(changes, state)
-        if progress.get("max_updated") and not projects:
-            self.watermarks[entity_type] = progress["max_updated"]
+        if watermark and not projects:
+            self.watermarks[entity_type] = watermark
         removed = sum(1 for c in changes if c.delete)
         if removed:
             self.removed += removed
@@ -542,6 +730,12 @@ class Scanner:
             # fresh statistics, or the first reads after a bulk load get
             # plans made for an empty table
             await self.store.analyze(entity_type)
+        elapsed = max(self.reactor.seconds() - run.started, 1e-6)
+        self.type_scans[entity_type] = {"mode": mode, "entities": run.count, "seconds": round(elapsed, 1),
+                                        "finished_at": self.reactor.seconds()}
+        self.running.pop(entity_type, None)
+        self._report(f"{entity_type}: {run.count} entities loaded ({mode} scan, {elapsed:.1f}s, "
+                     f"{len(run.slices)} slices)", force=True)
 
     def _field_types(self, entity_type: str) -> dict[str, str]:
         return {name: spec.data_type for name, spec in self.schema[entity_type].fields.items()}
@@ -603,18 +797,25 @@ class Scanner:
         return await self._confirm(entity_type, differ) if differ else []
 
     # -- reporting --------------------------------------------------------------------
-    def _report_progress(self, entity_type: str, count: int, expected: int | None, started: float) -> None:
+    @property
+    def current(self) -> dict[str, Any]:
+        """The scan of the type opened first among those running ({} when
+        none): what one-line status shows."""
+        return next(iter(self.running.values()), {})
+
+    def _report_progress(self, run: "_TypeRun") -> None:
         now = self.reactor.seconds()
+        elapsed = max(now - run.started, 1e-6)
+        rate = run.count / elapsed
+        run.info.update(rate=round(rate, 1))
         if now - self._last_report < self.report_every:
             return
-        elapsed = max(now - started, 1e-6)
-        rate = count / elapsed
+        expected = run.info.get("expected")
         eta = ""
-        if expected and rate > 0 and expected > count:
-            eta = f", ETA {(expected - count) / rate:.0f}s"
+        if expected and rate > 0 and expected > run.count:
+            eta = f", ETA {(expected - run.count) / rate:.0f}s"
         total = f"/{expected}" if expected is not None else ""
-        self.current.update(rate=round(rate, 1))
-        self._report(f"{entity_type}: {count}{total} entities, {rate:.0f}/s{eta}")
+        self._report(f"{run.entity_type}: {run.count}{total} entities, {rate:.0f}/s{eta}")
 
     def _report(self, message: str, force: bool = False) -> None:
         now = self.reactor.seconds()
@@ -636,8 +837,11 @@ class Scanner:
         """The scanner's part of `info`'s ``sgcache`` block."""
         return {
             "scan": {
-                "running": bool(self.current),
+                "running": bool(self.running),
                 "current": dict(self.current) or None,
+                # every type being scanned now (several at once)
+                "types_running": [dict(info) for info in self.running.values()],
+                "concurrency": self.concurrency,
                 "last": self.last_scan,
                 "watermarks": dict(sorted(self.watermarks.items())),
                 "errors": self.errors,
@@ -646,3 +850,180 @@ class Scanner:
                 "rows_reconciled": self.reconciled,
             }
         }
+
+
+def _slice_key(entity_type: str, index: int) -> str:
+    return f"{SLICE_PREFIX}{entity_type}:{index}"
+
+
+def _with_since(conditions: list[dict], mode: str, since: str | None, overlap: float) -> list[dict]:
+    """An incremental scan's filters: rows changed since its watermark
+    (less the overlap, for rows committed late)."""
+    if mode != INCREMENTAL or not since:
+        return conditions
+    return conditions + [{
+        "path": "updated_at", "relation": "greater_than",
+        "values": [_wire_minus(since, overlap + 1)],
+    }]
+
+
+class _Slice:
+    """Ids ``low < id <= high`` of a type (``high`` None: no end), read by
+    ascending id; `state` (phase, after_id, max_updated, done) is what is
+    stored with each page, so a crash resumes the slice where it stopped."""
+
+    def __init__(self, index: int, low: int, high: int | None, state: dict[str, Any]):
+        self.index = index
+        self.low = low
+        self.high = high
+        self.state = state
+        #: stored ids of this slice not (yet) seen on the site (full scans)
+        self.candidates: set[int] = set()
+
+    def ceiling(self) -> int:
+        return _END if self.high is None else self.high
+
+    def conditions(self, base: list[dict]) -> list[dict]:
+        if self.high is None:
+            return base
+        return base + [{"path": "id", "relation": "less_than", "values": [self.high + 1]}]
+
+
+class _TypeRun:
+    """One type's scan within a plan: its mode, filters, progress (kept in
+    ``scan_progress:<Type>``) and slices."""
+
+    def __init__(self, entity_type: str, mode: str, conditions: list[dict], progress: dict[str, Any],
+                 projects: list[int] | None, expected: int | None, started: float):
+        self.entity_type = entity_type
+        self.mode = mode
+        self.conditions = conditions
+        self.progress = progress
+        self.projects = projects
+        self.slices: list[_Slice] = []
+        self.next = 0
+        self.running = 0
+        self.count = 0
+        self.started = started
+        #: what status and metrics show of it
+        self.info: dict[str, Any] = {"type": entity_type, "mode": mode, "entities": 0, "expected": expected,
+                                     "started": started}
+
+    def take(self) -> _Slice | None:
+        while self.next < len(self.slices):
+            piece = self.slices[self.next]
+            self.next += 1
+            if not piece.state.get("done"):
+                self.running += 1
+                return piece
+        return None
+
+    def has_more(self) -> bool:
+        return any(not p.state.get("done") for p in self.slices[self.next:])
+
+    def finished(self) -> bool:
+        return self.running == 0 and all(p.state.get("done") for p in self.slices)
+
+    def watermark(self) -> str | None:
+        """The newest ``updated_at`` read, or the site's time when the scan
+        began if later (a type with no rows gets a watermark too)."""
+        marks = [self.progress.get("max_updated"), self.progress.get("site_now")]
+        marks += [p.state.get("max_updated") for p in self.slices]
+        found = [m for m in marks if isinstance(m, str) and m]
+        return max(found) if found else None
+
+
+class _PlanRunner:
+    """Hands out the slices of a plan's types to the workers: the open
+    type's first, then the next type is opened; types finish in any order,
+    and the plan's pending list (``scan_pending``) keeps those not finished."""
+
+    def __init__(self, scanner: Scanner, plan: dict[str, Any], site_now: defer.Deferred):
+        self.scanner = scanner
+        self.plan = plan
+        self._site_now = site_now
+        self._site_now_value: list[str | None] = []
+        self.queue = list(plan["types"])
+        self.remaining = list(plan["types"])
+        self.open: list[_TypeRun] = []
+        self.failed = False
+        self._lock = defer.DeferredLock()
+        #: the next type being opened while the open ones' last slices run
+        self._opening: defer.Deferred | None = None
+        self._error: Failure | None = None
+
+    async def site_now(self) -> str | None:
+        if not self._site_now_value:
+            self._site_now_value.append(await self._site_now)
+        return self._site_now_value[0]
+
+    async def close(self) -> None:
+        """Wait for what was started in the background (its errors were
+        met by a worker, or do not matter once the plan is over)."""
+        for pending in (self._site_now, self._opening):  # noqa: B007
+            if pending is not None:
+                try:
+                    await pending
+                except Exception:
+                    pass
+
+    async def next_slice(self, backoff: Backoff) -> tuple[_TypeRun, _Slice] | None:
+        await self._lock.acquire()
+        try:
+            while True:
+                if self._error is not None:
+                    self._error.raiseException()
+                if self.failed:
+                    return None
+                for run in self.open:
+                    piece = run.take()
+                    if piece is not None:
+                        if self.queue and self._opening is None and not any(r.has_more() for r in self.open):
+                            # the last slice handed out: open the next type
+                            # now, so no worker waits for it later
+                            self._start_opening(backoff)
+                        return run, piece
+                if self._opening is not None:
+                    await self._opening
+                elif self.queue:
+                    self._start_opening(backoff)
+                else:
+                    return None
+        finally:
+            self._lock.release()
+
+    def _start_opening(self, backoff: Backoff) -> None:
+        opening = defer.ensureDeferred(self._open_next(backoff))
+
+        def opened(result: Any) -> None:
+            if self._opening is opening:
+                self._opening = None
+            if isinstance(result, Failure):
+                self.failed = True
+                self._error = result  # raised to the next worker asking
+
+        self._opening = opening
+        opening.addBoth(opened)
+
+    async def _open_next(self, backoff: Backoff) -> None:
+        entity_type = self.queue.pop(0)
+        run = None
+        if entity_type in self.scanner.schema:  # not removed by a schema change meanwhile
+            run = await self.scanner._open_type(entity_type, self.plan, self.site_now, backoff)
+        if run is None:
+            await self.type_done(entity_type, backoff)
+        elif run.finished():  # every slice done before a crash: only its end is left
+            await self.scanner._retrying(lambda: defer.ensureDeferred(self.scanner._finish_type(run)), backoff)
+            await self.type_done(entity_type, backoff)
+        else:
+            self.open.append(run)
+
+    async def type_done(self, entity_type: str, backoff: Backoff) -> None:
+        self.open = [r for r in self.open if r.entity_type != entity_type]
+        if entity_type in self.remaining:
+            self.remaining.remove(entity_type)
+        rest = dict(self.plan, types=list(self.remaining))
+        items = {PENDING_KEY: json.dumps(rest) if self.remaining else ""}
+        if not self.remaining and self.plan.get("answers_request"):
+            items["rescan_requested"] = ""
+        await self.scanner._retrying(lambda: self.scanner.store.set_state(items), backoff)

@@ -4,9 +4,10 @@
 applied change in the same transaction as the change itself: entity type
 and id, the fields (``*`` for a whole re-read row, the event's attribute
 names for an event, ``(deleted)``), the source (``event`` / ``scan`` /
-``passthrough``), the event id and the time. Scans log only rows that moved
-(new, newer ``updated_at``, retired or revived), so a periodic re-read of
-unchanged rows does not flood it.
+``passthrough``), the event id and the time. Only changes that wrote
+something are logged, whatever found them: a re-read of an unchanged row
+(a periodic scan, an event already applied by a write-back) writes nothing
+and logs nothing, so the log does not flood.
 
 The store reads it (``store.update_log``, for ``sgcache log``); this module
 keeps it to a configurable age (`Pruner`, for the daemon).

@@ -27,9 +27,9 @@ engine at once, and log ``Shotgun_DisplayColumn_*`` events: every field has a
 stable id of the hidden ``DisplayColumn`` type (see docs/emulator.md,
 "Schema changes").
 
-Test controls (reset, seed, latency, failures, counters, event-log holes,
-truncation, generate_events, the clock, schema changes) are plain methods
-here; the server exposes them over HTTP in test mode.
+Test controls (reset, seed, latency, throttle, failures, counters,
+event-log holes, truncation, generate_events, the clock, schema changes) are
+plain methods here; the server exposes them over HTTP in test mode.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ from sgcache.site import faults
 from sgcache.site.faults import Fault
 from sgcache.schema.types import format_datetime, parse_datetime
 from sgcache.schema import KNOWN_DATA_TYPES, LINK_TYPES, EntitySpec, FieldSpec, Schema
-from sgcache.testing.engine import ReadEngine
-from sgcache.testing.eventlog import COLUMN_TYPE, EventContext, EventLog, format_meta_datetime
+from sgcache.testing.engine import IdTable, ReadEngine
+from sgcache.testing.eventlog import COLUMN_TYPE, EVENT_TYPE, EventContext, EventLog, format_meta_datetime
 
 log = Logger()
 
@@ -245,24 +245,71 @@ class Caller:
 
 @dataclass
 class FailurePlan:
-    """Fail the next `count` RPC requests (of `methods`, if given)."""
+    """Fail the next `count` RPC requests (of `methods`, if given), with a
+    ``Retry-After: <retry_after>`` header when `retry_after` is set."""
 
     count: int
     status: int = 500
     reset: bool = False
     methods: frozenset[str] | None = None
+    retry_after: float | None = None
+
+
+#: The transport figures `Emulator.counters(figures=True)` adds to the
+#: per-method counts; the angle brackets keep them apart from method names.
+FIGURE_KEYS = ("<in_flight>", "<max_in_flight>", "<bytes_in>", "<bytes_out>", "<gzipped>", "<throttled>")
 
 
 @dataclass
 class Controls:
-    """Transport-level test knobs the server consults on every request."""
+    """Transport-level test knobs the server consults on every request, and
+    what it measures (docs/emulator.md, "Test controls")."""
 
     latency: float = 0.0
     failures: list[FailurePlan] = field(default_factory=list)
+    #: RPC requests received per method name ("<invalid>" for malformed ones)
     counters: dict[str, int] = field(default_factory=dict)
+    #: throttle: at most this many RPCs served at once (None = no limit) ...
+    throttle_limit: int | None = None
+    #: ... the others answered HTTP 429 with ``Retry-After`` (seconds)
+    throttle_retry_after: float = 1.0
+    #: RPCs being served now: from arrival (after the throttle check) until
+    #: the response is written, latency wait included
+    in_flight: int = 0
+    #: the most RPCs in flight at once since the counters were reset
+    max_in_flight: int = 0
+    #: RPC request body bytes as received (before any decompression)
+    bytes_in: int = 0
+    #: RPC response body bytes as sent (after gzip)
+    bytes_out: int = 0
+    #: RPC responses sent gzip-compressed
+    gzipped: int = 0
+    #: RPC requests refused with HTTP 429 by the throttle
+    throttled: int = 0
 
     def count(self, method: str) -> None:
         self.counters[method] = self.counters.get(method, 0) + 1
+
+    def should_throttle(self) -> bool:
+        """True when a request arriving now is over the throttle's limit."""
+        return self.throttle_limit is not None and self.in_flight >= self.throttle_limit
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        if self.in_flight > self.max_in_flight:
+            self.max_in_flight = self.in_flight
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+    def figures(self) -> dict[str, int]:
+        return dict(zip(FIGURE_KEYS, (self.in_flight, self.max_in_flight, self.bytes_in, self.bytes_out,
+                                      self.gzipped, self.throttled)))
+
+    def reset_counters(self) -> None:
+        self.counters.clear()
+        self.max_in_flight = self.in_flight
+        self.bytes_in = self.bytes_out = self.gzipped = self.throttled = 0
 
     def take_failure(self, method: str) -> FailurePlan | None:
         """The failure to apply to this request, if one is pending."""
@@ -273,6 +320,13 @@ class Controls:
                     self.failures.remove(plan)
                 return plan
         return None
+
+
+def _seconds(name: str, value: Any) -> float:
+    """A non-negative number of seconds, or a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    return float(value)
 
 
 # -- the emulator --------------------------------------------------------------
@@ -318,10 +372,12 @@ class Emulator(Mockgun):
         self._clock_offset = datetime.timedelta(0)
         self.generate_events = True
         self.controls = Controls()
-        self._db: dict[str, dict[int, dict]] = {t.name: {} for t in self.schema}
+        # IdTables: dicts that remember their sorted ids for id-ordered reads.
+        self._db: dict[str, dict[int, dict]] = {t.name: IdTable() for t in self.schema}
         # The schema's fields as rows of the hidden DisplayColumn type (not in
         # the schema, so never read directly): what schema events link to.
-        self._db.setdefault(COLUMN_TYPE, {})
+        self._db.setdefault(COLUMN_TYPE, IdTable())
+        self._db.setdefault(EVENT_TYPE, IdTable())
         self._columns: dict[tuple[str, str], int] = {}
         self._next_column_id = 1
         self.events = EventLog(self._db)
@@ -428,23 +484,53 @@ class Emulator(Mockgun):
         self.generate_events = bool(enabled)
 
     def set_latency(self, seconds: float) -> None:
+        """Delay every RPC by `seconds` (each request on its own timer:
+        concurrent requests wait concurrently)."""
         self.controls.latency = max(0.0, float(seconds))
 
     def fail_next(
-        self, count: int = 1, status: int = 500, reset: bool = False, methods: list[str] | None = None
+        self,
+        count: int = 1,
+        status: int = 500,
+        reset: bool = False,
+        methods: list[str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         """Fail the next `count` RPC requests with HTTP `status`, or by
-        resetting the connection; only requests of `methods` when given."""
+        resetting the connection; only requests of `methods` when given.
+        With `retry_after` (seconds), the failure carries a ``Retry-After``
+        header (whole seconds, rounded up)."""
         self.controls.failures.append(
-            FailurePlan(int(count), int(status), bool(reset), frozenset(methods) if methods else None)
+            FailurePlan(int(count), int(status), bool(reset), frozenset(methods) if methods else None,
+                        _seconds("retry_after", retry_after) if retry_after is not None else None)
         )
 
-    def counters(self) -> dict[str, int]:
-        """RPC requests received, per method name."""
-        return dict(self.controls.counters)
+    def set_throttle(self, max_in_flight: int | None, retry_after: float = 1) -> None:
+        """Serve at most `max_in_flight` RPCs at once (latency wait
+        included); requests arriving over that get HTTP 429 with
+        ``Retry-After: <retry_after>`` (whole seconds, rounded up) instead of
+        being served. None switches the throttle off."""
+        if max_in_flight is not None:
+            if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 0:
+                raise ValueError(f"max_in_flight must be a non-negative integer or None, got {max_in_flight!r}")
+        self.controls.throttle_retry_after = _seconds("retry_after", retry_after)
+        self.controls.throttle_limit = max_in_flight
+
+    def counters(self, figures: bool = False) -> dict[str, int]:
+        """RPC requests received, per method name (malformed ones as
+        ``<invalid>``; throttled and injected failures included). With
+        `figures`, also the transport figures `FIGURE_KEYS`: requests in
+        flight now and at most since the last reset, request and response
+        body bytes, gzipped responses, throttled requests."""
+        counts = dict(self.controls.counters)
+        if figures:
+            counts.update(self.controls.figures())
+        return counts
 
     def reset_counters(self) -> None:
-        self.controls.counters.clear()
+        """Zero the counts and figures (the in-flight peak restarts from
+        the requests in flight now)."""
+        self.controls.reset_counters()
 
     def hold_events(self, ids: Iterable[int] = (), count: int = 0) -> None:
         self.events.hold(ids, count)

@@ -35,6 +35,7 @@ from sgcache.testing.filters import (
     Row,
     norm_date,
     norm_datetime,
+    normalize_filters,
     parse_path,
     path_rows,
 )
@@ -48,6 +49,70 @@ _SUMMARY_TYPES = frozenset(
 _GROUPING_TYPES = frozenset(["exact", "day", "week", "month", "year"])
 
 _NULL: SortKey = (1,)
+
+
+class IdTable(dict):
+    """A table (``id -> row``) that remembers its ids in sorted order between
+    reads, for the id-ordered fast path of `ReadEngine.read`.
+
+    Any change to the set of ids through the dict API drops the remembered
+    order (a new id above every known one is appended instead), so the table
+    may be written like any dict; changing a row in place, or replacing the
+    row of an existing id, keeps it. Copies (`copy`, `deepcopy`, pickle) are
+    rebuilt from the items and start without it. The engine reads plain
+    dicts too (it then sorts the ids on every read)."""
+
+    _ids: list | None = None
+
+    def sorted_ids(self) -> list:
+        """The ids in ascending order (shared: do not modify the list)."""
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = sorted(dict.keys(self))
+        return ids
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (dict(self),))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        new = key not in self
+        dict.__setitem__(self, key, value)
+        ids = self._ids
+        if new and ids is not None:
+            if type(key) is int and (not ids or key > ids[-1]):
+                ids.append(key)
+            else:
+                self._ids = None
+
+    def __delitem__(self, key: Any) -> None:
+        dict.__delitem__(self, key)
+        self._ids = None
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        if key in self:
+            self._ids = None
+        return dict.pop(self, key, *default)
+
+    def popitem(self) -> tuple:
+        self._ids = None
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._ids = None
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._ids = None
+        dict.update(self, *args, **kwargs)
+
+    def __ior__(self, other: Any) -> "IdTable":
+        self.update(other)
+        return self
 
 
 class ReadEngine:
@@ -97,13 +162,14 @@ class ReadEngine:
         include_archived = args.get("include_archived_projects", True) is not False
         paging = args.get("paging")
         if paging is not None and not args.get("return_paging_info") and _by_id_only(args.get("sorts")):
-            # Fast path for id-ordered pages (scans, event polls): walk ids
-            # upward from any top-level "id greater_than N" and stop once the
-            # page and one more row are found. Same result as the general path.
+            # Fast path for id-ordered pages (scans, event polls): walk the
+            # sorted ids between the seek bounds the filters put on id (see
+            # `_id_bounds`) and stop once the page and one more row are
+            # found. Same result as the general path.
             per_page, current = self._paging(paging)
             wanted = current * per_page + 1
             rows = self._select_by_id(
-                entity_type, predicate, retired, include_archived, _id_floor(args.get("filters")), wanted
+                entity_type, predicate, retired, include_archived, _id_bounds(args.get("filters")), wanted
             )
             start = (current - 1) * per_page
             page, has_next = rows[start:start + per_page], len(rows) > start + per_page
@@ -226,17 +292,24 @@ class ReadEngine:
         predicate: Callable[[Row], bool],
         retired: bool,
         include_archived: bool,
-        floor: int | None,
+        bounds: tuple[list[tuple[Any, bool]], list[tuple[Any, bool]]],
         limit: int,
     ) -> list[Row]:
-        """Up to `limit` matching rows in id order, ids above `floor`."""
+        """Up to `limit` matching rows in id order, walking only the ids
+        within `bounds` (lower and upper bounds as (value, inclusive), all of
+        which hold for every matching row: a seek range, not a filter)."""
         archived = None if include_archived else self._archived_test(entity_type)
         table = self.db.get(entity_type) or {}
-        ids = sorted(table)
-        position = bisect.bisect_right(ids, floor) if floor is not None else 0
+        ids = table.sorted_ids() if isinstance(table, IdTable) else sorted(table)
+        lows, highs = bounds
+        start, end = 0, len(ids)
+        for value, inclusive in lows:
+            start = max(start, (bisect.bisect_left if inclusive else bisect.bisect_right)(ids, value))
+        for value, inclusive in highs:
+            end = min(end, (bisect.bisect_right if inclusive else bisect.bisect_left)(ids, value))
         out: list[Row] = []
-        for entity_id in ids[position:]:
-            row = table[entity_id]
+        for index in range(start, end):
+            row = table[ids[index]]
             if bool(row.get("__retired")) != retired:
                 continue
             if archived is not None and archived(row):
@@ -496,25 +569,57 @@ def _by_id_only(sorts: Any) -> bool:
     )
 
 
-def _id_floor(filters: Any) -> int | None:
-    """N of a top-level ``id greater_than N`` in an `and` group (a seek
-    bound only: the full predicate is still applied to every row)."""
-    if not isinstance(filters, dict) or filters.get("logical_operator", "and") != "and":
-        return None
-    floor = None
-    for cond in filters.get("conditions") or []:
-        if (
-            isinstance(cond, dict)
-            and cond.get("path") == "id"
-            and cond.get("relation") == "greater_than"
-            and isinstance(cond.get("values"), list)
-            and len(cond["values"]) == 1
-            and isinstance(cond["values"][0], int)
-            and not isinstance(cond["values"][0], bool)
-        ):
-            value = cond["values"][0]
-            floor = value if floor is None else max(floor, value)
-    return floor
+def _id_bounds(filters: Any) -> tuple[list[tuple[Any, bool]], list[tuple[Any, bool]]]:
+    """Seek bounds on id: ``(lows, highs)``, each a list of ``(value,
+    inclusive)``, from the conditions on ``id`` that every matching row must
+    meet: those of the top-level `and` group (any filter form), and of `and`
+    groups nested in it. ``greater_than N`` gives a lower bound, ``less_than
+    N`` an upper one, ``between [a, b]`` both (inclusive; a null end is
+    open), ``is N`` both, ``in [...]`` its smallest and largest value.
+    Negations and anything under an `or` give none. A seek range only: the
+    full predicate is still applied to every row within it."""
+    lows: list[tuple[Any, bool]] = []
+    highs: list[tuple[Any, bool]] = []
+    try:
+        group = normalize_filters(filters)
+    except Fault:
+        return lows, highs
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def walk(cond: Any) -> None:
+        if not isinstance(cond, dict):
+            return
+        if "logical_operator" in cond:
+            if cond.get("logical_operator") == "and" and isinstance(cond.get("conditions"), (list, tuple)):
+                for sub in cond["conditions"]:
+                    walk(sub)
+            return
+        if cond.get("path") != "id":
+            return
+        relation, values = cond.get("relation"), cond.get("values", [])
+        if not isinstance(values, (list, tuple)):
+            values = [values]
+        if relation == "greater_than" and len(values) == 1 and number(values[0]):
+            lows.append((values[0], False))
+        elif relation == "less_than" and len(values) == 1 and number(values[0]):
+            highs.append((values[0], False))
+        elif relation == "is" and len(values) == 1 and number(values[0]):
+            lows.append((values[0], True))
+            highs.append((values[0], True))
+        elif relation == "between" and len(values) == 2:
+            lo, hi = values
+            if number(lo):
+                lows.append((lo, True))
+            if number(hi):
+                highs.append((hi, True))
+        elif relation == "in" and values and all(number(v) for v in values):
+            lows.append((min(values), True))
+            highs.append((max(values), True))
+
+    walk(group)
+    return lows, highs
 
 
 def _wrap(value: Any) -> SortKey:

@@ -274,6 +274,26 @@ class EmulatorTestCase(unittest.TestCase):
             decoded = content
         return response.code, decoded
 
+    async def post_raw(
+        self, path: str, body: Any, headers: Mapping[bytes, list[bytes]] | None = None
+    ) -> tuple[Any, bytes]:
+        """POST JSON to the emulator (url + path) with extra `headers`, with a
+        plain Agent (treq would decode gzip): the response (``code``,
+        ``headers``) and its body bytes exactly as received."""
+        from twisted.internet import reactor
+        from twisted.web.client import FileBodyProducer, readBody
+        from twisted.web.http_headers import Headers
+        from io import BytesIO
+
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        all_headers = Headers({b"content-type": [b"application/json"], **(headers or {})})
+        producer = FileBodyProducer(BytesIO(json.dumps(body).encode()))
+        response = await Agent(reactor, pool=pool).request(
+            b"POST", (self.site.url + path).encode(), all_headers, producer
+        )
+        return response, await readBody(response)
+
     async def control(self, action: str, **args: Any) -> Any:
         code, body = await self.post_json("/_emulator/" + action, args)
         self.assertEqual(code, 200, body)

@@ -2,7 +2,9 @@
 and, in test mode, the control endpoints ``POST /_emulator/<action>``.
 
 Routes are thin: parse the envelope, apply the transport-level test knobs
-(latency, injected failures, counters), call `Emulator.call`, render JSON.
+(throttle, latency, injected failures, counters and transport figures), call
+`Emulator.call`, render JSON. Requests are served concurrently: the latency
+wait is a timer per request, and nothing else yields to the reactor.
 Every refusal is a Shotgun fault body with HTTP 200; a malformed request
 never produces a traceback page. Control actions are listed in
 `EmulatorServer.CONTROL_ACTIONS` and documented in docs/emulator.md.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import zlib
 from typing import Any, Callable
 
@@ -55,14 +58,41 @@ class EmulatorServer:
         return await self._rpc(request)
 
     async def _rpc(self, request: IRequest) -> bytes:
-        method = "?"
-        try:
-            method, params = self._parse(request)
-        except Fault as fault:
-            self.emulator.controls.count("<invalid>")
-            return self._json(request, fault.to_wire())
+        """One RPC: counted, throttled, then served (and measured)."""
         controls = self.emulator.controls
+        raw = request.content.read()  # type: ignore[attr-defined]
+        controls.bytes_in += len(raw)
+        try:
+            method, params = self._parse(request, raw)
+        except Fault as fault:
+            controls.count("<invalid>")
+            return self._sent(request, self._json(request, fault.to_wire()))
         controls.count(method)
+        if controls.should_throttle():
+            controls.throttled += 1
+            log.debug("throttling a {method} request", method=clip(method, 80))
+            request.setResponseCode(429)
+            request.setHeader(b"retry-after", _retry_after(controls.throttle_retry_after))
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return self._sent(request, b"emulator: too many requests in flight, retry later\n")
+        controls.enter()
+        try:
+            data = await self._serve(request, method, params)
+        finally:
+            # Also when cancelled: a dropped connection (or a reset) ends it.
+            controls.leave()
+        return self._sent(request, data)
+
+    def _sent(self, request: IRequest, data: bytes) -> bytes:
+        """Count a response body about to be written."""
+        controls = self.emulator.controls
+        controls.bytes_out += len(data)
+        if b"gzip" in (request.responseHeaders.getRawHeaders(b"content-encoding") or []):  # type: ignore[attr-defined]
+            controls.gzipped += 1
+        return data
+
+    async def _serve(self, request: IRequest, method: str, params: list) -> bytes:
+        controls = self.emulator.controls
         if controls.latency > 0:
             await task.deferLater(self.reactor, controls.latency, lambda: None)
         plan = controls.take_failure(method)
@@ -74,6 +104,8 @@ class EmulatorServer:
                 return await defer.Deferred()
             log.debug("failing a {method} request with HTTP {status}", method=method, status=plan.status)
             request.setResponseCode(plan.status)
+            if plan.retry_after is not None:
+                request.setHeader(b"retry-after", _retry_after(plan.retry_after))
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return f"emulator: injected failure {plan.status}\n".encode()
         try:
@@ -87,8 +119,7 @@ class EmulatorServer:
         body = result if method == "info" else {"results": result}
         return self._json(request, body)
 
-    def _parse(self, request: IRequest) -> tuple[str, list]:
-        raw = request.content.read()  # type: ignore[attr-defined]
+    def _parse(self, request: IRequest, raw: bytes) -> tuple[str, list]:
         encoding = (request.getHeader(b"content-encoding") or b"").lower()
         if encoding in (b"gzip", b"deflate"):
             try:
@@ -156,8 +187,10 @@ class EmulatorServer:
                                       script=a.get("script")),
         "latency": lambda em, a: em.set_latency(a.get("seconds", 0)),
         "fail": lambda em, a: em.fail_next(a.get("count", 1), a.get("status", 500),
-                                           bool(a.get("reset", False)), a.get("methods")),
-        "counters": lambda em, a: _counters(em, bool(a.get("reset", False))),
+                                           bool(a.get("reset", False)), a.get("methods"),
+                                           retry_after=a.get("retry_after")),
+        "throttle": lambda em, a: em.set_throttle(a["max_in_flight"], a.get("retry_after", 1)),
+        "counters": lambda em, a: _counters(em, bool(a.get("reset", False)), bool(a.get("figures", True))),
         "hold_events": lambda em, a: em.hold_events(a.get("ids", []), a.get("count", 0)),
         "release_events": lambda em, a: em.release_events(a.get("ids")),
         "skip_event_ids": lambda em, a: em.skip_event_ids(a.get("count", 1)),
@@ -176,8 +209,13 @@ class EmulatorServer:
     }
 
 
-def _counters(emulator: Emulator, reset: bool) -> dict[str, int]:
-    counts = emulator.counters()
+def _retry_after(seconds: float) -> bytes:
+    """A ``Retry-After`` value: whole seconds, rounded up."""
+    return str(math.ceil(seconds)).encode()
+
+
+def _counters(emulator: Emulator, reset: bool, figures: bool) -> dict[str, int]:
+    counts = emulator.counters(figures=figures)
     if reset:
         emulator.reset_counters()
     return counts

@@ -138,6 +138,8 @@ class Cache:
             etype: {f for f, state in fields.items() if state == "ready"}
             for etype, fields in states.items()
         }
+        if self.catalog.schema is self.schema and self.catalog.ready == ready:
+            return  # nothing new to serve: plans and kept answers stay good
         self._use_catalog(Catalog(self.schema, ready))
 
     def use_schema(self, schema: Schema, unserved: dict[str, set[str]]) -> None:
@@ -337,7 +339,10 @@ class Cache:
         decoded = None
         if response.status == 200:
             try:
-                decoded = json.loads(response.body) if response.body else None
+                # the body goes to the client as the site sent it (gzipped
+                # when the client asked); the cache reads it inflated
+                text = response.decoded()
+                decoded = json.loads(text) if text else None
             except (ValueError, RecursionError):
                 decoded = None
         fault = isinstance(decoded, dict) and bool(decoded.get("exception"))
@@ -349,7 +354,7 @@ class Cache:
                 self.credentials.accepted(key)
         if method in WRITE_METHODS and response.status == 200 and isinstance(decoded, dict) and not fault:
             await self.writeback.after(method, args, decoded.get("results"))
-        return RawReply(response.status, response.headers, response.body)
+        return RawReply(response.status, response.headers, response.body, relayed=True)
 
     async def relay(self, verb: str, target: bytes, body: Any, headers: Headers) -> Any:
         """A non-RPC request relayed to the site (see `Upstream.relay`)."""

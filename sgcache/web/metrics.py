@@ -212,6 +212,24 @@ class _Collector:
         for status, count in sorted(health.answers.items()):
             answers.add_metric([status], count)
         yield answers
+        gate = getattr(upstream, "gate", None)
+        if gate is not None:
+            figures = gate.status()
+            flight = GaugeMetricFamily("sgcache_site_requests_in_flight", "Requests at the site now, by lane "
+                                       "(client: passed through; sync: polls, re-reads; scan).", labels=["lane"])
+            queued = GaugeMetricFamily("sgcache_site_requests_waiting", "The cache's own requests waiting for "
+                                       "a slot under --site-max-concurrency, by lane.", labels=["lane"])
+            for lane, count in sorted(figures["in_flight"].items()):
+                flight.add_metric([lane], count)
+            for lane, count in sorted(figures["waiting"].items()):
+                queued.add_metric([lane], count)
+            yield flight
+            yield queued
+            yield _gauge("sgcache_site_request_limit", "--site-max-concurrency.", figures["limit"])
+            throttled = CounterMetricFamily("sgcache_site_throttled", "Answers by which the site throttled "
+                                            "(429, or 503 with Retry-After); the cache's own requests waited.")
+            throttled.add_metric([], figures["throttled"])
+            yield throttled
         yield _gauge("sgcache_poll_backoff_failures", "Consecutive failed polls (the poller backs off "
                      "exponentially while this is above 0).", poller.backoff.failures)
 

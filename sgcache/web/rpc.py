@@ -29,6 +29,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 
 from sgcache.site.faults import ERR_BAD_REQUEST, Fault
+from sgcache.web.compress import Compressor
 from sgcache.logs import clip, logger
 from sgcache.site.client import DROP_RESPONSE_HEADERS
 
@@ -51,6 +52,9 @@ class Limits:
 
     request_bytes: int = 16 * 2**20
     relay_bytes: int | None = 2 * 2**30
+    #: answers the daemon makes are gzipped from this size up for clients
+    #: that ask (None: never; ``--gzip-min-kb``)
+    gzip_min_bytes: int | None = 16 * 1024
 
 
 def encode_json(payload: Any) -> bytes:
@@ -145,6 +149,7 @@ class RPCResource:
     def __init__(self, cache: Any, limits: Limits = Limits()):
         self.cache = cache
         self.limits = limits
+        self.compressor = Compressor(limits.gzip_min_bytes)
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -199,8 +204,10 @@ class RPCResource:
             request.setResponseCode(reply.status)
             for name, values in reply.headers:
                 request.responseHeaders.setRawHeaders(name, values)
-            return reply.body
-        return _json_body(request, reply)
+            if reply.relayed or reply.status != 200:
+                return reply.body  # the site's bytes as sent
+            return self.compressor.answer(request, reply.body)
+        return self.compressor.answer(request, _json_body(request, reply))
 
     @app.route("/", branch=True, methods=["GET", "PUT", "HEAD", "DELETE", "OPTIONS", "PATCH"])
     async def other(self, request: IRequest) -> bytes:
@@ -287,10 +294,13 @@ class RawReply:
     """An answer already encoded: relayed from upstream byte for byte, or
     read locally."""
 
-    def __init__(self, status: int, headers: list[tuple[bytes, list[bytes]]], body: bytes):
+    def __init__(self, status: int, headers: list[tuple[bytes, list[bytes]]], body: bytes,
+                 relayed: bool = False):
         self.status = status
         self.headers = headers
         self.body = body
+        #: the site's answer, to go to the client as the site sent it
+        self.relayed = relayed
 
 
 __all__ = ["RPCResource", "RawReply", "Limits", "parse_envelope", "encode_json", "JSON_CONTENT_TYPE", "Headers"]
