@@ -21,7 +21,6 @@ from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.protocols.policies import WrappingFactory
 from twisted.trial import unittest
 from twisted.web.client import URI, HTTPConnectionPool, ResponseNeverReceived
 from twisted.web.resource import Resource
@@ -35,6 +34,7 @@ from sgcache.site.proxy import (
     parse_proxy,
     tls_policy,
 )
+from sgcache.testing.harness import TrackingFactory
 from sgcache.testing.certs import self_signed
 from sgcache.testing.connectproxy import start_connect_proxy
 from sgcache.testing.rawhttp import raw_request
@@ -101,30 +101,6 @@ class Hello(Resource):
         return b"hello " + request.uri
 
 
-class _Tracking(WrappingFactory):
-    """The site's connections, so a test can wait until they are gone."""
-
-    def __init__(self, wrapped: Any):
-        super().__init__(wrapped)
-        self.idle: list[defer.Deferred] = []
-
-    def unregisterProtocol(self, p: Any) -> None:
-        super().unregisterProtocol(p)
-        if not self.protocols:
-            waiting, self.idle = self.idle, []
-            for d in waiting:
-                d.callback(None)
-
-    def drop_all(self) -> defer.Deferred:
-        if not self.protocols:
-            return defer.succeed(None)
-        d: defer.Deferred = defer.Deferred()
-        self.idle.append(d)
-        for proto in list(self.protocols):
-            proto.transport.abortConnection()
-        return d
-
-
 class ThroughProxyTests(unittest.TestCase):
     def setUp(self) -> defer.Deferred:
         return defer.ensureDeferred(self._setUp())
@@ -132,12 +108,12 @@ class ThroughProxyTests(unittest.TestCase):
     async def _setUp(self) -> None:
         self.key, self.cert = self_signed(os.path.abspath(self.mktemp()))
         self.hello = Hello()
-        self.sites: list[_Tracking] = []
+        self.sites: list[TrackingFactory] = []
         self.http_port = await self.listen("tcp:0:interface=127.0.0.1")
         self.https_port = await self.listen(f"ssl:0:privateKey={self.key}:certKey={self.cert}:interface=127.0.0.1")
 
     async def listen(self, description: str) -> int:
-        factory = _Tracking(Site(self.hello))
+        factory = TrackingFactory(Site(self.hello))
         port = await serverFromString(reactor, description).listen(factory)
         self.addCleanup(factory.drop_all)
         self.addCleanup(port.stopListening)

@@ -960,7 +960,7 @@ class _PlanRunner:
     async def close(self) -> None:
         """Wait for what was started in the background (its errors were
         met by a worker, or do not matter once the plan is over)."""
-        for pending in (self._site_now, self._opening):  # noqa: B007
+        for pending in (self._site_now, self._opening):
             if pending is not None:
                 try:
                     await pending

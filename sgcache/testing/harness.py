@@ -37,7 +37,7 @@ from sgcache.testing.emulator import Emulator
 from sgcache.testing.server import EmulatorServer
 
 
-class _TrackingFactory(WrappingFactory):
+class TrackingFactory(WrappingFactory):
     """A WrappingFactory that can say when its last connection is gone."""
 
     def __init__(self, wrapped: Any):
@@ -70,7 +70,7 @@ class RunningEmulator:
     emulator: Emulator
     server: EmulatorServer
     port: IListeningPort
-    factory: _TrackingFactory
+    factory: TrackingFactory
 
     async def stop(self) -> None:
         """Stop listening and drop its connections (again: nothing more)."""
@@ -111,7 +111,7 @@ async def start_emulator(
     server = EmulatorServer(emulator, reactor, test_mode=test_mode)
     site = Site(server.resource())
     site.displayTracebacks = False
-    factory = _TrackingFactory(site)
+    factory = TrackingFactory(site)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     url = f"http://127.0.0.1:{port.getHost().port}{prefix.rstrip('/')}"
     return RunningEmulator(url, emulator, server, port, factory)
