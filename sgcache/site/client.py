@@ -280,12 +280,12 @@ class Upstream:
     def _throttled(self, status: int, headers: Any) -> float | None:
         """Seconds the site asks to wait (429, or 503 with Retry-After),
         the gate paused for them; None for any other answer."""
-        if status not in THROTTLE_STATUSES:
-            return None
-        delay = retry_after(headers, self.reactor.seconds())
+        delay = retry_after(headers, self.reactor.seconds()) if status in THROTTLE_STATUSES else None
         if delay is None and status == 429:
             delay = 1.0
         if delay is None:
+            if status < 500:
+                self.gate.answered()
             return None
         self.gate.pause(delay)
         return delay

@@ -18,7 +18,11 @@ Three lanes:
 A throttled answer (429, or 503 with ``Retry-After``) to any request pauses
 the ``sync`` and ``scan`` lanes until the time the site asked for; the
 request that got it is retried by its caller (`Upstream.call`), so nothing
-is lost.
+is lost. It also halves the window of the cache's own traffic (at most once
+per pause: the answers of one burst count once), which then grows back by
+one slot per `GROWTH` good answers in a row per slot, up to the limit: a
+site that throttles at N requests at once settles near N instead of
+throttling every retried burst again.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ LANES = (CLIENT, SYNC, SCAN)
 #: the longest pause a Retry-After may ask for (a bad header must not stop
 #: sync for a day)
 MAX_PAUSE = 300.0
+#: good answers in a row, per slot of the window, before it grows by one
+GROWTH = 16
 
 
 def retry_after(headers: list[tuple[bytes, list[bytes]]] | Any, now: float) -> float | None:
@@ -74,6 +80,10 @@ class SiteGate:
         #: reactor time before which sync and scan requests wait (throttled)
         self.paused_until = 0.0
         self.throttled = 0
+        #: how many sync and scan requests may be at the site at once now:
+        #: the limit, or less after the site throttled (see the docstring)
+        self.window = self.limit
+        self._good = 0
         self._wakeup: Any = None
 
     # -- slots -------------------------------------------------------------
@@ -81,13 +91,13 @@ class SiteGate:
         if self.reactor.seconds() < self.paused_until:
             return False
         own = self.in_flight[SYNC] + self.in_flight[SCAN]
-        usable = self.limit - min(self.in_flight[CLIENT], self.limit - 1)
+        usable = min(self.window, self.limit - min(self.in_flight[CLIENT], self.limit - 1))
         if own >= usable:
             return False
         if lane == SCAN:
             if self._waiting[SYNC]:
                 return False
-            if self.limit > 1 and self.in_flight[SCAN] >= self.limit - 1:
+            if self.window > 1 and self.in_flight[SCAN] >= self.window - 1:
                 return False
         return True
 
@@ -134,10 +144,25 @@ class SiteGate:
     def pause(self, seconds: float) -> None:
         """The site asked to wait `seconds`: sync and scan requests wait."""
         self.throttled += 1
-        until = self.reactor.seconds() + max(0.0, min(seconds, MAX_PAUSE))
+        now = self.reactor.seconds()
+        if now >= self.paused_until:  # the first of a burst: the window halves once
+            self.window = max(1, self.window // 2)
+        self._good = 0
+        until = now + max(0.0, min(seconds, MAX_PAUSE))
         if until > self.paused_until:
             self.paused_until = until
         self._schedule_wakeup()
+
+    def answered(self) -> None:
+        """A request got an answer that was not throttled: after `GROWTH`
+        of them in a row per slot, the window grows by one slot."""
+        if self.window >= self.limit:
+            return
+        self._good += 1
+        if self._good >= GROWTH * self.window:
+            self._good = 0
+            self.window += 1
+            self._admit()
 
     def _schedule_wakeup(self) -> None:
         now = self.reactor.seconds()
@@ -151,6 +176,7 @@ class SiteGate:
         now = self.reactor.seconds()
         return {
             "limit": self.limit,
+            "window": self.window,
             "in_flight": dict(self.in_flight),
             "waiting": {lane: len(q) for lane, q in self._waiting.items()},
             "peak": dict(self.peak, total=self.peak_total),
