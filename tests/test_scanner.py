@@ -12,6 +12,7 @@ import os
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
+from sgcache.sync import scanner as scanner_module
 from sgcache.sync.poller import EventPoller
 from sgcache.sync.scanner import PENDING_KEY, PROGRESS_PREFIX, SLICE_PREFIX, WATERMARK_PREFIX, Scanner
 from sgcache.schema import Schema
@@ -186,6 +187,92 @@ class ScannerMixin(ScanFixture):
         self.assertIsNotNone(await self.scanner.resume())
         await self.assertSynced(["Shot"])
         self.assertEqual(self.scanner.removed, 2)
+        self.assertIsNone(await self.scanner.resume())
+
+    def sliced_scanner(self) -> tuple[Scanner, list]:
+        """A scanner with 4 workers and a slice per page expected (30 Shots,
+        7 a page: 5 slices); the list gets every plan's slices."""
+        self.patch(scanner_module, "SLICE_PAGES", 1)
+        scanner = self.make_scanner(concurrency=4)
+        plans: list = []
+        original = scanner._slice_bounds
+
+        def recording(*args):
+            bounds = original(*args)
+            plans.append(bounds)
+            return bounds
+
+        scanner._slice_bounds = recording
+        return scanner, plans
+
+    async def test_a_sliced_full_scan_finds_hard_deletes_in_every_slice(self):
+        await self.scanner.full_scan(TYPES)
+        self.scanner, plans = self.sliced_scanner()
+        # gone from the site altogether: first and last ids, both sides of
+        # slice bounds, a whole slice's worth in the middle
+        gone = (100, 105, 106, 111, 112, 113, 114, 115, 116, 117, 123, 129)
+        for eid in gone:
+            del self.emulator.db["Shot"][eid]
+        self.emulator.update("Shot", 110, {"code": "changed"})
+        await self.scanner.full_scan(["Shot"])
+        await self.assertSynced(["Shot"])  # (Tasks link some of the gone Shots)
+        self.assertEqual(self.scanner.removed, len(gone))
+        self.assertEqual(len(plans[-1]), 3, plans)  # 18 Shots left: 3 pages
+        # the slices span the type's ids on the site (101..128), not 0..128
+        self.assertEqual(plans[-1][0][1], 100 + 9)
+
+    async def test_a_concurrent_scan_killed_mid_way_resumes_with_no_gap_and_no_duplicate(self):
+        await self.scanner.full_scan(TYPES)
+        self.scanner, plans = self.sliced_scanner()
+        gone = (101, 108, 116, 121, 129)  # one in each slice
+        for eid in gone:
+            del self.emulator.db["Shot"][eid]
+        self.emulator.update("Shot", 112, {"code": "changed"})
+        original = self.scanner._apply_page
+        calls = []
+
+        async def crashing(run, piece, entities, *args, **kw):
+            calls.append(1)
+            if len(calls) == 4:
+                raise Crash()
+            return await original(run, piece, entities, *args, **kw)
+
+        self.scanner._apply_page = crashing
+        self.scanner.max_failures = 1
+        with self.assertRaises(Exception):
+            await self.scanner.full_scan(["Shot"])
+        await task.deferLater(reactor, 0.2, lambda: None)  # let pages in flight land
+        # what the kill left behind: the plan, and each slice's position
+        progress = json.loads(await self.store.get_state(PROGRESS_PREFIX + "Shot"))
+        self.assertEqual(len(progress["slices"]), 4)  # 25 Shots: 4 pages, 4 slices
+        done: set[int] = set()
+        for index, (low, high) in enumerate(progress["slices"]):
+            raw = await self.store.get_state(SLICE_PREFIX + f"Shot:{index}")
+            state = json.loads(raw) if raw else {"phase": 0, "after_id": low}
+            top = high if high is not None else 10 ** 9
+            if state.get("done") or state["phase"] > 0:
+                done |= {i for i in self.emulator.db["Shot"] if low < i <= top}
+            else:
+                done |= {i for i in self.emulator.db["Shot"] if low < i <= int(state["after_id"])}
+        self.assertTrue(done, "no page was applied before the kill")
+        # a new process resumes: it reads only what was not applied
+        self.scanner = self.make_scanner(concurrency=4)
+        resumed: list[int] = []
+        original = self.scanner._apply_page
+
+        async def recording(run, piece, entities, has_next, phase_index, *args, **kw):
+            if phase_index == 0:
+                resumed.extend(int(e["id"]) for e in entities)
+            return await original(run, piece, entities, has_next, phase_index, *args, **kw)
+
+        self.scanner._apply_page = recording
+        self.assertIsNotNone(await self.scanner.resume())
+        await self.assertSynced(["Shot"])
+        self.assertEqual(self.scanner.removed, len(gone))
+        self.assertTrue(resumed, "the kill left nothing to resume")
+        self.assertEqual(len(resumed), len(set(resumed)))                  # no page twice
+        self.assertEqual(set(resumed) & done, set())                       # no duplicate
+        self.assertEqual(set(resumed) | done, set(self.emulator.db["Shot"]))  # no gap
         self.assertIsNone(await self.scanner.resume())
 
     async def test_slow_scan_page_with_older_data_does_not_win(self):

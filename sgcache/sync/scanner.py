@@ -456,21 +456,23 @@ class Scanner:
                 if since is None or not self._has_updated_at(entity_type):
                     mode = FULL  # never scanned (or no updated_at): read it all
             conditions = _with_since(conditions, mode, since, self.overlap)
-            # one round trip: the count, the highest ids (a full scan's
+            # one round trip: the count, the lowest and highest ids (a full scan's
             # slices) and the site's time, asked for at once
             asked = [defer.ensureDeferred(self._expected(entity_type, conditions)),
                      defer.ensureDeferred(site_now())]
             if mode == FULL and self.concurrency > 1:
                 asked.append(defer.ensureDeferred(self._retrying(
-                    lambda: defer.ensureDeferred(self._top(entity_type, conditions)), backoff)))
+                    lambda: defer.ensureDeferred(self._span(entity_type, conditions)), backoff)))
             answers = await gather(asked)
             expected, now = answers[0], answers[1]
-            top = answers[2] if len(answers) > 2 else None
-            if top is None and self._slice_count(expected) > 1:
-                top = await self._retrying(lambda: defer.ensureDeferred(self._top(entity_type, conditions)), backoff)
+            span = answers[2] if len(answers) > 2 else None
+            if span is None and len(answers) <= 2 and self._slice_count(expected) > 1:
+                # an incremental scan with many changes is read in slices too
+                span = await self._retrying(
+                    lambda: defer.ensureDeferred(self._span(entity_type, conditions)), backoff)
             progress = {"mode": mode, "since": since, "max_updated": watermark,
                         "fields": self._field_types(entity_type), "site_now": now,
-                        "slices": self._slice_bounds(expected, top)}
+                        "slices": self._slice_bounds(expected, span)}
             await self._retrying(lambda: self.store.set_state({key: json.dumps(progress)}), backoff)
             states = [None] * len(progress["slices"])
         else:
@@ -506,31 +508,38 @@ class Scanner:
             return 1
         return max(1, min(2 * self.concurrency, -(-expected // (SLICE_PAGES * self.page_size))))
 
-    def _slice_bounds(self, expected: int | None, top: int | None) -> list[list]:
-        """The id slices (``[low, high]``: ``low < id <= high``, the last one
-        open-ended) a type is read in: equal spans of its ids on the site,
-        up to its highest id `top`."""
+    def _slice_bounds(self, expected: int | None, span: tuple[int, int] | None) -> list[list]:
+        """The id slices (``[low, high]``: ``low < id <= high``; the first
+        one from 0, the last one open-ended) a type is read in: equal spans
+        of its ids on the site, from its lowest id to its highest (`span`;
+        a type created late on a large site has its ids far from 0)."""
         count = self._slice_count(expected)
-        if count <= 1 or top is None or top < count:
+        if count <= 1 or span is None:
             return [[0, None]]
-        step = top // count
-        bounds: list[list] = [[i * step, (i + 1) * step] for i in range(count)]
-        bounds[-1][1] = None
-        return bounds
+        bottom, top = span
+        base = max(0, bottom - 1)
+        step = (top - base) // count
+        if step < 1:
+            return [[0, None]]
+        cuts = [base + i * step for i in range(1, count)]
+        return [[low, high] for low, high in zip([0] + cuts, cuts + [None])]
 
-    async def _top(self, entity_type: str, conditions: list[dict]) -> int | None:
-        """The highest id of a type on the site, active or retired."""
-        tops = await gather([
-            defer.ensureDeferred(self._top_id(entity_type, conditions, return_only))
-            for return_only in ("active", "retired")
+    async def _span(self, entity_type: str, conditions: list[dict]) -> tuple[int, int] | None:
+        """The lowest and highest ids of a type on the site, active or
+        retired (four one-row reads, sent together); None when it has none."""
+        ends = await gather([
+            defer.ensureDeferred(self._end_id(entity_type, conditions, return_only, direction))
+            for return_only in ("active", "retired") for direction in ("asc", "desc")
         ])
-        return max((t for t in tops if t is not None), default=None)
+        found = [e for e in ends if e is not None]
+        return (min(found), max(found)) if found else None
 
-    async def _top_id(self, entity_type: str, conditions: list[dict], return_only: str) -> int | None:
+    async def _end_id(self, entity_type: str, conditions: list[dict], return_only: str,
+                      direction: str) -> int | None:
         result = await self.upstream.call("read", {
             "type": entity_type, "return_fields": ["id"],
             "filters": {"logical_operator": "and", "conditions": conditions},
-            "sorts": [{"field_name": "id", "direction": "desc"}],
+            "sorts": [{"field_name": "id", "direction": direction}],
             "paging": {"entities_per_page": 1, "current_page": 1}, "return_only": return_only,
         })
         entities = result.get("entities") or []
