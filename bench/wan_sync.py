@@ -211,7 +211,7 @@ def run(opts: argparse.Namespace) -> None:
         base = worktree(opts.baseline_rev, workdir, cleanups) if opts.baseline_rev else ROOT
         base_name = f"sequential (@{opts.baseline_rev})" if opts.baseline_rev else "sequential (concurrency 1)"
         plain, packed = read_sizes(site)
-        control(site, "latency", seconds=opts.latency)
+        control(site, "latency", seconds=opts.latency, includes_work=True)
         rows: list[dict[str, Any]] = []
         for name, tree, concurrency in ((base_name, base, 1), (f"concurrent ({opts.concurrency})", ROOT,
                                                                 opts.concurrency)):

@@ -605,6 +605,27 @@ class TransportTests(EmulatorTestCase):
         self.assertEqual(figures["<in_flight>"], 0)
 
     @async_test
+    async def test_latency_including_work_answers_reads_on_arrival(self) -> None:
+        """With ``includes_work`` a read is answered from the data as it was
+        when the request arrived and sent the latency after it; a write
+        waits first, then acts."""
+        shot = self.emulator.create("Shot", {"code": "before"})
+        self.emulator.set_latency(0.3, includes_work=True)
+        started = reactor.seconds()
+        reading = defer.ensureDeferred(self.post_raw("/api3/json", self.read_args()))
+        await task.deferLater(reactor, 0.1, lambda: None)
+        self.emulator.update("Shot", shot["id"], {"code": "after"})  # while the answer waits
+        response, body = await reading
+        self.assertGreaterEqual(reactor.seconds() - started, 0.3)
+        codes = [e["code"] for e in json.loads(body)["results"]["entities"]]
+        self.assertEqual(codes, ["before"])
+        code, _ = await self.post_json("/_emulator/latency", {"seconds": 0.2, "includes_work": True})
+        self.assertEqual(code, 200)
+        self.assertTrue(self.emulator.controls.latency_includes_work)
+        self.emulator.set_latency(0.2)
+        self.assertFalse(self.emulator.controls.latency_includes_work)
+
+    @async_test
     async def test_bytes_and_gzip_figures(self) -> None:
         from sgcache.testing.server import GZIP_THRESHOLD
 

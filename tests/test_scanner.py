@@ -33,6 +33,12 @@ class Crash(Exception):
     pass
 
 
+def first_page_of_shot_100(entity_type, conditions, return_only, after_id, *rest) -> bool:
+    """A scan's `_read` of the page that holds Shot 100 (its type may be
+    read in several slices at once)."""
+    return entity_type == "Shot" and return_only == "active" and after_id < 100 and not rest
+
+
 class ScanFixture:
     """An emulator with Projects, Shots and Tasks, a store, an upstream and
     a scanner; subclasses give the store URL."""
@@ -72,16 +78,17 @@ class ScanFixture:
         theirs = emulator_dump(self.emulator, SCHEMA, types)
         self.assertEqual(differences(ours, theirs), [])
 
-    def hold_first_call(self, owner: object, name: str) -> tuple[defer.Deferred, defer.Deferred]:
-        """Make the first call of the async callable `owner.name` wait, after
-        it has done its work (an upstream read), until the returned `release`
-        fires; `done` fires once that work is done."""
+    def hold_first_call(self, owner: object, name: str, which=lambda *args: True) -> tuple[defer.Deferred, defer.Deferred]:
+        """Make the first call of the async callable `owner.name` (for which
+        `which(*args)` holds) wait, after it has done its work (an upstream
+        read), until the returned `release` fires; `done` fires once that
+        work is done."""
         original = getattr(owner, name)
         done, release = defer.Deferred(), defer.Deferred()
 
         async def slow(*args, **kw):
             result = await original(*args, **kw)
-            if not done.called:
+            if not done.called and which(*args):
                 done.callback(None)
                 await release
             return result
@@ -206,20 +213,27 @@ class ScannerMixin(ScanFixture):
         return scanner, plans
 
     async def test_a_sliced_full_scan_finds_hard_deletes_in_every_slice(self):
+        self.emulator.delete("Shot", 124)   # retired, then gone from the site
+        self.emulator.delete("Shot", 125)   # retired, then revived
+        self.emulator.delete("Shot", 126)   # retired, stays retired
         await self.scanner.full_scan(TYPES)
         self.scanner, plans = self.sliced_scanner()
         # gone from the site altogether: first and last ids, both sides of
         # slice bounds, a whole slice's worth in the middle
-        gone = (100, 105, 106, 111, 112, 113, 114, 115, 116, 117, 123, 129)
+        gone = (100, 105, 106, 111, 112, 113, 114, 115, 116, 117, 123, 124, 129)
         for eid in gone:
             del self.emulator.db["Shot"][eid]
         self.emulator.update("Shot", 110, {"code": "changed"})
+        self.emulator.delete("Shot", 119)   # active, now retired
+        self.emulator.revive("Shot", 125)
         await self.scanner.full_scan(["Shot"])
         await self.assertSynced(["Shot"])  # (Tasks link some of the gone Shots)
         self.assertEqual(self.scanner.removed, len(gone))
-        self.assertEqual(len(plans[-1]), 3, plans)  # 18 Shots left: 3 pages
+        # 16 active Shots: 3 slices of active rows, and one of retired ones
+        self.assertEqual(plans[-1][0], [0, None, "retired"])
+        self.assertEqual(len(plans[-1]), 4, plans)
         # the slices span the type's ids on the site (101..128), not 0..128
-        self.assertEqual(plans[-1][0][1], 100 + 9)
+        self.assertEqual(plans[-1][1][1], 100 + 9)
 
     async def test_a_concurrent_scan_killed_mid_way_resumes_with_no_gap_and_no_duplicate(self):
         await self.scanner.full_scan(TYPES)
@@ -244,9 +258,12 @@ class ScannerMixin(ScanFixture):
         await task.deferLater(reactor, 0.2, lambda: None)  # let pages in flight land
         # what the kill left behind: the plan, and each slice's position
         progress = json.loads(await self.store.get_state(PROGRESS_PREFIX + "Shot"))
-        self.assertEqual(len(progress["slices"]), 4)  # 25 Shots: 4 pages, 4 slices
+        self.assertEqual(len(progress["slices"]), 5)  # 25 Shots: 4 pages, 4 slices, and the retired
         done: set[int] = set()
-        for index, (low, high) in enumerate(progress["slices"]):
+        for index, bounds in enumerate(progress["slices"]):
+            if len(bounds) > 2:
+                continue  # the retired rows' slice
+            low, high = bounds
             raw = await self.store.get_state(SLICE_PREFIX + f"Shot:{index}")
             state = json.loads(raw) if raw else {"phase": 0, "after_id": low}
             top = high if high is not None else 10 ** 9
@@ -279,7 +296,7 @@ class ScannerMixin(ScanFixture):
         await self.scanner.full_scan(TYPES)
         poller = EventPoller(reactor, SCHEMA, self.store, self.upstream, freshness=None)
         await poller.initialize()
-        read, release = self.hold_first_call(self.scanner, "_read")
+        read, release = self.hold_first_call(self.scanner, "_read", first_page_of_shot_100)
         scan = self.scanner.full_scan(["Shot"])  # first page read with the old values
         await read
         self.emulator.advance_clock(5)
@@ -295,7 +312,7 @@ class ScannerMixin(ScanFixture):
         poller = EventPoller(reactor, SCHEMA, self.store, self.upstream, freshness=self.scanner.freshness)
         await poller.initialize()
         self.emulator.set_clock(self.emulator.now())  # frozen: everything in one second
-        read, release = self.hold_first_call(self.scanner, "_read")
+        read, release = self.hold_first_call(self.scanner, "_read", first_page_of_shot_100)
         scan = self.scanner.full_scan(["Shot"])
         await read
         self.emulator.update("Shot", 100, {"code": "same second"})

@@ -129,8 +129,10 @@ class IStore(Interface):
     def missing_ids(entity_type: str, ids: "set[int]") -> "defer.Deferred[set[int]]":
         """The ids of a type the store holds no row for."""
 
-    def ids_between(entity_type: str, after: int, upto: int, projects: "list[int] | None" = None) -> "defer.Deferred[set[int]]":
-        """Stored ids in (after, upto], of the given projects when given."""
+    def ids_between(entity_type: str, after: int, upto: int, projects: "list[int] | None" = None,
+                    active: "bool | None" = None) -> "defer.Deferred[set[int]]":
+        """Stored ids in (after, upto], of the given projects when given,
+        only active (or only retired) rows when `active` says so."""
 
     def active_fingerprint(entity_type: str) -> "defer.Deferred[tuple[int, int]]":
         """(count, sum of ids) of a type's active rows."""

@@ -82,10 +82,14 @@ class NamedQueries:
         return set(ids) - have
 
     @returns_deferred
-    async def ids_between(self, entity_type: str, after: int, upto: int, projects: list[int] | None = None) -> set[int]:
-        """Stored ids in (after, upto], of the given projects when given."""
+    async def ids_between(self, entity_type: str, after: int, upto: int, projects: list[int] | None = None,
+                          active: bool | None = None) -> set[int]:
+        """Stored ids in (after, upto], of the given projects when given,
+        only active (or only retired) rows when `active` says so."""
         sql = f'SELECT "id" FROM {layout.entity_table(entity_type)} WHERE "id" > ? AND "id" <= ?'
         params: list[Any] = [after, upto]
+        if active is not None:
+            sql += f' AND "_active" = {1 if active else 0}'
         if projects:
             marks = ", ".join("?" for _ in projects)
             if entity_type == "Project":

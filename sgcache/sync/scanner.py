@@ -21,7 +21,11 @@ serving reads between pages.
 Reads go at WAN speed: `concurrency` workers read id slices of a type
 (``low < id <= high``, keyset paging inside a slice, the next page asked
 for as soon as one arrives) and several types at once, within the site
-gate's limit (`sgcache.site.gate`, scans in its lowest lane).
+gate's limit (`sgcache.site.gate`, scans in its lowest lane). A type read
+in several slices reads its retired rows (few, as a rule) in one slice of
+their own over all its ids, not a retired pass per slice: each slice's
+deletion candidates are the stored rows of its own kind (active, or
+retired) the site did not list, confirmed by id before they go.
 
 A type's plan (mode, since, its slices) is kept in ``scan_progress:<Type>``
 when it opens; each page is applied with its slice's position in the same
@@ -60,13 +64,20 @@ PENDING_KEY = "scan_pending"
 PROGRESS_PREFIX = "scan_progress:"
 SLICE_PREFIX = "scan_slice:"
 #: a type is split into one id slice per this many pages it is expected to
-#: hold (at most twice the concurrency)
-SLICE_PAGES = 8
+#: hold (at most `SLICES_PER_WORKER` times the concurrency): small slices,
+#: so the workers finish a type together (a slice costs no request)
+SLICE_PAGES = 4
+SLICES_PER_WORKER = 4
+#: a slice that reads only retired rows (the third item of its bounds)
+RETIRED_SLICE = "retired"
 WATERMARK_PREFIX = "scan_watermark:"
 LAST_SCAN_KEY = "scan_last"
 FULL = "full"
 INCREMENTAL = "incremental"
 PHASES = (("active", True), ("retired", False))
+#: the phases a slice reads, by the kind its bounds name (a type read in
+#: several slices; a type in one slice reads both)
+_SLICE_PHASES: dict[str | None, tuple[int, ...]] = {None: (0,), RETIRED_SLICE: (1,)}
 _END = 2**62
 
 
@@ -110,8 +121,11 @@ class Scanner:
         self.store = store
         #: scan traffic goes in the gate's lowest lane (`sgcache.site.gate`)
         self.upstream = upstream.with_lane(SCAN) if hasattr(upstream, "with_lane") else upstream
-        #: pages read at once (slices of a type, and several types)
+        #: scan pages requested from the site at once (slices of a type,
+        #: and several types); twice as many workers share them, so one
+        #: worker's apply and move to its next slice leave no slot idle
         self.concurrency = max(1, int(concurrency))
+        self._page_slots = defer.DeferredSemaphore(self.concurrency)
         self.page_size = page_size
         self.progress = progress
         self.overlap = overlap
@@ -300,7 +314,8 @@ class Scanner:
         # the site's time is asked for while the first type opens
         site_now = defer.ensureDeferred(self._retrying(lambda: defer.ensureDeferred(self._site_now())))
         runner = _PlanRunner(self, plan, site_now)
-        workers = [self._cooperate(self._worker(runner)) for _ in range(max(1, self.concurrency))]
+        count = 1 if self.concurrency == 1 else 2 * self.concurrency
+        workers = [self._cooperate(self._worker(runner)) for _ in range(count)]
         results = await defer.DeferredList(workers, consumeErrors=True)
         await runner.close()
         for ok, outcome in results:
@@ -491,12 +506,16 @@ class Scanner:
                     states.append(json.loads(raw_slice) if raw_slice else None)
         progress["generation"] = self.generation  # this process's, for _loaded_fields
         run = _TypeRun(entity_type, mode, conditions, progress, projects, expected, self.reactor.seconds())
-        for index, (low, high) in enumerate(progress["slices"]):
-            state = states[index] or {"phase": 0, "after_id": low, "max_updated": None}
-            run.slices.append(_Slice(index, int(low), None if high is None else int(high), state))
+        # a plan with a retired slice: its other slices read active rows only
+        sliced = any(len(bounds) > 2 for bounds in progress["slices"])
+        for index, bounds in enumerate(progress["slices"]):
+            low, high, kind = (list(bounds) + [None])[:3]
+            phases = _SLICE_PHASES.get(kind, _SLICE_PHASES[None]) if sliced else (0, 1)
+            state = states[index] or {"phase": phases[0], "after_id": low, "max_updated": None}
+            run.slices.append(_Slice(index, int(low), None if high is None else int(high), state, phases))
         for piece in run.slices:
             if mode == FULL and not piece.state.get("done") and (
-                    piece.state["phase"] > 0 or int(piece.state["after_id"]) > piece.low):
+                    piece.state["phase"] > piece.phases[0] or int(piece.state["after_id"]) > piece.low):
                 piece.candidates = await self._retrying(
                     lambda: defer.ensureDeferred(self._rebuild_candidates(run, piece)), backoff)
         self.current_type = entity_type
@@ -506,7 +525,7 @@ class Scanner:
     def _slice_count(self, expected: int | None) -> int:
         if self.concurrency <= 1 or not expected:
             return 1
-        return max(1, min(2 * self.concurrency, -(-expected // (SLICE_PAGES * self.page_size))))
+        return max(1, min(SLICES_PER_WORKER * self.concurrency, -(-expected // (SLICE_PAGES * self.page_size))))
 
     def _slice_bounds(self, expected: int | None, span: tuple[int, int] | None) -> list[list]:
         """The id slices (``[low, high]``: ``low < id <= high``; the first
@@ -522,7 +541,8 @@ class Scanner:
         if step < 1:
             return [[0, None]]
         cuts = [base + i * step for i in range(1, count)]
-        return [[low, high] for low, high in zip([0] + cuts, cuts + [None])]
+        # the retired rows first, in a slice of their own (usually a page)
+        return [[0, None, RETIRED_SLICE]] + [[low, high] for low, high in zip([0] + cuts, cuts + [None])]
 
     async def _span(self, entity_type: str, conditions: list[dict]) -> tuple[int, int] | None:
         """The lowest and highest ids of a type on the site, active or
@@ -569,7 +589,7 @@ class Scanner:
                 self.freshness.done(pending[2])
 
         pending: tuple[int, int, Any, defer.Deferred] | None = None
-        if piece.state["phase"] < len(PHASES):
+        if piece.state["phase"] <= piece.phases[-1]:
             pending = ask(piece.state["phase"], int(piece.state["after_id"]))
         while pending is not None:
             phase_index, after, ticket, reading = pending
@@ -585,8 +605,13 @@ class Scanner:
             last = max((int(e["id"]) for e in entities), default=after)
             if has_next:
                 pending = ask(phase_index, last)
-            elif phase_index + 1 < len(PHASES):
+            elif phase_index + 1 <= piece.phases[-1]:
                 pending = ask(phase_index + 1, piece.low)
+            if pending is not None:
+                # one reactor turn first: the next page's request leaves
+                # now, not after the apply (a write is sent when the
+                # reactor next polls, and an apply holds the reactor)
+                await task.deferLater(self.reactor, 0, lambda: None)
             try:
                 page = await self._retrying(
                     lambda: defer.ensureDeferred(
@@ -632,8 +657,13 @@ class Scanner:
         self, entity_type: str, conditions: list[dict], return_only: str, after_id: int,
         fields: list[str] | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        return await read_page(self.upstream, entity_type, fields or cached_fields(self.schema, entity_type),
-                               conditions, return_only, self.page_size, after_id=after_id)
+        """One page, when one of the `concurrency` page slots is free."""
+        await self._page_slots.acquire()
+        try:
+            return await read_page(self.upstream, entity_type, fields or cached_fields(self.schema, entity_type),
+                                   conditions, return_only, self.page_size, after_id=after_id)
+        finally:
+            self._page_slots.release()
 
     async def _apply_page(
         self, run: "_TypeRun", piece: "_Slice", entities: list[dict[str, Any]], has_next: bool,
@@ -648,9 +678,10 @@ class Scanner:
         new_candidates = set(piece.candidates)
         if run.mode == FULL:
             ids = {c.entity_id for c in changes}
-            if active:
+            if active or len(piece.phases) == 1:
                 upto = last if has_next else piece.ceiling()
-                new_candidates |= await self.store.ids_between(entity_type, after, upto, run.projects) - ids
+                new_candidates |= await self.store.ids_between(
+                    entity_type, after, upto, run.projects, active=piece.stored_kind()) - ids
             else:
                 new_candidates -= ids
         max_updated = piece.state.get("max_updated")
@@ -674,19 +705,22 @@ class Scanner:
         conditions = piece.conditions(run.conditions)
         candidates: set[int] = set()
         progress = piece.state
-        limit = piece.ceiling() if progress["phase"] > 0 else int(progress["after_id"])
+        first = piece.phases[0]
+        limit = piece.ceiling() if progress["phase"] > first else int(progress["after_id"])
         for phase_index, (return_only, active) in enumerate(PHASES):
-            if phase_index > progress["phase"]:
-                break
-            stop = limit if active else int(progress["after_id"])
+            if phase_index > progress["phase"] or phase_index not in piece.phases:
+                continue
+            stop = limit if phase_index == first else int(progress["after_id"])
+            collects = active or len(piece.phases) == 1
             after = piece.low
             while after < stop:
                 entities, has_next = await self._read(entity_type, conditions, return_only, after, ["id"])
                 ids = {int(e["id"]) for e in entities if int(e["id"]) <= stop}
                 page_max = max((int(e["id"]) for e in entities), default=after)
-                if active:
+                if collects:
                     upto = min(page_max if has_next else piece.ceiling(), stop)
-                    candidates |= await self.store.ids_between(entity_type, after, upto, run.projects) - ids
+                    candidates |= await self.store.ids_between(
+                        entity_type, after, upto, run.projects, active=piece.stored_kind()) - ids
                 else:
                     candidates -= ids
                 if not has_next or page_max >= stop:
@@ -881,16 +915,24 @@ class _Slice:
     ascending id; `state` (phase, after_id, max_updated, done) is what is
     stored with each page, so a crash resumes the slice where it stopped."""
 
-    def __init__(self, index: int, low: int, high: int | None, state: dict[str, Any]):
+    def __init__(self, index: int, low: int, high: int | None, state: dict[str, Any],
+                 phases: tuple[int, ...] = (0, 1)):
         self.index = index
         self.low = low
         self.high = high
         self.state = state
+        #: the `PHASES` it reads: both (a type in one slice), or one
+        self.phases = phases
         #: stored ids of this slice not (yet) seen on the site (full scans)
         self.candidates: set[int] = set()
 
     def ceiling(self) -> int:
         return _END if self.high is None else self.high
+
+    def stored_kind(self) -> bool | None:
+        """Which stored rows its deletion candidates are among: active ones
+        (it reads only active rows), retired ones, or all (it reads both)."""
+        return PHASES[self.phases[0]][1] if len(self.phases) == 1 else None
 
     def conditions(self, base: list[dict]) -> list[dict]:
         if self.high is None:

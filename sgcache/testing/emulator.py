@@ -266,6 +266,9 @@ class Controls:
     what it measures (docs/emulator.md, "Test controls")."""
 
     latency: float = 0.0
+    #: the latency is the response time of reads (their answer made first,
+    #: sent `latency` after arrival) rather than a wait before serving
+    latency_includes_work: bool = False
     failures: list[FailurePlan] = field(default_factory=list)
     #: RPC requests received per method name ("<invalid>" for malformed ones)
     counters: dict[str, int] = field(default_factory=dict)
@@ -483,10 +486,16 @@ class Emulator(Mockgun):
         """Switch event writing for every caller (updated_at still moves)."""
         self.generate_events = bool(enabled)
 
-    def set_latency(self, seconds: float) -> None:
+    def set_latency(self, seconds: float, includes_work: bool = False) -> None:
         """Delay every RPC by `seconds` (each request on its own timer:
-        concurrent requests wait concurrently)."""
+        concurrent requests wait concurrently). With `includes_work`, the
+        latency is a read's response time, as a distant site with many
+        workers has it: the answer to a method that changes nothing is made
+        on arrival and sent `seconds` after it, so this process's own work
+        (one core for every request) is inside the latency, not added to
+        it. Writes always wait first, then act."""
         self.controls.latency = max(0.0, float(seconds))
+        self.controls.latency_includes_work = bool(includes_work)
 
     def fail_next(
         self,

@@ -35,6 +35,11 @@ log = Logger()
 GZIP_THRESHOLD = 4096
 
 
+#: methods that change nothing: with ``includes_work`` their latency is the
+#: response time (see `Emulator.set_latency`)
+RESPONSE_TIMED = frozenset({"info", "read", "summarize", "text_search", "schema_read", "schema_entity_read",
+                            "schema_field_read"})
+
 class EmulatorServer:
     """The Klein app serving one `Emulator`."""
 
@@ -93,8 +98,18 @@ class EmulatorServer:
 
     async def _serve(self, request: IRequest, method: str, params: list) -> bytes:
         controls = self.emulator.controls
+        if controls.latency > 0 and controls.latency_includes_work and method in RESPONSE_TIMED:
+            # the latency is the response time: answer now, send it later
+            due = self.reactor.seconds() + controls.latency
+            data = await self._answer(request, method, params)
+            await task.deferLater(self.reactor, max(0.0, due - self.reactor.seconds()), lambda: None)
+            return data
         if controls.latency > 0:
             await task.deferLater(self.reactor, controls.latency, lambda: None)
+        return await self._answer(request, method, params)
+
+    async def _answer(self, request: IRequest, method: str, params: list) -> bytes:
+        controls = self.emulator.controls
         plan = controls.take_failure(method)
         if plan is not None:
             if plan.reset:
@@ -185,7 +200,7 @@ class EmulatorServer:
         "reset": lambda em, a: em.reset(keep_schema=bool(a.get("keep_schema", False))),
         "seed": lambda em, a: em.seed(a.get("entities", []), events=bool(a.get("events", False)),
                                       script=a.get("script")),
-        "latency": lambda em, a: em.set_latency(a.get("seconds", 0)),
+        "latency": lambda em, a: em.set_latency(a.get("seconds", 0), bool(a.get("includes_work", False))),
         "fail": lambda em, a: em.fail_next(a.get("count", 1), a.get("status", 500),
                                            bool(a.get("reset", False)), a.get("methods"),
                                            retry_after=a.get("retry_after")),
