@@ -1,6 +1,10 @@
 """Sync at WAN latency (``bench/sync.py --latency 0.3``): the emulator in a
 process of its own, every request delayed by the latency (each on its own
 timer, as a distant site), and the cache's scanner and poller in another.
+The latency is a read's response time (the emulator's ``includes_work``):
+its own work, one core for every request, is inside it, as on a hosted
+site with many workers, so one request at a time could reach the
+single-stream bound below exactly.
 
 Printed in one run:
 
