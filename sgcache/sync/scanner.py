@@ -678,7 +678,7 @@ class Scanner:
         new_candidates = set(piece.candidates)
         if run.mode == FULL:
             ids = {c.entity_id for c in changes}
-            if active or len(piece.phases) == 1:
+            if piece.collects(phase_index):
                 upto = last if has_next else piece.ceiling()
                 new_candidates |= await self.store.ids_between(
                     entity_type, after, upto, run.projects, active=piece.stored_kind()) - ids
@@ -707,17 +707,16 @@ class Scanner:
         progress = piece.state
         first = piece.phases[0]
         limit = piece.ceiling() if progress["phase"] > first else int(progress["after_id"])
-        for phase_index, (return_only, active) in enumerate(PHASES):
+        for phase_index, (return_only, _) in enumerate(PHASES):
             if phase_index > progress["phase"] or phase_index not in piece.phases:
                 continue
             stop = limit if phase_index == first else int(progress["after_id"])
-            collects = active or len(piece.phases) == 1
             after = piece.low
             while after < stop:
                 entities, has_next = await self._read(entity_type, conditions, return_only, after, ["id"])
                 ids = {int(e["id"]) for e in entities if int(e["id"]) <= stop}
                 page_max = max((int(e["id"]) for e in entities), default=after)
-                if collects:
+                if piece.collects(phase_index):
                     upto = min(page_max if has_next else piece.ceiling(), stop)
                     candidates |= await self.store.ids_between(
                         entity_type, after, upto, run.projects, active=piece.stored_kind()) - ids
@@ -928,6 +927,12 @@ class _Slice:
 
     def ceiling(self) -> int:
         return _END if self.high is None else self.high
+
+    def collects(self, phase_index: int) -> bool:
+        """Whether a page of `phase_index` adds deletion candidates (stored
+        ids it does not list) rather than clearing them: the active phase,
+        or a slice's only phase."""
+        return PHASES[phase_index][1] or len(self.phases) == 1
 
     def stored_kind(self) -> bool | None:
         """Which stored rows its deletion candidates are among: active ones

@@ -50,7 +50,7 @@ def to_float(value: Any) -> Any:
 def to_json(value: Any) -> Any:
     if value is None:
         return None
-    if value == [] and type(value) is list:  # most tag lists: json.dumps's own text, without its cost
+    if type(value) is list and not value:  # most tag lists: json.dumps's own text, without its cost
         return "[]"
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
