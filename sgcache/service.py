@@ -37,6 +37,7 @@ from sgcache.schema import Schema
 from sgcache.schemakeeper import SchemaKeeper
 from sgcache.site.client import make_upstream
 from sgcache.store import layout, open_store
+from sgcache.store.onedaemon import AlreadyServed, DaemonLock
 from sgcache.sync.freshness import Freshness
 from sgcache.sync.poller import EventPoller
 from sgcache.sync.scanner import Scanner
@@ -133,6 +134,8 @@ class SgcacheService(service.MultiService):
         self.upstream_ready: defer.Deferred | None = None
         #: under twistd: a start-up failure stops the process with one line
         self.exit_on_start_failure = False
+        #: SQLite: the file's one-daemon lock, held until the stop
+        self.daemon_lock: DaemonLock | None = None
         set_level(settings.get("log_level") or "info")
         upload_mb = settings.get("max_upload_mb", 2048.0)
         limits = Limits(
@@ -213,6 +216,7 @@ class SgcacheService(service.MultiService):
     async def _start(self) -> None:
         if self.upstream_ready is not None:
             self.upstream.set_base_url(await self.upstream_ready)
+        self._lock_sqlite_file()
         try:
             await self.store.open()
         except Exception as e:
@@ -245,6 +249,21 @@ class SgcacheService(service.MultiService):
         await self._retrying("reading the event cursor", self.poller.initialize)
         self.ready.callback(port)
         await self._initial_load()
+
+    def _lock_sqlite_file(self) -> None:
+        """SQLite: this daemon alone on the file (`sgcache.store.onedaemon`)."""
+        path = getattr(self.store, "path", None)
+        if self.store.dialect != "sqlite" or not path or path == ":memory:":
+            return
+        lock = DaemonLock(path)
+        try:
+            lock.acquire()
+        except AlreadyServed as e:
+            raise ConfigError(f"--db: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"--db: cannot open the store: cannot make its lock file {lock.path}: "
+                              f"{e.strerror or e}") from None
+        self.daemon_lock = lock
 
     async def _listen(self) -> Any:
         """Open the client port and the admin port; a port that cannot be
@@ -378,6 +397,8 @@ class SgcacheService(service.MultiService):
             abort = getattr(self.store, "abort", None)
             if abort is not None:
                 abort()
+        if self.daemon_lock is not None:
+            self.daemon_lock.release()
 
 
 def _one_line(error: BaseException) -> str:

@@ -108,6 +108,32 @@ class StartFailureTests(unittest.TestCase):
         self.assertTrue(lines[0].startswith("sgcache: --db: cannot open the store: cannot connect to PostgreSQL"),
                         lines)
 
+    async def test_a_second_daemon_on_the_same_sqlite_file(self):
+        """SQLite is one process: a second daemon on the file is refused
+        with one line naming the first; a killed daemon leaves no lock."""
+        from sgcache.store.onedaemon import DaemonLock
+
+        schema = write(os.path.abspath(self.mktemp()) + ".yml", SCHEMA_YAML)
+        db = os.path.abspath(self.mktemp()) + ".sqlite"
+        first = twistd(self.base_args(schema, "sqlite:///" + db))
+        self.addCleanup(lambda: first.poll() is None and first.kill())
+        lock_file = db + ".lock"
+        for _ in range(300):
+            if os.path.exists(lock_file) and open(lock_file).read().strip() == str(first.pid):
+                break
+            self.assertIsNone(first.poll(), "the first daemon ended")
+            await task.deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail("the first daemon never took the file's lock")
+        _, lines = await self.failed(self.base_args(schema, "sqlite:///" + db))
+        self.assertEqual(lines, [f"sgcache: --db: another sgcache daemon (pid {first.pid}) serves this SQLite "
+                                 f"file; SQLite is one process only (to run several, use PostgreSQL)"])
+        first.kill()  # -9: the kernel drops the lock
+        await deferToThread(first.communicate, timeout=30)
+        lock = DaemonLock(db)
+        lock.acquire()
+        lock.release()
+
     async def test_a_port_in_use(self):
         schema = write(os.path.abspath(self.mktemp()) + ".yml", SCHEMA_YAML)
         busy = socket.socket()
