@@ -608,9 +608,11 @@ class Scanner:
             elif phase_index + 1 <= piece.phases[-1]:
                 pending = ask(phase_index + 1, piece.low)
             if pending is not None:
-                # one reactor turn first: the next page's request leaves
-                # now, not after the apply (a write is sent when the
-                # reactor next polls, and an apply holds the reactor)
+                # two reactor turns first: the next page's request leaves
+                # now, not after the apply (its body is written by a timed
+                # call, the socket write happens when the reactor next
+                # polls, and an apply holds the reactor)
+                await task.deferLater(self.reactor, 0, lambda: None)
                 await task.deferLater(self.reactor, 0, lambda: None)
             try:
                 page = await self._retrying(
