@@ -78,6 +78,14 @@ def _listen(value: Any) -> str:
 
     try:
         endpoints.serverFromString(reactor, text)
+    except (IndexError, KeyError) as e:
+        if not text.startswith("systemd:"):
+            raise ConfigError(f"--listen: {text!r} is not a Twisted endpoint string ({e})")
+        # a right systemd: string, in a process that was handed no such
+        # socket (Twisted reads LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES)
+        raise ConfigError(f"--listen: {text}: no such socket was handed to this process (start it through "
+                          f"its socket unit, contrib/sgcache.socket with contrib/sgcache@.service: systemd "
+                          f"hands the socket over with LISTEN_FDS and LISTEN_PID)")
     except Exception as e:
         raise ConfigError(f"--listen: {text!r} is not a Twisted endpoint string ({e})")
     return text
@@ -100,6 +108,13 @@ def _log_format(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ("text", "json"):
         raise ConfigError(f"--log-format: {value!r} is not one of text, json")
+    return text
+
+
+def _role(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("all", "web", "sync"):
+        raise ConfigError(f"--role: {value!r} is not one of all, web, sync")
     return text
 
 
@@ -241,6 +256,11 @@ SETTINGS = [
             "within --site-max-concurrency.", _int_at_least("scan-concurrency", 1)),
     Setting("gzip-min-kb", 16.0, "Answers the cache makes are gzipped from this size (KB) up for clients "
             "that accept gzip (0: never).", _not_negative("gzip-min-kb")),
+    Setting("role", "all", "What this daemon does: all (serve and stand for election to sync), web "
+            "(serve only), sync (stand for election only; no client port). On PostgreSQL one daemon of "
+            "those that stand syncs at a time; SQLite takes one daemon, role all.", _role),
+    Setting("failover-seconds", 10.0, "PostgreSQL: seconds within which another daemon takes the sync over "
+            "when the one syncing dies or loses the database.", _positive("failover-seconds")),
     Setting("listen", "tcp:8010:interface=127.0.0.1", "Twisted endpoint to serve clients on.", _listen),
     Setting("admin-listen", "tcp:8011:interface=127.0.0.1", "Twisted endpoint of the admin listener "
             "(schema plan/reload; keep it private); empty: off.", _admin_listen),
@@ -350,6 +370,9 @@ def resolve(options: dict[str, Any], environ: dict[str, str] | None = None) -> d
         if not key:
             raise ConfigError(f"--api-key-file: {out['api_key_file']} holds no key")
         out["api_key"] = key
+    if out["role"] != "all" and str(out["db"]).startswith("sqlite:"):
+        raise ConfigError(f"--role {out['role']}: SQLite takes one daemon doing everything (--role all); "
+                          "roles are for several daemons on one PostgreSQL store")
     if not out["demo"]:
         missing = [n for n in ("shotgun", "script_name", "api_key") if not out[n]]
         if not out["schema"] and not out["schema_rules"]:

@@ -99,6 +99,9 @@ class SchemaKeeper:
         self._check_again = False
         self._waiters: list[defer.Deferred] = []
         self._apply_lock = defer.DeferredLock()
+        #: None, or why this daemon may not change the store's schema now
+        #: (several daemons on one store: only the one that syncs does)
+        self.refuse_apply: Any = None
 
     # -- start ----------------------------------------------------------------
     def load_files(self) -> tuple[Schema | None, list[Rule]]:
@@ -255,6 +258,9 @@ class SchemaKeeper:
     # -- applying a change ------------------------------------------------------------
     async def apply(self, resolution: Resolution, why: str) -> SchemaDiff:
         """Move the daemon to `resolution.schema` (module docstring)."""
+        refused = self.refuse_apply() if self.refuse_apply is not None else None
+        if refused:
+            raise ReloadError(refused)
         async with self._apply_lock:
             new = resolution.schema
             change = diff(self.schema, new)

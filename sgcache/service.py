@@ -34,9 +34,11 @@ from sgcache import lifecycle
 from sgcache.config import ConfigError, parse_patterns, parse_timezone
 from sgcache.logs import logger, set_level
 from sgcache.schema import Schema
+from sgcache.schema.effective import diff as diff_schemas
 from sgcache.schemakeeper import SchemaKeeper
 from sgcache.site.client import make_upstream
 from sgcache.store import layout, open_store
+from sgcache.store.leadership import Leadership
 from sgcache.store.onedaemon import AlreadyServed, DaemonLock
 from sgcache.sync.freshness import Freshness
 from sgcache.sync.poller import EventPoller
@@ -116,6 +118,7 @@ class SgcacheService(service.MultiService):
         )
         # a scan marks fields ready only while no schema change is applied
         self.scanner.schema_lock = self.cache.schema_lock
+        self.keeper.refuse_apply = self._why_not_schema
         self.scanner.on_type_loaded = self._type_loaded
         self.poller.on_schema_change = self.keeper.site_changed
         self.cache.status_sources.append(self.poller.status)
@@ -136,6 +139,19 @@ class SgcacheService(service.MultiService):
         self.exit_on_start_failure = False
         #: SQLite: the file's one-daemon lock, held until the stop
         self.daemon_lock: DaemonLock | None = None
+        self.role = settings.get("role") or "all"
+        #: PostgreSQL: this daemon's part in electing the one that syncs
+        #: (`sgcache.store.leadership`); None on SQLite (it always syncs)
+        self.leadership: Leadership | None = None
+        if self.store.dialect == "postgresql":
+            self.leadership = Leadership(
+                reactor, self.store, self.role, settings.get("failover_seconds") or 10.0,
+                on_elected=self._elected, on_deposed=self._deposed)
+            self.leadership.lag = self.poller.lag_seconds
+            self.cache.status_sources.append(self.leadership.status)
+        #: this daemon runs the sync (the poller, the scanner): always on
+        #: SQLite, while elected on PostgreSQL
+        self.syncing = False
         set_level(settings.get("log_level") or "info")
         upload_mb = settings.get("max_upload_mb", 2048.0)
         limits = Limits(
@@ -172,9 +188,15 @@ class SgcacheService(service.MultiService):
         if not self.cache.serving:
             reasons.append(f"not serving yet: {self.cache.loading_message}")
         lag = self.poller.lag_seconds()
+        if self.leadership is not None and not self.syncing:
+            # another daemon syncs: its lag, as it records it in the store
+            lag = self.leadership.leader_lag()
+            if lag is None:
+                reasons.append("no daemon syncing the store was seen recently")
         limit = self.settings.get("ready_lag_seconds", 300.0)
         if lag is None:
-            reasons.append("the event log was never read up to the site's newest event")
+            if not reasons:
+                reasons.append("the event log was never read up to the site's newest event")
         elif limit and lag > limit:
             reasons.append(f"event lag {lag:.0f} s is over --ready-lag-seconds {limit:g}")
         return not reasons, reasons
@@ -190,8 +212,18 @@ class SgcacheService(service.MultiService):
             return defer.succeed(None)
         return defer.ensureDeferred(self._refresh_site())
 
+    def _why_not_schema(self) -> str | None:
+        """Only the daemon that syncs changes the store's schema (the
+        others follow what it records)."""
+        if self.leadership is None or self.syncing:
+            return None
+        leader = (self.leadership.leader or {}).get("node") or "another daemon"
+        return f"this daemon does not sync the store ({leader} does): reload the schema there"
+
     async def _refresh_site(self) -> None:
         await self.cache.refresh_info()
+        if self._why_not_schema():
+            return
         # the site's schema is checked with its info: a field the file
         # names that the site lost stops being served
         await self.keeper.check_site("periodic check")
@@ -224,6 +256,9 @@ class SgcacheService(service.MultiService):
         await self.memory.load()
         self.memory.start()
         port = await self._listen()
+        if self.leadership is not None:
+            await self._start_in_cluster(port)
+            return
         # listening: every call gets an answer from here on (local for what
         # the store holds, else the site's, else a fault naming the cause);
         # systemd may go on -- reading the site and an initial load can take
@@ -239,6 +274,12 @@ class SgcacheService(service.MultiService):
         log.info("store {dialect} ready ({types} types, {fields} fields cached)", dialect=self.store.dialect,
                  types=len(self.schema), fields=sum(len(e.fields) for e in self.schema))
         await self.cache.refresh_catalog()
+        await self._start_syncing(port)
+
+    async def _start_syncing(self, port: Any) -> None:
+        """This daemon syncs (SQLite; the elected one on PostgreSQL): the
+        site's info, the event cursor, then the initial load."""
+        self.syncing = True
         await self.cache.refresh_info()
         if self.cache.info_kept:
             log.warn("the site is unreachable; info answered from the copy kept in the store, reads of what "
@@ -247,8 +288,128 @@ class SgcacheService(service.MultiService):
         # the cursor is fixed before any scan, so no change between the scan
         # and the first poll is missed; upstream trouble here is waited out
         await self._retrying("reading the event cursor", self.poller.initialize)
-        self.ready.callback(port)
+        if not self.ready.called:
+            self.ready.callback(port)
         await self._initial_load()
+
+    # -- several daemons on one PostgreSQL store -----------------------------------
+    async def _start_in_cluster(self, port: Any) -> None:
+        """PostgreSQL: stand for election (unless ``--role web``); the one
+        elected syncs as a lone daemon would (`_elected`); the others serve
+        by the schema and catalog the store records, following the
+        leader's changes (`_follow`)."""
+        assert self.leadership is not None
+        self.store.on_catalog_change = self._catalog_changed
+        self.leadership.start()
+        if await self.leadership.first_round:
+            await self._take_over()
+            return
+        log.info("serving as a follower ({role}); {leader} syncs the store", role=self.role,
+                 leader=(self.leadership.leader or {}).get("node") or "another daemon")
+        if self.cache.answers.enabled:
+            await self.store.track_changes()
+        await self._wait_for_stored_schema()
+        await self.cache.refresh_info()
+        lifecycle.notify("STATUS=serving; another daemon syncs the store")
+        if not self.ready.called:
+            self.ready.callback(port)
+        self._check_loaded()
+
+    async def _wait_for_stored_schema(self) -> None:
+        """A follower needs the schema the leader records: read it, every
+        second until there is one (a new store whose leader is starting)."""
+        from sgcache.site.backoff import Sleeper
+
+        sleeper, told = Sleeper(self.reactor), False
+        while True:
+            try:
+                return await self._follow()
+            except Exception as e:
+                if not self.running or self.syncing:
+                    raise
+                if not told:
+                    log.info("waiting for the schema the store records: {error}", error=_one_line(e))
+                    told = True
+                self.cache.loading_message = f"waiting for the daemon that syncs: {_one_line(e)}"
+                await sleeper.sleep(1.0)
+
+    async def _elected(self, epoch: int) -> None:
+        """This daemon was elected after its start-up: take the sync over."""
+        log.info("taking the sync over (epoch {epoch})", epoch=epoch)
+        await self._take_over()
+
+    async def _take_over(self) -> None:
+        """Sync as a lone daemon does, from the schema on."""
+        self.syncing = True
+        self.cache.storage_check = None
+        self.schema = await self._retrying(
+            "reading the site's schema", lambda: self.keeper.start(self.file_schema))
+        await self.store.sync_schema(self.schema)
+        if self.cache.answers.enabled:
+            await self.store.track_changes()
+        log.info("store {dialect} ready ({types} types, {fields} fields cached)", dialect=self.store.dialect,
+                 types=len(self.schema), fields=sum(len(e.fields) for e in self.schema))
+        await self.cache.refresh_catalog()
+        await self._start_syncing(getattr(self, "port", None))
+
+    def _deposed(self, why: str) -> None:
+        """This daemon lost the election (its connection failed): its sync
+        stops now (its transactions are fenced anyway). Under twistd it
+        exits for its supervisor to start it again as a candidate; in
+        process it goes on serving as a follower."""
+        self.syncing = False
+        self.keeper.stop()
+        for part in (self.poller, self.scanner, self.pruner):
+            part.stop()
+        defer.ensureDeferred(self._follow()).addErrback(lambda f: None)
+        if self.exit_on_start_failure and self.running:
+            err = sys.__stderr__ or sys.stderr
+            err.write(f"sgcache: stopped syncing: {why}; exiting to stand again\n")
+            err.flush()
+            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+            self.reactor.stop()
+
+    async def _follow(self) -> None:
+        """Serve by what the store records (the leader's schema and field
+        states); every local read is checked against the storage
+        generation it was planned at (`Cache.storage_check`)."""
+        async with self.cache.schema_lock:
+            generation = await self.store.storage_generation()
+            recorded = await self.store.recorded_schema()
+            if not len(recorded):
+                raise RuntimeError("the store holds no schema yet (the daemon that syncs has not started)")
+            if self.keeper.schema is None or diff_schemas(self.keeper.schema, recorded):
+                self.keeper._use(recorded)
+                self.schema = recorded
+                self.cache.use_schema(recorded, {})
+            await self.cache.refresh_catalog_locked()
+            self.cache.storage_check = self._storage_unchanged(generation)
+
+    def _storage_unchanged(self, generation: str) -> Any:
+        async def check() -> bool:
+            return self.syncing or await self.store.storage_generation() == generation
+        return check
+
+    def _catalog_changed(self) -> None:
+        """Another daemon changed the stored schema or field states."""
+        if self.syncing or not self.running or self._starting is None:
+            return
+        d = defer.ensureDeferred(self._follow())
+        d.addCallback(lambda _: self._check_loaded())
+        d.addErrback(lambda f: log.warn("following the stored schema failed: {error}",
+                                        error=f.getErrorMessage()))
+
+    def _check_loaded(self) -> None:
+        """A follower is loaded once every cached field is served."""
+        if self.loaded.called or self.syncing:
+            return
+        if all(not waiting for _, _, waiting in self.cache.field_readiness()):
+            self.cache.serving = True
+            self.cache.loading_message = "serving"
+            log.info("store loaded by the daemon that syncs; serving reads from the cache")
+            self.loaded.callback(None)
+        else:
+            self.cache.loading_message = "waiting for the daemon that syncs to load the store"
 
     def _lock_sqlite_file(self) -> None:
         """SQLite: this daemon alone on the file (`sgcache.store.onedaemon`)."""
@@ -267,15 +428,19 @@ class SgcacheService(service.MultiService):
 
     async def _listen(self) -> Any:
         """Open the client port and the admin port; a port that cannot be
-        had is a `ConfigError` naming its option."""
-        try:
-            self.listener.setServiceParent(self)
-            port = await self.listener._waitingForPort
-        except Exception as e:
-            raise ConfigError(f"--listen: cannot listen on {self.settings['listen']}: {_one_line(e)}") from e
+        had is a `ConfigError` naming its option. ``--role sync``: no
+        client port."""
+        port = None
+        if self.role != "sync":
+            try:
+                self.listener.setServiceParent(self)
+                port = await self.listener._waitingForPort
+            except Exception as e:
+                raise ConfigError(f"--listen: cannot listen on {self.settings['listen']}: "
+                                  f"{_one_line(e)}") from e
+            address = port.getHost()
+            log.info("serving the Shotgun API on {host}:{port}", host=address.host, port=address.port)
         self.port = port
-        address = port.getHost()
-        log.info("serving the Shotgun API on {host}:{port}", host=address.host, port=address.port)
         if self.admin_listener is not None:
             try:
                 self.admin_listener.setServiceParent(self)
@@ -312,7 +477,8 @@ class SgcacheService(service.MultiService):
         self.cache.loading_message = "serving"
         log.info("store loaded; serving reads from the cache")
         lifecycle.notify("STATUS=serving; every cached type loaded")
-        self.loaded.callback(None)
+        if not self.loaded.called:
+            self.loaded.callback(None)
 
     async def _retrying(self, what: str, op: Any) -> Any:
         """`op()` retried with exponential back-off until it succeeds (or
@@ -391,6 +557,10 @@ class SgcacheService(service.MultiService):
         self.upstream.abandon_calls()
         await lifecycle.within(self.reactor, left(0.5), defer.DeferredList(stopping, consumeErrors=True),
                                "the poller and the scanner")
+        if self.leadership is not None:
+            # the sync stopped: another daemon may take it over now
+            await lifecycle.within(self.reactor, left(0.3), defer.ensureDeferred(self.leadership.stop()),
+                                   "leaving the election")
         await lifecycle.within(self.reactor, left(0.3), self.memory.stop(), "keeping the credentials")
         await lifecycle.within(self.reactor, left(0.5), self.upstream.close(), "closing connections to the site")
         if not await lifecycle.within(self.reactor, left(), self.store.close(), "closing the store"):

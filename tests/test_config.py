@@ -145,3 +145,58 @@ class TimezoneTests(unittest.TestCase):
                          (-datetime.timedelta(hours=7), -datetime.timedelta(hours=8)))
         for bad in ("", "nowhere", "+24:00", "10"):
             self.assertRaises(ValueError, parse_timezone, bad)
+
+
+class SystemdListenTests(unittest.TestCase):
+    """``--listen systemd:...``: the socket systemd hands over (socket
+    activation, contrib/sgcache.socket) is taken; a process handed none is
+    told so in one line."""
+
+    assertOneLine = ResolveTests.assertOneLine
+
+    def test_no_socket_handed_over(self):
+        # this process was started by no socket unit
+        exc = self.assertRaises(ConfigError, resolve,
+                                parse(*REQUIRED, "--listen", "systemd:domain=INET:index=0"), {})
+        self.assertOneLine(exc, "--listen")
+        self.assertIn("no such socket was handed to this process", str(exc))
+        self.assertIn("LISTEN_FDS", str(exc))
+        # a wrong string is still one
+        exc = self.assertRaises(ConfigError, resolve, parse(*REQUIRED, "--listen", "systemd:domain=INET"), {})
+        self.assertOneLine(exc, "--listen")
+        self.assertIn("is not a Twisted endpoint string", str(exc))
+
+    def test_a_handed_over_socket_is_taken(self):
+        import socket
+        import subprocess
+        import sys
+
+        code = (
+            "import sys\n"
+            "from sgcache.config import ConfigError, Options, resolve\n"
+            "for listen in sys.argv[1:]:\n"
+            "    options = Options()\n"
+            f"    options.parseOptions({REQUIRED!r} + ['--listen', listen])\n"
+            "    try:\n"
+            "        print(resolve(dict(options), {})['listen'])\n"
+            "    except ConfigError as e:\n"
+            "        print(e)\n"
+        )
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        root = os.path.dirname(HERE)
+        result = subprocess.run(
+            [sys.executable, "-m", "sgcache.testing.socketlaunch", str(listening.fileno()), "--",
+             sys.executable, "-c", code, "systemd:domain=INET:index=0", "systemd:domain=INET:name=sgcache.socket",
+             "systemd:domain=INET:index=1", "systemd:domain=NOPE:index=0"],
+            pass_fds=[listening.fileno()], cwd=root, env=dict(os.environ, PYTHONPATH=root),
+            capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        lines = result.stdout.splitlines()
+        self.assertEqual(lines[:2], ["systemd:domain=INET:index=0", "systemd:domain=INET:name=sgcache.socket"])
+        # one socket handed over: no second; and a wrong family is a wrong string
+        self.assertTrue(lines[2].startswith("--listen: systemd:domain=INET:index=1: no such socket"), lines)
+        self.assertTrue(lines[3].startswith("--listen: 'systemd:domain=NOPE:index=0' is not a Twisted endpoint"),
+                        lines)

@@ -134,6 +134,16 @@ class StartFailureTests(unittest.TestCase):
         lock.acquire()
         lock.release()
 
+    async def test_a_role_other_than_all_on_sqlite(self):
+        """SQLite is one process doing everything: --role web or sync is
+        refused with one line."""
+        schema = write(os.path.abspath(self.mktemp()) + ".yml", SCHEMA_YAML)
+        db = os.path.abspath(self.mktemp()) + ".sqlite"
+        for role in ("web", "sync"):
+            _, lines = await self.failed(self.base_args(schema, "sqlite:///" + db) + ["--role", role])
+            self.assertEqual(lines, [f"sgcache: --role {role}: SQLite takes one daemon doing everything "
+                                     "(--role all); roles are for several daemons on one PostgreSQL store"])
+
     async def test_a_port_in_use(self):
         schema = write(os.path.abspath(self.mktemp()) + ".yml", SCHEMA_YAML)
         busy = socket.socket()

@@ -103,10 +103,13 @@ def run_status(args: argparse.Namespace) -> int:
                 "fields_ready": sum(1 for state in fields.values() if state == "ready"),
                 "fields": len(fields),
             }
+        from sgcache.store.leadership import read_cluster
+
         return {
             "event_cursor": await store.get_state(CURSOR_KEY),
             "types": types,
             "sync": await sync_report(store, reactor.seconds(), sorted(states)),
+            "cluster": await read_cluster(store),
         }
 
     report = run_on_store("status", settings, collect)
@@ -125,6 +128,9 @@ def status_lines(report: dict[str, Any]) -> list[str]:
              f"holes: {', '.join(map(str, sync['holes'])) or 'none'}; "
              f"last poll error: {sync['last_poll_error'] or 'none'}"]
     lines += scan_lines(sync)
+    from sgcache.store.leadership import cluster_lines
+
+    lines += cluster_lines(report.get("cluster"))
     for etype, info in report["types"].items():
         lines.append(f"{etype:28} {info['rows']:>9} rows ({info['retired']} retired)  "
                      f"fields ready {info['fields_ready']}/{info['fields']}  "

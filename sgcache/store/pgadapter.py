@@ -299,15 +299,16 @@ class Listener(Connection):
     Notifications are taken as they arrive (in the reactor event that read
     them), not through txpostgres's cooperator a turn later."""
 
-    def __init__(self, *args: Any, on_notify: Callable[[], None], **kwargs: Any):
+    def __init__(self, *args: Any, on_notify: Callable[[set[str]], None], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._on_notify = on_notify
 
     def checkForNotifies(self) -> None:
         conn = self._connection
         if conn is not None and conn.notifies:
+            channels = {getattr(n, "channel", "") for n in conn.notifies}
             del conn.notifies[:]
-            self._on_notify()
+            self._on_notify(channels)
 
 
 class ListenerDetector(Detector):

@@ -41,6 +41,7 @@ from sgcache.schema.changes import EntityChange
 from sgcache.store import layout
 from sgcache.store.apply import ApplyResult, apply_changes, set_field_states
 from sgcache.store.catalog import (
+    META_FIELDS_GENERATION,
     Synced,
     current_synced,
     describe_storage,
@@ -54,6 +55,7 @@ from sgcache.store.catalog import (
 )
 from sgcache.store.dialect import POSTGRESQL
 from sgcache.store.interface import IStore, ReadTimeout, StoreError, returns_deferred
+from sgcache.store.leadership import FENCE_SQL, Deposed
 from sgcache.store.pgadapter import (
     Listener,
     ListenerDetector,
@@ -71,6 +73,13 @@ T = TypeVar("T")
 
 #: every write that may change a read's answer notifies this channel on commit
 CHANGES_CHANNEL = "sgcache_changes"
+#: and a change of the stored schema or of field states this one too (other
+#: daemons follow the catalog: `on_catalog_change`)
+CATALOG_CHANNEL = "sgcache_catalog"
+
+#: ``_sgcache_state`` keys a daemon writes for itself (the site's info, the
+#: credentials it vouched for): not sync state, never fenced
+NODE_STATE_KEYS = frozenset({"site_info", "site_credentials"})
 
 #: TCP keepalives for the listening connection, which is idle for hours: a
 #: firewall that drops idle connections' state would otherwise cut it
@@ -199,6 +208,13 @@ class PostgresStore(NamedQueries):
         #: (see IStore.rows_written)
         self.rows_written = 0
         self.rows_unchanged = 0
+        #: the leader epoch this daemon syncs at (`sgcache.store.leadership`):
+        #: when set, every sync transaction checks it first and fails with
+        #: `Deposed` once another daemon was elected; None: not fenced
+        self.fence_epoch: int | None = None
+        #: called when another daemon changed the stored schema or field
+        #: states (a notification on `CATALOG_CHANNEL`)
+        self.on_catalog_change: Callable[[], Any] | None = None
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact(self.dsn)}>"
@@ -243,17 +259,27 @@ class PostgresStore(NamedQueries):
                 error = e
 
     async def _transaction(self, what: str, work: Callable[[_Cursor], Awaitable[T]],
-                           changes_reads: bool | Callable[[T], bool] = True) -> T:
+                           changes_reads: bool | Callable[[T], bool] = True, fenced: bool = False,
+                           catalog: bool | Callable[[T], bool] = False) -> T:
         """Run `work` in one transaction (serialized with other writes).
         `changes_reads`: it may change what a read answers (not only
         bookkeeping state): it notifies listeners (`CHANGES_CHANNEL`) on
         commit, and the read generation moves. A callable says so of
         `work`'s result, attempt by attempt: the generation moves if any
         attempt (maybe committed before its connection died) said so, or
-        failed before it could say."""
+        failed before it could say. `fenced`: a sync transaction, refused
+        (`Deposed`) unless this daemon still leads at `fence_epoch`.
+        `catalog`: it may change the stored schema or field states (other
+        daemons are told on `CATALOG_CHANNEL`)."""
         moved = [changes_reads is True]
+        epoch = self.fence_epoch if fenced else None
 
         async def notifying(cur: _Cursor) -> T:
+            if epoch is not None:
+                rows = await cur.execute(FENCE_SQL)
+                if not rows or int(rows[0][0]) != epoch:
+                    raise Deposed(f"{what} refused: this daemon no longer leads the sync (its epoch "
+                                  f"{epoch}, the store's {rows[0][0] if rows else None})")
             try:
                 result = await work(cur)
             except BaseException:
@@ -263,6 +289,8 @@ class PostgresStore(NamedQueries):
             if changes:
                 moved[0] = True
                 await cur.execute(f"NOTIFY {CHANGES_CHANNEL}")
+            if catalog(result) if callable(catalog) else catalog:
+                await cur.execute(f"NOTIFY {CATALOG_CHANNEL}")
             return result
 
         def once() -> defer.Deferred:
@@ -363,6 +391,7 @@ class PostgresStore(NamedQueries):
     async def _listen(self, listener: Listener) -> None:
         try:
             await listener.runOperation(f"LISTEN {CHANGES_CHANNEL}")
+            await listener.runOperation(f"LISTEN {CATALOG_CHANNEL}")
         except Exception as e:
             # a lost connection is reconnected by its detector, which
             # calls this again
@@ -373,13 +402,17 @@ class PostgresStore(NamedQueries):
             # what was written while nobody listened is unknown
             self._generation += 1
             self._listening = True
+            if self.on_catalog_change is not None:
+                self.on_catalog_change()
 
     def _listener_lost(self) -> None:
         # read_generation is None from here; it moves on when listening again
         self._listening = False
 
-    def _heard(self) -> None:
+    def _heard(self, channels: set[str]) -> None:
         self._generation += 1
+        if CATALOG_CHANNEL in channels and self.on_catalog_change is not None:
+            self.on_catalog_change()
 
     def read_generation(self) -> Any:
         """A token that differs whenever a read may answer differently than
@@ -430,7 +463,8 @@ class PostgresStore(NamedQueries):
 
     @returns_deferred
     async def sync_schema(self, schema: Schema) -> dict:
-        summary = await self._transaction("sync_schema", lambda cur: sync_schema(cur, schema))
+        summary = await self._transaction("sync_schema", lambda cur: sync_schema(cur, schema), fenced=True,
+                                          catalog=lambda summary: any(summary.values()))
         self._synced = await load_synced(_ReadCursor(self))
         log_sync_summary(summary)
         return summary
@@ -454,8 +488,17 @@ class PostgresStore(NamedQueries):
         await self._transaction(
             "set_field_states",
             lambda cur: set_field_states(cur, entity_type, fields, state),
-            changes_reads=_changed,
+            changes_reads=_changed, fenced=True, catalog=_changed,
         )
+
+    @returns_deferred
+    async def storage_generation(self) -> str:
+        """The stored schema's generation (moves with every change of tables
+        or columns, in the transaction that makes it): a read that ran on a
+        catalog built at another generation may have read storage that was
+        dropped or replaced."""
+        rows = await self.read(f"SELECT value FROM _sgcache_meta WHERE key = '{META_FIELDS_GENERATION}'", [])
+        return rows[0][0] if rows else "0"
 
     @returns_deferred
     async def apply(
@@ -468,7 +511,7 @@ class PostgresStore(NamedQueries):
                 cur, synced, changes, state, now=clock_now(self._reactor)
             )
 
-        result = await self._transaction("apply", work, changes_reads=_wrote)
+        result = await self._transaction("apply", work, changes_reads=_wrote, fenced=bool(state))
         self.last_apply = result
         self.rows_written += result.written
         self.rows_unchanged += result.unchanged
@@ -524,7 +567,8 @@ class PostgresStore(NamedQueries):
 
     @returns_deferred
     async def set_state(self, items: dict[str, str]) -> None:
-        await self._transaction("set_state", lambda cur: write_state(cur, items), changes_reads=False)
+        await self._transaction("set_state", lambda cur: write_state(cur, items), changes_reads=False,
+                                fenced=not set(items) <= NODE_STATE_KEYS)
 
     async def _require_type(self, entity_type: str) -> None:
         if self._synced is None or entity_type not in self._synced.types:

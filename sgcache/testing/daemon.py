@@ -74,11 +74,12 @@ async def start_daemon(
     service.startService()
     if not wait_ready:
         port = await service.listening
-        return RunningDaemon(f"http://127.0.0.1:{port.getHost().port}", service)
-    port = await service.ready
-    if wait_loaded:
-        await service.loaded
-    url = f"http://127.0.0.1:{port.getHost().port}"
+    else:
+        port = await service.ready
+        if wait_loaded:
+            await service.loaded
+    # (--role sync: no client port)
+    url = f"http://127.0.0.1:{port.getHost().port}" if port is not None else ""
     return RunningDaemon(url, service)
 
 

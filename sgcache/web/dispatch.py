@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from twisted.internet import defer
 from twisted.web.http_headers import Headers
@@ -124,6 +124,10 @@ class Cache:
         self.status_sources: list[Any] = []
         #: reads by shape (type, filter and sort fields), local or not
         self.shapes = ReadShapes()
+        #: a daemon that does not sync (several on one PostgreSQL store):
+        #: says, after a local read, whether the stored schema is still the
+        #: one its catalog was built on (another daemon changes it)
+        self.storage_check: Callable[[], Awaitable[bool]] | None = None
 
     # -- state -------------------------------------------------------------
     async def refresh_catalog(self) -> None:
@@ -310,6 +314,9 @@ class Cache:
                 # a schema change dropped or replaced storage of a type it
                 # reads while it ran: its plan may have read a column going
                 # away, or a new empty one of the same name
+                raise PassThrough("schema changed during the read")
+            if self.storage_check is not None and not await self.storage_check():
+                # the same, made by another daemon (the one that syncs)
                 raise PassThrough("schema changed during the read")
             took = self.reactor.seconds() - started
             if (self.read_budget is not None and took > self.read_budget * SLOW_SHARE

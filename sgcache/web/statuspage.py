@@ -479,8 +479,28 @@ def others(snap: dict) -> str:
 
 
 #: the page's rows, top to bottom; a tuple is a row of sections side by side
-SECTIONS: list[Any] = [readiness, banners, (lag, reads), types, (scan, poller), reasons, shapes, problems,
-                       (schema, others)]
+def cluster(snap: dict) -> str:
+    """Several daemons on one PostgreSQL store: who syncs, the nodes."""
+    data = _dict(get(snap, "sgcache", "cluster"))
+    if not data:
+        return ""
+    leader = _dict(data.get("leader"))
+    head = pairs([
+        ("this daemon", f"{_text(data.get('node'))} (role {_text(data.get('role'))})"),
+        ("syncs the store", yes_no(data.get("leading"))),
+        ("the daemon that syncs", f"{_text(leader.get('node'))} since {when(leader.get('since'))} "
+                                  f"(epoch {_text(leader.get('epoch'))})" if leader else "none seen"),
+        ("stopped syncing", data.get("deposed")),
+    ])
+    rows = [(mono(n.get("node")), n.get("role"), yes_no(n.get("leading")), yes_no(n.get("alive")),
+             duration(n.get("seen_seconds_ago")), duration(n.get("lag_seconds")) if n.get("leading") else "")
+            for n in (_dict(n) for n in _list(data.get("nodes")))]
+    return section("Cluster", head + table(["node", "role", "syncs", "alive", "seen", "event lag"], rows),
+                   "cluster")
+
+
+SECTIONS: list[Any] = [readiness, banners, cluster, (lag, reads), types, (scan, poller), reasons, shapes,
+                       problems, (schema, others)]
 
 
 def _safe(part: Callable[[dict], str], snap: dict) -> str:
