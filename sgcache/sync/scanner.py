@@ -67,7 +67,7 @@ SLICE_PREFIX = "scan_slice:"
 #: hold (at most `SLICES_PER_WORKER` times the concurrency): small slices,
 #: so the workers finish a type together (a slice costs no request)
 SLICE_PAGES = 4
-SLICES_PER_WORKER = 4
+SLICES_PER_WORKER = 2
 #: a slice that reads only retired rows (the third item of its bounds)
 RETIRED_SLICE = "retired"
 WATERMARK_PREFIX = "scan_watermark:"
