@@ -187,6 +187,28 @@ class EndToEndMixin:
         await self.assertPassedThrough("find", "Task", [], ["task_assignees.HumanUser.login"])
         await self.assertPassedThrough("find", "HumanUser", [], ["name"], include_archived_projects=False)
 
+    async def test_what_shotgun_refuses_or_nobody_knows_passes_through(self):
+        """shared/PROTOCOL.md, "Read corners": a null-accepting condition
+        through a multi-entity link (whether an entity with no linked entity
+        matches is not known of Shotgun) and a checkbox compared with None
+        (Shotgun answers with a fault) are the site's to answer."""
+        await self.assertPassedThrough("find", "Shot", [["assets.Asset.code", "is", None]], ["code"])
+        await self.assertPassedThrough("find", "Shot", [["assets.Asset.code", "is_not", None]], ["code"])
+        for relation in ("is", "is_not"):
+            before = self.reads()
+            outcomes = []
+            for sg in (self.sg, self.direct):
+                try:
+                    outcomes.append(await deferToThread(sg.find, "Task", [["milestone", relation, None]], ["content"]))
+                except shotgun_api3.Fault as e:
+                    outcomes.append(str(e))
+            self.assertGreater(self.reads(), before + 1, "the cache asked the site")
+            self.assertEqual(outcomes[0], outcomes[1])
+        reasons = self.daemon.cache.passthrough_reasons
+        # (counted per page read: the site's pages are of 7 here)
+        self.assertGreaterEqual(reasons["null through a multi-entity link"], 2)
+        self.assertGreaterEqual(reasons["filter the site refuses"], 2)
+
     async def test_exact_reads_served_locally(self):
         await self.assertLocal("find", "Shot", [["code", "contains", "01"]], ["code"])
         await self.assertLocal("find", "Shot", [], ["code", "sg_sequence.Sequence.code"])

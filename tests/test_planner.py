@@ -111,6 +111,16 @@ class PassThroughReasonTests(unittest.TestCase):
         (read("Shot", grouping=[]), "unknown read argument: grouping"),
         (read("HumanUser", include_archived_projects=False),
          "include_archived_projects false without a cached project field"),
+        # "guess nothing" (shared/PROTOCOL.md, "Read corners"): what Shotgun
+        # refuses, and what nobody knows it answers
+        (read("Project", [cond("archived", "is", None)]), "filter the site refuses: checkbox compared with None"),
+        (read("Project", [cond("archived", "is_not", None)]),
+         "filter the site refuses: checkbox compared with None"),
+        (read("Shot", [cond("sg_cut_in", "is", 1, 2)]), "wrong number of filter values"),
+        (read("Shot", [cond("assets.Asset.code", "is", None)]), "null through a multi-entity link: assets is"),
+        (read("Shot", [cond("assets.Asset.code", "is_not", None)]), "null through a multi-entity link: assets is"),
+        (read("Shot", [cond("assets.Asset.code", "in", "a", None)]),
+         "null through a multi-entity link: assets in"),
     ]
 
     def test_reasons(self):

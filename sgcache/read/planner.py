@@ -778,6 +778,11 @@ class _Compiler:
             sub = _Scope()
             a, t = self.alias("a"), self.alias("t")
             inner, null_match = self.match(sub, t, hop.target, hops[i + 1:], leaf, relation, values)
+            if null_match:
+                # whether an entity with no linked entity matches (`is
+                # None` through the link, or its negation) is not known of
+                # Shotgun (shared/PROTOCOL.md, "Read corners"): not guessed
+                raise PassThrough("null through a multi-entity link", f"{hop.spec.name} {relation}")
             assoc = layout.multi_table(owner_type, hop.spec.name)
             head = (
                 f"FROM {assoc} AS {a} JOIN {layout.entity_table(hop.target)} AS {t} "
@@ -838,7 +843,9 @@ class _Compiler:
     def checkbox_leaf(self, expr: str, relation: str, values: list) -> tuple[Q, bool]:
         want = self.one(values)
         if want is None:
-            want = False
+            # Shotgun refuses it (its real-site test_unsupported_filters):
+            # the client gets the site's own fault
+            raise PassThrough("filter the site refuses", "checkbox compared with None")
         if not isinstance(want, bool):
             raise PassThrough("filter value of the wrong type", "checkbox")
         return Q(f"COALESCE({expr}, 0) = {1 if want else 0}"), not want

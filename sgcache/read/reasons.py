@@ -51,9 +51,12 @@ REASONS: dict[str, str] = {
     "text value with a NUL character on postgresql": UNSUPPORTED,
     "calendar period edge near a time zone change": UNSUPPORTED,
     "unsupported relation": UNSUPPORTED,
+    # Shotgun's rule is not known (shared/PROTOCOL.md, "Read corners")
+    "null through a multi-entity link": UNSUPPORTED,
     # what the site would judge (often with a fault of its own)
     "read arguments are not a mapping": UNUSUAL,
     "unknown read argument": UNUSUAL,
+    "filter the site refuses": UNUSUAL,
     "unusual return_only": UNUSUAL,
     "unusual return_fields": UNUSUAL,
     "unusual return field": UNUSUAL,
