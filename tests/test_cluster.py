@@ -100,6 +100,12 @@ class ClusterTests(unittest.TestCase):
         self.assertIn("<h2", page)
         self.assertIn("Cluster", page)
         self.assertIn(a.service.leadership.node, page)
+        metrics = [await deferToThread(
+            lambda d=d: urllib.request.urlopen(admin_url(d) + "/metrics", timeout=10).read().decode())
+            for d in (a, b)]
+        self.assertIn("\nsgcache_syncing 1.0", metrics[0])
+        self.assertIn("\nsgcache_syncing 0.0", metrics[1])
+        self.assertIn("\nsgcache_sync_leaders_seen 1.0", metrics[1])
         # `sgcache status`, a process of its own, reads the same from the store
         from tests.test_commands import python
 

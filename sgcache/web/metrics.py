@@ -92,7 +92,8 @@ class _Collector:
         now = d.reactor.seconds()
         yield from self._identity(d)
         yield from self._reads(d.cache)
-        yield from self._events(d.poller, now)
+        yield from self._events(d.poller, now, d)
+        yield from self._cluster(d)
         yield from self._scan(d.scanner, now)
         yield from self._site(d.upstream, d.poller, now)
         yield from self._store(d.store)
@@ -129,9 +130,14 @@ class _Collector:
         budget.add_metric([], cache.slow.stopped)
         yield budget
 
-    def _events(self, poller: Any, now: float) -> Iterator[Any]:
+    def _events(self, poller: Any, now: float, d: Any) -> Iterator[Any]:
+        lag = poller.lag_seconds()
+        leadership = getattr(d, "leadership", None)
+        if leadership is not None and not d.syncing:
+            lag = leadership.leader_lag()  # another daemon syncs: its lag
         yield _gauge("sgcache_event_lag_seconds", "Seconds since the cache was last known complete "
-                     "(a poll read the event log to its end and applied it all).", poller.lag_seconds())
+                     "(a poll read the event log to its end and applied it all; on a daemon that does not "
+                     "sync, the syncing daemon's).", lag)
         yield _gauge("sgcache_event_caught_up_timestamp_seconds",
                      "When the cache was last known complete (Unix time).", poller.caught_up_at)
         applied = CounterMetricFamily("sgcache_events_applied", "Events read from the event log and applied.")
@@ -262,6 +268,18 @@ class _Collector:
                                       "vouching for them.")
         revoked.add_metric([], credentials.revoked)
         yield revoked
+
+    def _cluster(self, d: Any) -> Iterator[Any]:
+        yield _gauge("sgcache_syncing", "1 while this daemon runs the sync (poller, scanner): always on SQLite, "
+                     "the elected daemon on PostgreSQL.", 1 if d.syncing else 0)
+        leadership = getattr(d, "leadership", None)
+        if leadership is None:
+            return
+        yield _gauge("sgcache_sync_leaders_seen", "Daemons syncing this PostgreSQL store, alive at the last "
+                     "election round (1 when healthy; 0: nobody syncs).",
+                     sum(1 for node in leadership.nodes if node["leading"] and node["alive"]))
+        yield _gauge("sgcache_sync_epoch", "The store's leader epoch as last read (moves at every takeover).",
+                     (leadership.leader or {}).get("epoch"))
 
     def _serving(self, d: Any) -> Iterator[Any]:
         cache = d.cache
