@@ -341,9 +341,16 @@ class SgcacheService(service.MultiService):
     async def _take_over(self) -> None:
         """Sync as a lone daemon does, from the schema on."""
         self.syncing = True
-        self.cache.storage_check = None
+        served = self.keeper.schema  # a follower's: the one the store records
         self.schema = await self._retrying(
             "reading the site's schema", lambda: self.keeper.start(self.file_schema))
+        if served is not None:
+            # this daemon served by the recorded schema: what the new one
+            # drops or retypes stops being served before the store changes
+            change = diff_schemas(served, self.schema)
+            async with self.cache.schema_lock:
+                self.cache.use_schema(self.schema, change.stop_serving())
+        self.cache.storage_check = None
         await self.store.sync_schema(self.schema)
         if self.cache.answers.enabled:
             await self.store.track_changes()

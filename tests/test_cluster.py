@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import psycopg2
 from twisted.internet import reactor, task
+from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from sgcache.schema import Schema
@@ -172,6 +173,38 @@ class ClusterTests(unittest.TestCase):
         self.assertEqual((await self.read(client(b.url)))[4]["description"], "after the takeover")
         self.assertEqual(await self.read(client(a.url)), want)
         self.assertEqual(await self.read(client(b.url)), want)
+
+    async def test_a_follower_taking_over_with_another_schema_changes_the_store_safely(self):
+        """The follower's own schema (here without Shot.description) takes
+        effect when it is elected: what it drops stops being served before
+        the store drops it, and reads of it pass through from then on."""
+        await self.start()
+        await self.daemon()  # leads, records the wide schema
+        narrow = Schema.from_dict({"entities": {"Shot": {"fields": {"code": "text", "sg_cut_in": "number"}}}})
+        running = await start_daemon(narrow, self.site.url, self.db, settings={"failover_seconds": FAILOVER})
+        self.addCleanup(running.stop)
+        b = running
+        # following, it serves what the store records (description too)
+        self.assertIn("description", b.service.schema["Shot"].fields)
+        sg_b = client(b.url)
+        await self.read(sg_b)
+        local = b.cache.counters["read.local"]
+        self.assertEqual(await self.read(sg_b, limit=3), (await self.read(self.direct))[:3])
+        self.assertEqual(b.cache.counters["read.local"], local + 1)
+
+        _terminate_election_session(self.db)
+        await wait_for("the follower elected", lambda: b.service.leadership.leading)
+        await wait_for("the new leader syncs", lambda: b.service.syncing and b.service.loaded.called)
+        await wait_for("its schema applied", lambda: "description" not in b.store._synced.types.get("Shot", {}))
+        self.assertNotIn("description", b.service.schema["Shot"].fields)
+        # a read of the dropped field passes through, right; the others stay local
+        passed = b.cache.counters["passthrough"]
+        self.assertEqual(await self.read(sg_b), await self.read(self.direct))
+        self.assertGreater(b.cache.counters["passthrough"], passed)
+        local = b.cache.counters["read.local"]
+        rows = await deferToThread(sg_b.find, "Shot", [["sg_cut_in", "greater_than", 10]], ["code"])
+        self.assertEqual(len(rows), 10)
+        self.assertEqual(b.cache.counters["read.local"], local + 1)
 
     async def test_a_web_daemon_never_syncs(self):
         await self.start()
