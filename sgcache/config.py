@@ -303,6 +303,10 @@ SETTINGS = [
             "or globs.", _patterns),
     Setting("pass-scripts", "", "Scripts whose reads always pass through (wins over --serve-scripts).",
             _patterns),
+    Setting("serve-users", "", "Users whose reads may be answered locally, without the site's per-user "
+            "permissions and project access: comma-separated logins (globs) for login/password and a "
+            "script's sudo_as_login; '*' also serves session tokens. Empty (the default): users' reads "
+            "pass through.", _patterns),
     Setting("demo", False, "Run an in-process emulator with a demo project as the site.", _bool, flag=True),
 ]
 

@@ -90,6 +90,7 @@ class SgcacheService(service.MultiService):
                 reactor, ttl=settings.get("auth_ttl") or DEFAULT_TTL,
                 serve=parse_patterns(settings.get("serve_scripts") or "*"),
                 deny=parse_patterns(settings.get("pass_scripts")),
+                users=parse_patterns(settings.get("serve_users")),
                 outage_grace=3600.0 * settings.get("auth_outage_hours", 24.0),
             ),
         )
@@ -148,6 +149,7 @@ class SgcacheService(service.MultiService):
                 reactor, self.store, self.role, settings.get("failover_seconds") or 10.0,
                 on_elected=self._elected, on_deposed=self._deposed)
             self.leadership.lag = self.poller.lag_seconds
+            self.poller.on_first_caught_up = self.leadership.round_soon
             self.cache.status_sources.append(self.leadership.status)
         #: this daemon runs the sync (the poller, the scanner): always on
         #: SQLite, while elected on PostgreSQL
@@ -187,12 +189,9 @@ class SgcacheService(service.MultiService):
         reasons = []
         if not self.cache.serving:
             reasons.append(f"not serving yet: {self.cache.loading_message}")
-        lag = self.poller.lag_seconds()
-        if self.leadership is not None and not self.syncing:
-            # another daemon syncs: its lag, as it records it in the store
-            lag = self.leadership.leader_lag()
-            if lag is None:
-                reasons.append("no daemon syncing the store was seen recently")
+        lag = self.event_lag()
+        if lag is None and self.leadership is not None and not self.syncing:
+            reasons.append("no daemon syncing the store was seen recently")
         limit = self.settings.get("ready_lag_seconds", 300.0)
         if lag is None:
             if not reasons:
@@ -200,6 +199,19 @@ class SgcacheService(service.MultiService):
         elif limit and lag > limit:
             reasons.append(f"event lag {lag:.0f} s is over --ready-lag-seconds {limit:g}")
         return not reasons, reasons
+
+    def event_lag(self) -> float | None:
+        """Seconds since the store was last known complete: this daemon's
+        poller's; on PostgreSQL, when it does not sync (or has not read
+        the log to its end since it took over), as the daemons that sync
+        record it in the store."""
+        if self.leadership is None:
+            return self.poller.lag_seconds()
+        if not self.syncing:
+            return self.leadership.leader_lag()
+        lag = self.poller.lag_seconds()
+        # just elected: as the previous leader left it, until a poll ends
+        return lag if lag is not None else self.leadership.leader_lag(others=True)
 
     def status_snapshot(self) -> dict[str, Any]:
         """Everything the status page and ``/status.json`` show."""
@@ -336,7 +348,12 @@ class SgcacheService(service.MultiService):
     async def _elected(self, epoch: int) -> None:
         """This daemon was elected after its start-up: take the sync over."""
         log.info("taking the sync over (epoch {epoch})", epoch=epoch)
-        await self._take_over()
+        try:
+            await self._take_over()
+        except Exception as e:
+            if self.running:
+                raise
+            log.info("taking the sync over ended by the stop: {error}", error=_one_line(e))
 
     async def _take_over(self) -> None:
         """Sync as a lone daemon does, from the schema on."""

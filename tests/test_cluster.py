@@ -337,6 +337,10 @@ class KilledLeaderTests(unittest.TestCase):
 
         # the new leader follows the site's events
         site.emulator.update("Shot", 7, {"description": "after the leader died"})
+        newest = (await deferToThread(client(site.url).find, "EventLogEntry", [], ["id"],
+                                      order=[{"field_name": "id", "direction": "desc"}], limit=1))[0]["id"]
+        await second.until("the new leader applied the site's newest event",
+                           lambda s: s.get("event_cursor") is not None and int(s["event_cursor"]) >= newest)
         sg = client(second.url)
         for _ in range(100):
             rows = await deferToThread(sg.find, "Shot", [["id", "is", 7]], ["description"])

@@ -80,6 +80,7 @@ REASONS: dict[str, str] = {
     "credentials not yet vouched for by the site": CREDENTIALS,
     "request on behalf of a user": CREDENTIALS,
     "script not served locally (policy)": CREDENTIALS,
+    "user not served locally (policy)": CREDENTIALS,
     # cheap limits, checked before any work (see sgcache.read.planner.Limits)
     "too many filter conditions": LIMITS,
     "filter groups nested too deeply": LIMITS,

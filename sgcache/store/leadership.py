@@ -49,6 +49,10 @@ log = logger(__name__)
 #: the advisory lock the leader holds (``'sgcache'`` folded to 63 bits)
 LOCK_KEY = 0x736763616368
 
+#: the transaction lock daemons take while they create or upgrade the
+#: store's layout (`PostgresStore.open`)
+LAYOUT_LOCK_KEY = LOCK_KEY + 1
+
 ROLES = ("all", "web", "sync")
 
 _DDL = (
@@ -163,6 +167,13 @@ class Leadership:
         if not self.first_round.called:
             self.first_round.callback(False)
 
+    def round_soon(self) -> None:
+        """Run a round now (unless one runs): what this node records, such
+        as its lag once known, reaches the others without waiting."""
+        if self._stopping or self._loop is None or (self._round is not None and not self._round.called):
+            return
+        self._tick()
+
     def _tick(self) -> defer.Deferred:
         self._round = defer.ensureDeferred(self._one_round())
         return self._round
@@ -225,19 +236,23 @@ class Leadership:
             "SELECT node, role, host, pid, extract(epoch FROM started), extract(epoch FROM now() - seen), "
             "is_leader, lag_seconds FROM _sgcache_nodes ORDER BY node")
         gone_after = GONE_ROUNDS * self.interval
-        self.nodes = [
-            {"node": node, "role": role, "host": host, "pid": pid, "started": _iso(float(started or 0)),
-             "seen_seconds_ago": round(float(ago), 1), "alive": float(ago) <= gone_after,
-             "leading": bool(leading) and float(ago) <= gone_after, "this": node == self.node,
-             "lag_seconds": None if lag is None else round(float(lag) + float(ago), 1)}
-            for node, role, host, pid, started, ago, leading, lag in rows
-        ]
-        self.read_at = self.reactor.seconds()
         leader = await self._query(
             conn, "SELECT node, epoch, extract(epoch FROM since) FROM _sgcache_leader WHERE id = 1")
         if leader and leader[0][0] is not None:
             self.leader = {"node": leader[0][0], "epoch": int(leader[0][1]),
                            "since": _iso(float(leader[0][2]))}
+        current = (self.leader or {}).get("node")
+        # the one leading is the one the epoch names (a killed leader's row
+        # says it leads until it is seen no more)
+        self.nodes = [
+            {"node": node, "role": role, "host": host, "pid": pid, "started": _iso(float(started or 0)),
+             "seen_seconds_ago": round(float(ago), 1), "alive": float(ago) <= gone_after,
+             "leading": bool(leading) and node == current and float(ago) <= gone_after,
+             "this": node == self.node,
+             "lag_seconds": None if lag is None else round(float(lag) + float(ago), 1)}
+            for node, role, host, pid, started, ago, leading, lag in rows
+        ]
+        self.read_at = self.reactor.seconds()
         await self._query(conn, "DELETE FROM _sgcache_nodes WHERE seen < now() - interval '1 day'", rows=False)
 
     async def _connect(self) -> Connection:
@@ -303,15 +318,21 @@ class Leadership:
         if self.on_deposed is not None:
             self.on_deposed(why)
 
-    def leader_lag(self) -> float | None:
-        """The event lag of the daemon that syncs, as it last recorded it
-        (plus the time since): None when no live leader was seen."""
+    def leader_lag(self, others: bool = False) -> float | None:
+        """The store's event lag as the daemon that syncs last recorded it
+        (plus the time since); while a new leader has not caught up yet,
+        the last one recorded by any (a dead leader's row keeps it: the
+        store was last known complete then). `others`: not this daemon's
+        own record (it knows its own). None: never recorded."""
         if self.read_at is None:
             return None
-        for node in self.nodes:
+        elapsed = self.reactor.seconds() - self.read_at
+        nodes = [node for node in self.nodes if not (others and node["this"])]
+        for node in nodes:
             if node["leading"] and node["lag_seconds"] is not None:
-                return node["lag_seconds"] + (self.reactor.seconds() - self.read_at)
-        return None
+                return node["lag_seconds"] + elapsed
+        known = [node["lag_seconds"] for node in nodes if node["lag_seconds"] is not None]
+        return min(known) + elapsed if known else None
 
     # -- status -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

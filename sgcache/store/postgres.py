@@ -55,7 +55,7 @@ from sgcache.store.catalog import (
 )
 from sgcache.store.dialect import POSTGRESQL
 from sgcache.store.interface import IStore, ReadTimeout, StoreError, returns_deferred
-from sgcache.store.leadership import FENCE_SQL, Deposed
+from sgcache.store.leadership import FENCE_SQL, LAYOUT_LOCK_KEY, Deposed
 from sgcache.store.pgadapter import (
     Listener,
     ListenerDetector,
@@ -346,7 +346,7 @@ class PostgresStore(NamedQueries):
         self._read_pool = read_pool
         try:
             await self._transaction(
-                "open", lambda cur: ensure_layout(cur, redact(self.dsn))
+                "open", self._ensure_layout
             )
             self._synced = await load_synced(_ReadCursor(self))
             ctype = (await self.fetch("SHOW lc_ctype", []))[0][0]
@@ -363,6 +363,13 @@ class PostgresStore(NamedQueries):
                 ctype=ctype,
             )
         log.info("opened PostgreSQL store {url}", url=redact(self.dsn))
+
+    async def _ensure_layout(self, cur: _Cursor) -> None:
+        """`ensure_layout`, one daemon at a time: several starting on a new
+        database would each create the bookkeeping tables (a transaction
+        lock, released at commit)."""
+        await cur.execute(f"SELECT pg_advisory_xact_lock({LAYOUT_LOCK_KEY})")
+        await ensure_layout(cur, redact(self.dsn))
 
     @returns_deferred
     async def track_changes(self) -> None:

@@ -114,6 +114,9 @@ class EventPoller:
         self.on_gap = on_gap
         #: called on a schema-change (DisplayColumn) event
         self.on_schema_change: Callable[[], Any] | None = None
+        #: called when a poll first reads the event log to its end (the
+        #: lag becomes known: several daemons record it for the others)
+        self.on_first_caught_up: Callable[[], Any] | None = None
         self.freshness = freshness or Freshness()
         self.backoff = backoff or Backoff(1.0, 60.0)
         self.fill_links = fill_links
@@ -268,7 +271,10 @@ class EventPoller:
             if gap is not None:
                 self._report_gap(gap)
             if not more:
+                first = self.caught_up_at is None
                 self.caught_up_at = asked_at
+                if first and self.on_first_caught_up is not None:
+                    self.on_first_caught_up()
                 return total
 
     def _read_ahead(self, after: int) -> defer.Deferred:

@@ -11,10 +11,16 @@ credentials nobody re-vouches expire. So a key the site revoked is served
 for at most one TTL after the last time the site accepted it.
 
 Requests on behalf of a user (``sudo_as_login``, logins, session tokens)
-always pass through: the site applies that user's permissions. Scripts are
-served everything the store holds (the site's permission rules for scripts
-are not applied); `serve`/`deny` name the scripts (globs) that may or may
-not get local answers at all.
+pass through by default: the site applies that user's permissions.
+``--serve-users`` (`users`, globs of logins) vouches for them like scripts
+and answers them from the store, without the site's per-user permission
+rules and project access: a login/password or a script's ``sudo_as_login``
+is served when its login matches; a session token (whose login the cache
+cannot see) only when the policy is ``*``. Their credentials are kept as
+salted hashes in memory only (never in the store: no outage rule for
+them). Scripts are served everything the store holds (the site's
+permission rules for scripts are not applied); `serve`/`deny` name the
+scripts (globs) that may or may not get local answers at all.
 
 Credentials are remembered only as salted hashes, at most `capacity` of
 them. The daemon keeps the salt and the hashes with the time the site last
@@ -42,7 +48,34 @@ CAPACITY = 10_000
 #: default seconds a credential the site accepted is served during an outage
 DEFAULT_OUTAGE_GRACE = 24 * 3600.0
 
-SCRIPT_KEYS = frozenset(["script_name", "script_key", "session_uuid"])
+#: the credential parts of each kind of caller (what is hashed, and what a
+#: background check sends again)
+_KINDS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("script", frozenset(["script_name", "script_key"])),
+    ("sudo", frozenset(["script_name", "script_key", "sudo_as_login"])),
+    ("login", frozenset(["user_login", "user_password"])),
+    ("session", frozenset(["session_token"])),
+)
+#: what may come with them and is not a credential (the client adds
+#: ``reject_if_expired`` to a session token)
+_EXTRA = frozenset(["session_uuid", "reject_if_expired"])
+
+
+def kind_of(auth: Any) -> str | None:
+    """Which caller `auth` is (`_KINDS`), None for anything else (a login
+    with a two-factor token, malformed auth)."""
+    if not isinstance(auth, dict):
+        return None
+    parts = set(auth) - _EXTRA
+    for kind, names in _KINDS:
+        if parts == names and all(isinstance(auth[n], str) for n in names):
+            return kind
+    return None
+
+
+def credential_parts(auth: dict) -> dict[str, str]:
+    """The credentials of `auth`, as a background check sends them again."""
+    return {k: v for k, v in auth.items() if k != "session_uuid"}
 
 
 class Credentials:
@@ -56,11 +89,16 @@ class Credentials:
         deny: Sequence[str] = (),
         capacity: int = CAPACITY,
         outage_grace: float = DEFAULT_OUTAGE_GRACE,
+        users: Sequence[str] = (),
     ):
         self.clock = clock
         self.ttl = float(ttl)
         self.serve = tuple(serve) or ("*",)
         self.deny = tuple(deny)
+        #: logins (globs) whose reads may be answered locally (empty: none)
+        self.users = tuple(users)
+        #: keys of users' credentials (never exported)
+        self._users: set[str] = set()
         self.capacity = capacity
         self.outage_grace = float(outage_grace)
         self._salt = secrets.token_bytes(16)
@@ -84,24 +122,41 @@ class Credentials:
 
     # -- who is asking -----------------------------------------------------------
     def key(self, auth: Any) -> str | None:
-        """A key for script credentials the cache may vouch for, or None
-        (not a script: a user, a session, sudo_as_login, a malformed auth)."""
-        if not isinstance(auth, dict) or set(auth) - SCRIPT_KEYS:
+        """A key for credentials the cache may vouch for, or None: scripts
+        always; users (`kind_of`) only with a `users` policy."""
+        kind = kind_of(auth)
+        if kind is None or (kind != "script" and not self.users):
             return None
-        name, secret = auth.get("script_name"), auth.get("script_key")
-        if not isinstance(name, str) or not isinstance(secret, str):
-            return None
-        digest = hashlib.blake2b(
-            f"{name}\0{secret}".encode("utf-8", "surrogatepass"), key=self._salt, digest_size=20
-        ).hexdigest()
-        return digest
+        names = dict(_KINDS)[kind]
+        text = kind + "".join(f"\0{n}\0{auth[n]}" for n in sorted(names))
+        if kind == "script":
+            # (the form kept in stores before users could be served)
+            text = f"{auth['script_name']}\0{auth['script_key']}"
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), key=self._salt, digest_size=20).hexdigest()
 
     def allowed(self, auth: dict) -> bool:
-        """The policy lets this script's reads be answered locally."""
-        name = auth.get("script_name", "")
-        if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.deny):
-            return False
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.serve)
+        """The policy lets these credentials' reads be answered locally."""
+        kind = kind_of(auth)
+        if kind in ("script", "sudo"):
+            name = auth.get("script_name", "")
+            if any(fnmatch.fnmatchcase(name, pattern) for pattern in self.deny):
+                return False
+            if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.serve):
+                return False
+            if kind == "script":
+                return True
+            return self._user_allowed(auth["sudo_as_login"])
+        if kind == "login":
+            return self._user_allowed(auth["user_login"])
+        if kind == "session":
+            return "*" in self.users
+        return False
+
+    def _user_allowed(self, login: str) -> bool:
+        return any(fnmatch.fnmatchcase(login, pattern) for pattern in self.users)
+
+    def is_user(self, auth: Any) -> bool:
+        return kind_of(auth) in ("sudo", "login", "session")
 
     # -- what the site said ------------------------------------------------------
     def vouched(self, key: str | None) -> bool:
@@ -125,9 +180,15 @@ class Credentials:
             and expiry - self.clock.seconds() < self.ttl / 2
         )
 
-    def accepted(self, key: str) -> None:
-        """The site answered a request made with these credentials."""
+    def accepted(self, key: str, user: bool = False) -> None:
+        """The site answered a request made with these credentials (`user`:
+        a user's, kept in memory only)."""
         self._vouched.hold(key, self.ttl)
+        if user:
+            self._users.add(key)
+            if len(self._users) > self.capacity:
+                self._users = {k for k in self._users if k in self._vouched}
+            return
         self._accepted.pop(key, None)
         self._accepted[key] = self.clock.seconds()
         while len(self._accepted) > self.capacity:
@@ -138,6 +199,7 @@ class Credentials:
         """The site refused these credentials (an authentication fault)."""
         if self._accepted.pop(key, None) is not None:
             self.dirty = True
+        self._users.discard(key)
         if self._vouched.drop(key):
             self.revoked += 1
 

@@ -4,10 +4,11 @@ planner says it can be answered exactly and the caller is known to the site
 changed: `answers`); pass everything else through; write back the results of
 writes; keep the site's `info` in memory.
 
-Local reads are served only to script credentials the site has accepted
+Local reads are served only to credentials the site has accepted
 recently, within the studio's policy (`sgcache.web.credentials`). Requests made
-on behalf of a user (`sudo_as_login`, user logins, session tokens) always
-pass through, since the site applies that user's permission rules.
+on behalf of a user (`sudo_as_login`, user logins, session tokens) pass
+through, since the site applies that user's permission rules, unless
+``--serve-users`` names them.
 
 When not sure, pass through -- without exception: a read the planner
 refuses, a read over its time budget (`sgcache.web.budget`), and any error in
@@ -27,7 +28,7 @@ from twisted.web.http_headers import Headers
 from sgcache import __version__
 from sgcache.web.answers import Answers
 from sgcache.web.budget import SLOW_SHARE, SlowShapes
-from sgcache.web.credentials import Credentials, check_args
+from sgcache.web.credentials import Credentials, check_args, credential_parts
 from sgcache.web.shapes import ReadShapes
 from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from sgcache.sync.freshness import Freshness
@@ -248,6 +249,8 @@ class Cache:
         if key is None:
             return "request on behalf of a user", None
         if not self.credentials.allowed(auth):
+            if self.credentials.is_user(auth):
+                return "user not served locally (policy)", key
             return "script not served locally (policy)", key
         if not self.credentials.vouched(key):
             return "credentials not yet vouched for by the site", key
@@ -260,26 +263,29 @@ class Cache:
         if not isinstance(entity_type, str):
             return
         self.credentials.checking(key, True)
-        own = {"script_name": auth["script_name"], "script_key": auth["script_key"]}
-        defer.ensureDeferred(self._verify(key, own, entity_type))
+        defer.ensureDeferred(self._verify(key, credential_parts(auth), entity_type))
 
     async def _verify(self, key: str, auth: dict, entity_type: str) -> None:
+        user = self.credentials.is_user(auth)
+        who = _who_is(auth)
         try:
             await self.upstream.call("read", check_args(entity_type), auth=auth)
         except Fault as fault:
             if fault.error_code == ERR_AUTH:
                 self.credentials.refused(key)
-                log.info("the site refused a script's credentials ({script}); its reads pass through",
-                         script=clip(auth["script_name"], 80))
+                log.info("the site refused the credentials of {who}; their reads pass through", who=who)
             else:
-                log.info("the site did not renew a script's credentials ({script}): {message}",
-                         script=clip(auth["script_name"], 80), message=clip(fault.message))
+                # (a user the site no longer lets read the type: not served)
+                if user:
+                    self.credentials.refused(key)
+                log.info("the site did not renew the credentials of {who}: {message}",
+                         who=who, message=clip(fault.message))
         except UpstreamError as e:
             log.info("could not check a script's credentials again: {error}", error=clip(str(e)))
         except Exception:
             log.failure("checking a script's credentials again failed")
         else:
-            self.credentials.accepted(key)
+            self.credentials.accepted(key, user)
         finally:
             self.credentials.checking(key, False)
 
@@ -358,7 +364,7 @@ class Cache:
             if fault and decoded.get("error_code") == ERR_AUTH:
                 self.credentials.refused(key)
             elif response.status == 200 and decoded is not None and not fault:
-                self.credentials.accepted(key)
+                self.credentials.accepted(key, self.credentials.is_user(auth))
         if method in WRITE_METHODS and response.status == 200 and isinstance(decoded, dict) and not fault:
             await self.writeback.after(method, args, decoded.get("results"))
         return RawReply(response.status, response.headers, response.body, relayed=True)
@@ -443,3 +449,15 @@ class Cache:
         for source in self.status_sources:
             out.update(source())
         return out
+
+
+def _who_is(auth: dict) -> str:
+    """Whose credentials, for a log line (a name or login, never a secret)."""
+    if "user_login" in auth:
+        return f"user {clip(str(auth['user_login']), 80)}"
+    if "session_token" in auth:
+        return "a session token"
+    name = f"script {clip(str(auth.get('script_name')), 80)}"
+    if "sudo_as_login" in auth:
+        name += f" as {clip(str(auth['sudo_as_login']), 80)}"
+    return name

@@ -131,10 +131,7 @@ class _Collector:
         yield budget
 
     def _events(self, poller: Any, now: float, d: Any) -> Iterator[Any]:
-        lag = poller.lag_seconds()
-        leadership = getattr(d, "leadership", None)
-        if leadership is not None and not d.syncing:
-            lag = leadership.leader_lag()  # another daemon syncs: its lag
+        lag = d.event_lag()
         yield _gauge("sgcache_event_lag_seconds", "Seconds since the cache was last known complete "
                      "(a poll read the event log to its end and applied it all; on a daemon that does not "
                      "sync, the syncing daemon's).", lag)

@@ -26,10 +26,7 @@ def snapshot(daemon: Any) -> dict[str, Any]:
          "waiting": waiting[:50], "serving": not waiting}
         for name, cached, waiting in cache.field_readiness()
     ]
-    lag = daemon.poller.lag_seconds()
-    leadership = getattr(daemon, "leadership", None)
-    if leadership is not None and not daemon.syncing:
-        lag = leadership.leader_lag()  # the daemon that syncs, as it records it
+    lag = daemon.event_lag()
     return {
         "generated_at": _iso(now),
         "version": __version__,
