@@ -267,10 +267,7 @@ class SgcacheService(service.MultiService):
             raise ConfigError(f"--db: cannot open the store: {_one_line(e)}") from e
         await self.memory.load()
         self.memory.start()
-        port = await self._listen()
-        if self.leadership is not None:
-            await self._start_in_cluster(port)
-            return
+        await self._listen()
         # listening: every call gets an answer from here on (local for what
         # the store holds, else the site's, else a fault naming the cause);
         # systemd may go on -- reading the site and an initial load can take
@@ -278,15 +275,10 @@ class SgcacheService(service.MultiService):
         # (once the reactor runs: under twistd this point can come before it
         # installs its SIGTERM handler, and a stop must always be clean)
         self.reactor.callWhenRunning(lifecycle.notify, "READY=1\nSTATUS=listening; reading the site's schema")
-        self.schema = await self._retrying(
-            "reading the site's schema", lambda: self.keeper.start(self.file_schema))
-        await self.store.sync_schema(self.schema)
-        if self.cache.answers.enabled:
-            await self.store.track_changes()
-        log.info("store {dialect} ready ({types} types, {fields} fields cached)", dialect=self.store.dialect,
-                 types=len(self.schema), fields=sum(len(e.fields) for e in self.schema))
-        await self.cache.refresh_catalog()
-        await self._start_syncing(port)
+        if self.leadership is not None:
+            await self._start_in_cluster()
+        else:
+            await self._take_over()
 
     async def _start_syncing(self, port: Any) -> None:
         """This daemon syncs (SQLite; the elected one on PostgreSQL): the
@@ -305,7 +297,7 @@ class SgcacheService(service.MultiService):
         await self._initial_load()
 
     # -- several daemons on one PostgreSQL store -----------------------------------
-    async def _start_in_cluster(self, port: Any) -> None:
+    async def _start_in_cluster(self) -> None:
         """PostgreSQL: stand for election (unless ``--role web``); the one
         elected syncs as a lone daemon would (`_elected`); the others serve
         by the schema and catalog the store records, following the
@@ -324,7 +316,7 @@ class SgcacheService(service.MultiService):
         await self.cache.refresh_info()
         lifecycle.notify("STATUS=serving; another daemon syncs the store")
         if not self.ready.called:
-            self.ready.callback(port)
+            self.ready.callback(self.port)
         self._check_loaded()
 
     async def _wait_for_stored_schema(self) -> None:
@@ -356,7 +348,8 @@ class SgcacheService(service.MultiService):
             log.info("taking the sync over ended by the stop: {error}", error=_one_line(e))
 
     async def _take_over(self) -> None:
-        """Sync as a lone daemon does, from the schema on."""
+        """Sync, from the schema on: the start of a lone daemon (SQLite, or
+        the one elected at start), or a follower's when it is elected."""
         self.syncing = True
         served = self.keeper.schema  # a follower's: the one the store records
         self.schema = await self._retrying(
@@ -374,7 +367,7 @@ class SgcacheService(service.MultiService):
         log.info("store {dialect} ready ({types} types, {fields} fields cached)", dialect=self.store.dialect,
                  types=len(self.schema), fields=sum(len(e.fields) for e in self.schema))
         await self.cache.refresh_catalog()
-        await self._start_syncing(getattr(self, "port", None))
+        await self._start_syncing(self.port)
 
     def _deposed(self, why: str) -> None:
         """This daemon lost the election (its connection failed): its sync

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
@@ -171,6 +172,15 @@ class StartFailureTests(unittest.TestCase):
 
 class NotifyTests(unittest.TestCase):
     async def test_ready_and_stopping_reach_systemd(self):
+        await self.ready_and_stopping(lambda path: "sqlite:///" + os.path.join(path, "s.sqlite"))
+
+    async def test_ready_and_stopping_reach_systemd_on_postgresql(self):
+        """(On PostgreSQL the daemon stands for election first: READY is
+        sent all the same, as soon as it listens.)"""
+        db = await fresh_postgres_url(self)
+        await self.ready_and_stopping(lambda path: db)
+
+    async def ready_and_stopping(self, store: Any) -> None:
         site_schema = Schema.load(write(os.path.abspath(self.mktemp()) + ".yml", SITE_YAML))
         site = await start_emulator(site_schema, scripts=dict([CACHE_SCRIPT]))
         self.addCleanup(lambda: defer.ensureDeferred(site.stop()))
@@ -183,7 +193,7 @@ class NotifyTests(unittest.TestCase):
         sock.settimeout(60)
         self.addCleanup(sock.close)
         proc = twistd(["--shotgun", site.url, "--script-name", CACHE_SCRIPT[0], "--api-key", CACHE_SCRIPT[1],
-                       "--schema", schema, "--db", "sqlite:///" + os.path.join(path, "s.sqlite"),
+                       "--schema", schema, "--db", store(path),
                        "--listen", f"tcp:{free_port()}:interface=127.0.0.1", "--admin-listen", "",
                        "--poll-interval", "3600"], {"NOTIFY_SOCKET": address})
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
