@@ -50,6 +50,7 @@ from sgcache.web.dispatch import ANSWERS_BYTES, Cache
 from sgcache.web.adminsite import admin_site
 from sgcache.web.metrics import Metrics
 from sgcache.web.sitememory import SiteMemory
+from sgcache.web.storagecheck import StorageCheck
 from sgcache.web.httpsite import DaemonSite
 from sgcache.web.rpc import Limits, RPCResource
 
@@ -400,12 +401,7 @@ class SgcacheService(service.MultiService):
                 self.schema = recorded
                 self.cache.use_schema(recorded, {})
             await self.cache.refresh_catalog_locked()
-            self.cache.storage_check = self._storage_unchanged(generation)
-
-    def _storage_unchanged(self, generation: str) -> Any:
-        async def check() -> bool:
-            return self.syncing or await self.store.storage_generation() == generation
-        return check
+            self.cache.storage_check = StorageCheck(self.store, generation, lambda: self.syncing)
 
     def _catalog_changed(self) -> None:
         """Another daemon changed the stored schema or field states."""

@@ -453,3 +453,46 @@ class KilledLeaderTests(unittest.TestCase):
             if epoch in died:
                 self.assertGreaterEqual(next_start, died[epoch] - 0.05,
                                         f"epoch {next_epoch} began before epoch {epoch}'s leader died")
+
+
+class StorageCheckTests(unittest.TestCase):
+    """`StorageCheck`: reads that end while a generation query is in flight
+    wait for the next one (sent after they ended), and one query answers
+    them all."""
+
+    def test_one_query_answers_the_reads_that_ended_before_it(self):
+        from twisted.internet import defer
+
+        from sgcache.web.storagecheck import StorageCheck
+
+        class Store:
+            def __init__(self):
+                self.asked: list[defer.Deferred] = []
+
+            def storage_generation(self):
+                d = defer.Deferred()
+                self.asked.append(d)
+                return d
+
+        store = Store()
+        check = StorageCheck(store, "7")
+        first = check()
+        self.assertEqual(len(store.asked), 1)
+        # these end while the first query is in flight: not covered by it
+        later = [check(), check(), check()]
+        self.assertEqual(len(store.asked), 1)
+        store.asked[0].callback("7")
+        self.assertTrue(self.successResultOf(first))
+        self.assertEqual(len(store.asked), 2, "one more query for the three")
+        self.assertNoResult(later[0])
+        store.asked[1].callback("8")  # another daemon changed the schema meanwhile
+        self.assertEqual([self.successResultOf(d) for d in later], [False, False, False])
+        # a failed query: not sure, the read passes through
+        failing = check()
+        store.asked[2].errback(RuntimeError("connection lost"))
+        self.assertFalse(self.successResultOf(failing))
+        self.assertEqual((check.queries, check.checks), (3, 5))
+        # while this daemon syncs, no query
+        syncing = StorageCheck(store, "7", lambda: True)
+        self.assertTrue(self.successResultOf(syncing()))
+        self.assertEqual(len(store.asked), 3)
