@@ -50,7 +50,7 @@ from sgcache.web.dispatch import ANSWERS_BYTES, Cache
 from sgcache.web.adminsite import admin_site
 from sgcache.web.metrics import Metrics
 from sgcache.web.sitememory import SiteMemory
-from sgcache.web.storagecheck import StorageCheck
+from sgcache.web.storagecheck import FreshRead, StorageCheck
 from sgcache.web.httpsite import DaemonSite
 from sgcache.web.rpc import Limits, RPCResource
 
@@ -151,6 +151,7 @@ class SgcacheService(service.MultiService):
                 on_elected=self._elected, on_deposed=self._deposed)
             self.leadership.lag = self.poller.lag_seconds
             self.poller.on_first_caught_up = self.leadership.round_soon
+            self.cache.shared_generation = self._shared_generation(FreshRead(self.store.data_generation))
             self.cache.status_sources.append(self.leadership.status)
         #: this daemon runs the sync (the poller, the scanner): always on
         #: SQLite, while elected on PostgreSQL
@@ -402,6 +403,18 @@ class SgcacheService(service.MultiService):
                 self.cache.use_schema(recorded, {})
             await self.cache.refresh_catalog_locked()
             self.cache.storage_check = StorageCheck(self.store, generation, lambda: self.syncing)
+
+    def _shared_generation(self, fresh: FreshRead) -> Any:
+        """The store's data generation while other daemons share the store
+        (their writes end kept answers before their notification comes); a
+        constant while this daemon is alone on it (its own writes and the
+        notifications of admin commands do)."""
+        leadership = self.leadership
+        assert leadership is not None
+
+        def shared() -> defer.Deferred:
+            return fresh() if leadership.others_alive() else defer.succeed("alone")
+        return shared
 
     def _catalog_changed(self) -> None:
         """Another daemon changed the stored schema or field states."""

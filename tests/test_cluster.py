@@ -142,6 +142,28 @@ class ClusterTests(unittest.TestCase):
         self.assertEqual(rows[3]["description"], "written through the follower")
         self.assertEqual(rows, await self.read(self.direct))
 
+    async def test_a_write_through_one_daemon_ends_another_daemons_kept_answers_at_once(self):
+        """Even when the other daemon's notification has not arrived (here:
+        never does), its next read does not reuse an answer kept from
+        before the write: it reads the store's data generation first."""
+        await self.start()
+        a = await self.daemon()
+        b = await self.daemon()
+        await wait_for("both see each other", lambda: a.service.leadership.others_alive()
+                       and b.service.leadership.others_alive())
+        b.store._listener._on_notify = lambda channels: None  # b hears nothing from now on
+        sg_a, sg_b = client(a.url), client(b.url)
+        await self.read(sg_a)
+        await self.read(sg_b)  # vouch
+        await self.read(sg_b)
+        hits = b.cache.answers.hits
+        await self.read(sg_b)
+        self.assertEqual(b.cache.answers.hits, hits + 1, "b reuses its kept answer")
+        await deferToThread(sg_a.update, "Shot", 6, {"description": "written through a"})
+        rows = await self.read(sg_b)
+        self.assertEqual(rows[5]["description"], "written through a")
+        self.assertEqual(rows, await self.read(self.direct))
+
     async def test_a_follower_takes_over_and_the_deposed_leader_cannot_commit(self):
         await self.start()
         a = await self.daemon()

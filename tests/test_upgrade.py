@@ -35,6 +35,7 @@ from sgcache.config import ConfigError
 from sgcache.schema import Schema
 from sgcache.service import SgcacheService
 from sgcache.store import StoreError, layout, open_store, parse_store_url, upgrade
+from sgcache.store.postgres import DATA_GENERATION_KEY
 from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon
 from sgcache.testing.harness import client, start_emulator
 from sgcache.testing.pg import fresh_postgres_url
@@ -129,7 +130,9 @@ class StoreHelpers:
 
     def rows(self, url: str) -> dict[str, list]:
         """Every row of every table (the update log's included), with
-        ``_event_id`` and the layout version left out."""
+        ``_event_id``, the layout version and the data generation (a count
+        of committed writes, PostgreSQL's: `PostgresStore.data_generation`)
+        left out."""
         out = {}
         for table in sorted(self.table_names(url)):
             names, rows = self.raw(url, f"SELECT * FROM {layout.quote(table)}")
@@ -138,7 +141,8 @@ class StoreHelpers:
                 for row in rows
             ]
             if table == "_sgcache_meta":
-                kept = [r for r in kept if ("key", layout.LAYOUT_VERSION_KEY) not in r]
+                kept = [r for r in kept if ("key", layout.LAYOUT_VERSION_KEY) not in r
+                        and ("key", DATA_GENERATION_KEY) not in r]
             out[table] = sorted(kept, key=repr)
         return out
 

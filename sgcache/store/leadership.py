@@ -318,6 +318,10 @@ class Leadership:
         if self.on_deposed is not None:
             self.on_deposed(why)
 
+    def others_alive(self) -> bool:
+        """Another daemon was seen on this store in the last rounds."""
+        return any(node["alive"] and not node["this"] for node in self.nodes)
+
     def leader_lag(self, others: bool = False) -> float | None:
         """The store's event lag as the daemon that syncs last recorded it
         (plus the time since); while a new leader has not caught up yet,

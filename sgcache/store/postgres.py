@@ -77,6 +77,14 @@ CHANGES_CHANNEL = "sgcache_changes"
 #: daemons follow the catalog: `on_catalog_change`)
 CATALOG_CHANNEL = "sgcache_catalog"
 
+#: moved, in the same transaction, by every write that may change a read's
+#: answer (`data_generation`: kept answers across daemons)
+DATA_GENERATION_KEY = "data_generation"
+DATA_GENERATION_BUMP = (
+    f"INSERT INTO _sgcache_meta (key, value) VALUES ('{DATA_GENERATION_KEY}', '1') ON CONFLICT (key) "
+    "DO UPDATE SET value = (_sgcache_meta.value::bigint + 1)::text"
+)
+
 #: ``_sgcache_state`` keys a daemon writes for itself (the site's info, the
 #: credentials it vouched for): not sync state, never fenced
 NODE_STATE_KEYS = frozenset({"site_info", "site_credentials"})
@@ -288,6 +296,7 @@ class PostgresStore(NamedQueries):
             changes = changes_reads(result) if callable(changes_reads) else changes_reads
             if changes:
                 moved[0] = True
+                await cur.execute(DATA_GENERATION_BUMP)
                 await cur.execute(f"NOTIFY {CHANGES_CHANNEL}")
             if catalog(result) if callable(catalog) else catalog:
                 await cur.execute(f"NOTIFY {CATALOG_CHANNEL}")
@@ -497,6 +506,14 @@ class PostgresStore(NamedQueries):
             lambda cur: set_field_states(cur, entity_type, fields, state),
             changes_reads=_changed, fenced=True, catalog=_changed,
         )
+
+    @returns_deferred
+    async def data_generation(self) -> str:
+        """The store's data generation: it moves with every committed write
+        that may change a read's answer, whichever process made it (read
+        after a write committed, it differs from one read before)."""
+        rows = await self.read(f"SELECT value FROM _sgcache_meta WHERE key = '{DATA_GENERATION_KEY}'", [])
+        return rows[0][0] if rows else "0"
 
     @returns_deferred
     async def storage_generation(self) -> str:

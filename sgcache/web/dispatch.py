@@ -129,6 +129,10 @@ class Cache:
         #: says, after a local read, whether the stored schema is still the
         #: one its catalog was built on (another daemon changes it)
         self.storage_check: Callable[[], Awaitable[bool]] | None = None
+        #: several daemons serving: the store's data generation, read after
+        #: it is asked for (`sgcache.web.storagecheck.FreshRead`); kept
+        #: answers are reused only while it holds
+        self.shared_generation: Callable[[], Any] | None = None
 
     # -- state -------------------------------------------------------------
     async def refresh_catalog(self) -> None:
@@ -295,7 +299,15 @@ class Cache:
         page_size = self.max_page_size()
         request = request_key(args, page_size)
         answers = self.answers
-        generation = self.store.read_generation() if answers.enabled else None
+        generation = local = self.store.read_generation() if answers.enabled else None
+        if generation is not None and self.shared_generation is not None:
+            # several daemons: the store's own generation, read after the
+            # request came (a write another daemon committed before it
+            # moved it, whether or not its notification arrived yet)
+            try:
+                generation = (generation, await self.shared_generation())
+            except Exception:
+                generation = None
         body = answers.get(request, generation)
         if note is not None:
             note["outcome"] = "reused" if body is not None else "local"
@@ -335,7 +347,7 @@ class Cache:
             # kept only when nothing moved while it was read: the store, the
             # catalog (refresh_catalog), the clock (relative dates)
             if (plan.timeless and generation is not None and plans is self._plans
-                    and self.store.read_generation() == generation):
+                    and self.store.read_generation() == local):
                 answers.put(request, generation, body)
         self.counters["read.local"] += 1
         return RawReply(200, _JSON_HEADERS, body)
