@@ -192,12 +192,11 @@ class SgcacheService(service.MultiService):
         if not self.cache.serving:
             reasons.append(f"not serving yet: {self.cache.loading_message}")
         lag = self.event_lag()
+        limit = self.settings.get("ready_lag_seconds", 300.0)
         if lag is None and self.leadership is not None and not self.syncing:
             reasons.append("no daemon syncing the store was seen recently")
-        limit = self.settings.get("ready_lag_seconds", 300.0)
-        if lag is None:
-            if not reasons:
-                reasons.append("the event log was never read up to the site's newest event")
+        elif lag is None:
+            reasons.append("the event log was never read up to the site's newest event")
         elif limit and lag > limit:
             reasons.append(f"event lag {lag:.0f} s is over --ready-lag-seconds {limit:g}")
         return not reasons, reasons
@@ -458,25 +457,22 @@ class SgcacheService(service.MultiService):
         client port."""
         port = None
         if self.role != "sync":
-            try:
-                self.listener.setServiceParent(self)
-                port = await self.listener._waitingForPort
-            except Exception as e:
-                raise ConfigError(f"--listen: cannot listen on {self.settings['listen']}: "
-                                  f"{_one_line(e)}") from e
-            address = port.getHost()
-            log.info("serving the Shotgun API on {host}:{port}", host=address.host, port=address.port)
+            port = await self._open(self.listener, "listen", "serving the Shotgun API")
         self.port = port
         if self.admin_listener is not None:
-            try:
-                self.admin_listener.setServiceParent(self)
-                admin = await self.admin_listener._waitingForPort
-            except Exception as e:
-                raise ConfigError(f"--admin-listen: cannot listen on {self.settings['admin_listen']}: "
-                                  f"{_one_line(e)}") from e
-            self.admin_port = admin
-            log.info("admin listener on {host}:{port}", host=admin.getHost().host, port=admin.getHost().port)
+            self.admin_port = await self._open(self.admin_listener, "admin_listen", "admin listener")
         self.listening.callback(port)
+        return port
+
+    async def _open(self, listener: Any, option: str, what: str) -> Any:
+        """Start `listener` (the endpoint of ``--<option>``): its port."""
+        try:
+            listener.setServiceParent(self)
+            port = await listener._waitingForPort
+        except Exception as e:
+            raise ConfigError(f"--{option.replace('_', '-')}: cannot listen on {self.settings[option]}: "
+                              f"{_one_line(e)}") from e
+        log.info("{what} on {host}:{port}", what=what, host=port.getHost().host, port=port.getHost().port)
         return port
 
     async def _initial_load(self) -> None:

@@ -239,6 +239,10 @@ class ClusterTests(unittest.TestCase):
         self.assertIsNone(lead.service.port, "--role sync has no client port")
         await wait_for("the web daemon serves", lambda: web.service.loaded.called)
         self.assertEqual(await self.read(client(web.url)), await self.read(self.direct))
+        # it never stood for election: the sync daemon leads, alone
+        self.assertFalse(web.service.syncing)
+        self.assertFalse(web.service.leadership.leading)
+        self.assertEqual(web.service.leadership.leader["node"], lead.service.leadership.node)
 
 
 SCHEMA_YAML = """\

@@ -53,8 +53,6 @@ LOCK_KEY = 0x736763616368
 #: store's layout (`PostgresStore.open`)
 LAYOUT_LOCK_KEY = LOCK_KEY + 1
 
-ROLES = ("all", "web", "sync")
-
 _DDL = (
     "CREATE TABLE IF NOT EXISTS _sgcache_leader (id INTEGER PRIMARY KEY, epoch BIGINT NOT NULL, "
     "node TEXT, since TIMESTAMPTZ)",

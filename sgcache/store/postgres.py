@@ -512,8 +512,7 @@ class PostgresStore(NamedQueries):
         """The store's data generation: it moves with every committed write
         that may change a read's answer, whichever process made it (read
         after a write committed, it differs from one read before)."""
-        rows = await self.read(f"SELECT value FROM _sgcache_meta WHERE key = '{DATA_GENERATION_KEY}'", [])
-        return rows[0][0] if rows else "0"
+        return await self._meta_counter(DATA_GENERATION_KEY)
 
     @returns_deferred
     async def storage_generation(self) -> str:
@@ -521,7 +520,12 @@ class PostgresStore(NamedQueries):
         or columns, in the transaction that makes it): a read that ran on a
         catalog built at another generation may have read storage that was
         dropped or replaced."""
-        rows = await self.read(f"SELECT value FROM _sgcache_meta WHERE key = '{META_FIELDS_GENERATION}'", [])
+        return await self._meta_counter(META_FIELDS_GENERATION)
+
+    async def _meta_counter(self, key: str) -> str:
+        """A counter of ``_sgcache_meta`` ("0" before it first moved), read
+        on the read pool."""
+        rows = await self.read(f"SELECT value FROM _sgcache_meta WHERE key = '{key}'", [])
         return rows[0][0] if rows else "0"
 
     @returns_deferred

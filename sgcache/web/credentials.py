@@ -97,8 +97,6 @@ class Credentials:
         self.deny = tuple(deny)
         #: logins (globs) whose reads may be answered locally (empty: none)
         self.users = tuple(users)
-        #: keys of users' credentials (never exported)
-        self._users: set[str] = set()
         self.capacity = capacity
         self.outage_grace = float(outage_grace)
         self._salt = secrets.token_bytes(16)
@@ -185,9 +183,6 @@ class Credentials:
         a user's, kept in memory only)."""
         self._vouched.hold(key, self.ttl)
         if user:
-            self._users.add(key)
-            if len(self._users) > self.capacity:
-                self._users = {k for k in self._users if k in self._vouched}
             return
         self._accepted.pop(key, None)
         self._accepted[key] = self.clock.seconds()
@@ -199,7 +194,6 @@ class Credentials:
         """The site refused these credentials (an authentication fault)."""
         if self._accepted.pop(key, None) is not None:
             self.dirty = True
-        self._users.discard(key)
         if self._vouched.drop(key):
             self.revoked += 1
 
