@@ -242,6 +242,7 @@ class ClusterTests(unittest.TestCase):
         # it never stood for election: the sync daemon leads, alone
         self.assertFalse(web.service.syncing)
         self.assertFalse(web.service.leadership.leading)
+        await wait_for("the web daemon sees the leader", lambda: web.service.leadership.leader is not None)
         self.assertEqual(web.service.leadership.leader["node"], lead.service.leadership.node)
 
 
