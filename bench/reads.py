@@ -18,6 +18,7 @@ The last table says how many calls were answered with a kept answer.
     PYTHONPATH=. python bench/reads.py --full          # 100k / 300k / 200k (the issue's size)
     PYTHONPATH=. python bench/reads.py --stores sqlite --iterations 50
     PYTHONPATH=. python bench/reads.py --only "find one" --only "sorted"
+    PYTHONPATH=. python bench/reads.py --stores sqlite --shadow-rates 0,0.01,1   # shadow checks' cost
 
 Every server runs in its own process, as in production: the emulator
 (``twistd sgcache-emulator``, seeded over its test controls), one
@@ -323,27 +324,35 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
     print(f"  seeded the emulator in {time.time() - t0:.1f}s", flush=True)
 
     daemons: dict[str, str] = {}
-    pg_url: str | None = None
+    #: label -> its PostgreSQL database (its backends' CPU counts too)
+    pg_urls: dict[str, str] = {}
     t0 = time.time()
-    for store in stores:
+    # one daemon per store and --shadow-rates value, each on a store of its own
+    rates = [float(r) for r in opts.shadow_rates.split(",")]
+    labels = []
+    for store, rate in [(store, rate) for store in stores for rate in rates]:
+        label = store if rate == 0 else f"{store}@{rate:g}"
+        labels.append(label)
         if store == "sqlite":
-            path = os.path.join(workdir, "bench.sqlite")
+            path = os.path.join(workdir, f"bench-{rate:g}.sqlite")
             db = "sqlite:///" + path
             # the logs stay; the database (~300 MB at --full) does not
             cleanups.append(lambda path=path: [os.remove(f) for f in (path, path + "-wal", path + "-shm")
                                                if os.path.exists(f)])
         else:
             db, drop = make_pg_database(opts.pg or base_url())
-            pg_url = db
+            pg_urls[label] = db
             cleanups.append(drop)
-        daemons[store] = f"http://127.0.0.1:{free_port()}"
-        servers.start_twistd(f"sgcache-{store}", [
+        daemons[label] = f"http://127.0.0.1:{free_port()}"
+        servers.start_twistd(f"sgcache-{label}", [
             "sgcache", f"--schema={schema_path}", f"--db={db}", f"--shotgun={site_url}",
             f"--script-name={CACHE_SCRIPT[0]}", f"--api-key={CACHE_SCRIPT[1]}",
-            f"--listen=tcp:{urlsplit(daemons[store]).port}:interface=127.0.0.1",
+            f"--listen=tcp:{urlsplit(daemons[label]).port}:interface=127.0.0.1", f"--shadow-rate={rate:g}",
+            f"--admin-listen=tcp:{free_port()}:interface=127.0.0.1",
             # quiet while timing: nothing changes on the site
             "--poll-interval=3600", "--scan-interval=86400",
         ])
+    stores = labels
     for store, url in daemons.items():
         wait_until(f"sgcache ({store}) to load", lambda url=url: serving(url), servers)
     print(f"  loaded the caches in {time.time() - t0:.1f}s", flush=True)
@@ -373,7 +382,7 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
         for store, sg in via.items():
             reads = site_reads(site_url)
             got = getattr(sg, method)(*args, **kwargs)
-            if site_reads(site_url) != reads:
+            if site_reads(site_url) != reads and "@" not in store:
                 print(f"  !! {label}: {store} passed it through", flush=True)
             if got != want:
                 print(f"  !! {label}: {store}'s answer differs from the site's", flush=True)
@@ -388,8 +397,8 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
         # CPU time of each server's process while it answered its timed calls
         # (for PostgreSQL, its backends' too)
         pids = {name: [pid_of[name]] for name, _ in targets}
-        if "postgresql" in pids and pg_url:
-            pids["postgresql"] += pg_backends(pg_url)
+        for name, pg_url in pg_urls.items():
+            pids[name] += pg_backends(pg_url)
         spent: dict[str, float | None] = {name: 0.0 for name, _ in targets}
         reused_before = {store: sg.info()["sgcache"]["reads_reused"] for store, sg in via.items()}
         block = min(opts.block, n)
@@ -420,6 +429,23 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
     report(results, stores, shots, tasks, versions, n)
     report_cpu(cpu, stores)
     report_reuse(reuse, stores)
+    if any("@" in s for s in stores):
+        report_shadow(daemons)
+
+
+def report_shadow(daemons: dict[str, str]) -> None:
+    """Shadow checks: site requests they made against the local reads."""
+    print()
+    print("shadow checks: local reads, checks sampled (skipped: too many open), site requests, outcomes")
+    for store, url in daemons.items():
+        block = json.loads(post(url + "/api3/json", {"method_name": "info", "params": []}))["results"]["sgcache"]
+        shadow = block.get("shadow") or {}
+        local = block["reads_local"]
+        print(f"  {store:22} reads {local:6}  sampled {shadow.get('sampled', 0):6} "
+              f"(skipped {shadow.get('skipped', 0)})  site requests {shadow.get('site_requests', 0):6} "
+              f"= {shadow.get('site_requests', 0) / max(local, 1):.3f} per read  agreed {shadow.get('agreed', 0)} "
+              f"lagged {shadow.get('lagged', 0)} mismatched {shadow.get('mismatched', 0)} "
+              f"unsettled {shadow.get('unsettled', 0)}")
 
 
 def _read_args(sg: Any, method: str, args: tuple, kwargs: dict) -> dict:
@@ -445,7 +471,7 @@ def report(results: dict, stores: list[str], shots: int, tasks: int, versions: i
     head = f"{'query':26} {'floor (a)':>15}"
     for s in stores:
         head += f" {s + ' (b)':>15} {'b/a':>5}"
-    head += f" {'emulator (c)':>15}" + "".join(f" {'c/b ' + s[:2]:>7}" for s in stores) + f" {'c/a':>6}"
+    head += f" {'emulator (c)':>15}" + "".join(f" {'c/b ' + s[:10]:>14}" for s in stores) + f" {'c/a':>6}"
     print(head)
     print("-" * len(head))
     for label, by in results.items():
@@ -454,7 +480,7 @@ def report(results: dict, stores: list[str], shots: int, tasks: int, versions: i
             line += f" {ms(by[s]):>15} {statistics.median(by[s]) / statistics.median(by['floor']):5.1f}"
         line += f" {ms(by['site']):>15}"
         for s in stores:
-            line += f" {statistics.median(by['site']) / statistics.median(by[s]):7.1f}"
+            line += f" {statistics.median(by['site']) / statistics.median(by[s]):14.1f}"
         line += f" {statistics.median(by['site']) / statistics.median(by['floor']):6.1f}"
         print(line)
     print("c/a bounds every c/b: no server answers a client faster than the floor does")
@@ -490,6 +516,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--stores", default="sqlite,postgresql")
     p.add_argument("--only", action="append", metavar="TEXT",
                    help="time only the queries whose label contains TEXT (repeatable)")
+    p.add_argument("--shadow-rates", default="0", metavar="R,R",
+                   help="--shadow-rate of the daemons: one daemon per store and rate (0: the baseline), "
+                        "e.g. 0,0.01,1")
     p.add_argument("--pg", default=None, help="PostgreSQL server URL (a throw-away database is created)")
     return p.parse_args()
 

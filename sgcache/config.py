@@ -111,6 +111,17 @@ def _log_format(value: Any) -> str:
     return text
 
 
+def _share(name: str) -> Callable[[Any], float]:
+    return _number(name, lambda n: 0.0 <= n <= 1.0, "must be between 0 and 1")
+
+
+def _shadow_action(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("log", "passthrough"):
+        raise ConfigError(f"--shadow-action: {value!r} is not one of log, passthrough")
+    return text
+
+
 def _role(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ("all", "web", "sync"):
@@ -307,6 +318,12 @@ SETTINGS = [
             "permissions and project access: comma-separated logins (globs) for login/password and a "
             "script's sudo_as_login; '*' also serves session tokens. Empty (the default): users' reads "
             "pass through.", _patterns),
+    Setting("shadow-rate", 0.01, "Share of local answers asked again of the site in the background and "
+            "compared (shadow checks; 0: off, 1: every one), with the cache's own credentials, after its "
+            "own sync requests.", _share("shadow-rate")),
+    Setting("shadow-action", "log", "What a confirmed shadow mismatch does besides its log line, metric and "
+            "row (`sgcache shadow report`): log, or passthrough (reads of that shape pass through until a "
+            "restart or `sgcache shadow clear`).", _shadow_action),
     Setting("demo", False, "Run an in-process emulator with a demo project as the site.", _bool, flag=True),
 ]
 

@@ -22,6 +22,7 @@ connections still open are cut (`sgcache.lifecycle`).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -41,7 +42,7 @@ from sgcache.store import layout, open_store
 from sgcache.store.leadership import Leadership
 from sgcache.store.onedaemon import AlreadyServed, DaemonLock
 from sgcache.sync.freshness import Freshness
-from sgcache.sync.poller import EventPoller
+from sgcache.sync.poller import CURSOR_KEY, HOLES_KEY, EventPoller
 from sgcache.sync.scanner import Scanner
 from sgcache.sync.updatelog import Pruner
 from sgcache.web.answers import Answers
@@ -50,6 +51,7 @@ from sgcache.web.dispatch import ANSWERS_BYTES, Cache
 from sgcache.web.adminsite import admin_site
 from sgcache.web.metrics import Metrics
 from sgcache.web.sitememory import SiteMemory
+from sgcache.web.shadow import ShadowChecks
 from sgcache.web.storagecheck import FreshRead, StorageCheck
 from sgcache.web.httpsite import DaemonSite
 from sgcache.web.rpc import Limits, RPCResource
@@ -112,6 +114,11 @@ class SgcacheService(service.MultiService):
             on_gap=self.scanner.request_incremental,
             freshness=freshness,
         )
+        self.shadow = self.cache.shadow = ShadowChecks(
+            reactor, self.upstream, self.cache.local_answer, self._applied_through,
+            self.store.record_shadow_mismatch, rate=settings.get("shadow_rate", 0.01),
+            action=settings.get("shadow_action") or "log")
+        self.cache.status_sources.append(lambda: {"shadow": self.shadow.status()})
         self.pruner = Pruner(reactor, self.store, days=settings.get("update_log_days", 7.0))
         schema_path = settings.get("schema")
         self.keeper = SchemaKeeper(
@@ -232,6 +239,13 @@ class SgcacheService(service.MultiService):
             return None
         leader = (self.leadership.leader or {}).get("node") or "another daemon"
         return f"this daemon does not sync the store ({leader} does): reload the schema there"
+
+    async def _applied_through(self) -> tuple[int | None, set[int]]:
+        """(the stored event cursor, the holes below it): what the store
+        holds of the event log, whichever daemon syncs it (shadow checks)."""
+        cursor = await self.store.get_state(CURSOR_KEY)
+        holes = await self.store.get_state(HOLES_KEY)
+        return (None if cursor is None else int(cursor)), {int(h) for h in json.loads(holes or "{}")}
 
     async def _refresh_site(self) -> None:
         await self.cache.refresh_info()
@@ -569,6 +583,7 @@ class SgcacheService(service.MultiService):
         if self._starting is not None and not self._starting.called:
             self._starting.cancel()
         self.keeper.stop()
+        self.shadow.stop()
         stopping = [self.poller.stop(), self.scanner.stop(), self.pruner.stop()]
         # listeners close; requests in progress get half the time left
         await lifecycle.within(self.reactor, left(0.5), closing, "closing the ports")

@@ -26,7 +26,7 @@ import sys
 from typing import Callable, Sequence, Union
 
 from sgcache import __version__
-from sgcache.admin.common import CommandError, drop_stdout
+from sgcache.admin.common import CommandError, add_admin, ask_daemon, drop_stdout
 from sgcache.schema import Schema, SchemaError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -103,8 +103,7 @@ def register_schema(parser: argparse.ArgumentParser) -> None:
         cmd = sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ". Talks to "
                              "the daemon's admin listener (--admin-listen); SIGHUP and `systemctl reload` "
                              "reload too.")
-        cmd.add_argument("--admin", metavar="URL", default=os.environ.get("SGCACHE_ADMIN_URL", DEFAULT_ADMIN),
-                         help=f"the admin listener's URL [default: $SGCACHE_ADMIN_URL or {DEFAULT_ADMIN}]")
+        add_admin(cmd)
         cmd.add_argument("--json", action="store_true", help="print the daemon's whole report as JSON")
         cmd.set_defaults(func=_schema_live, action=action)
 
@@ -184,30 +183,10 @@ def _schema_check(args: argparse.Namespace) -> int:
     return 0
 
 
-#: where `--admin-listen`'s default listens
-DEFAULT_ADMIN = "http://127.0.0.1:8011"
-
-
 def _schema_live(args: argparse.Namespace) -> int:
     """`schema plan` / `schema reload`: ask the running daemon."""
-    import urllib.error
-    import urllib.request
-
-    url = args.admin.rstrip("/") + "/schema/" + args.action
-    request = urllib.request.Request(url, method="GET" if args.action == "plan" else "POST", data=None)
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            report = json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        try:
-            message = json.loads(e.read()).get("error") or e.reason
-        except ValueError:
-            message = e.reason
-        raise CommandError(f"schema {args.action}: the daemon refused: {message}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise CommandError(f"schema {args.action}: cannot reach the daemon's admin listener at {args.admin} "
-                           f"({reason}); is it running, with --admin-listen there?") from None
+    report = ask_daemon(f"schema {args.action}", args.admin, "/schema/" + args.action,
+                        "GET" if args.action == "plan" else "POST")
     if args.json:
         print(json.dumps(report, indent=1, sort_keys=True))
         return 0
@@ -242,6 +221,7 @@ COMMANDS: list[tuple[str, Union[Register, str]]] = [
     ("schema", register_schema),
     ("scan", "sgcache.admin.commands:register_scan"),
     ("status", "sgcache.admin.commands:register_status"),
+    ("shadow", "sgcache.admin.shadow_commands:register_shadow"),
     ("log", "sgcache.admin.sync_commands:register_log"), ("reprocess", "sgcache.admin.sync_commands:register_reprocess"),
 ]
 

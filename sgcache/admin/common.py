@@ -9,6 +9,7 @@ opening anything."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -130,6 +131,38 @@ def run_on_store(
     if "error" in outcome:
         raise CommandError(f"{what} failed: {outcome['error']}")
     return outcome["result"]
+
+
+#: where `--admin-listen`'s default listens
+DEFAULT_ADMIN = "http://127.0.0.1:8011"
+
+
+def add_admin(parser: Any) -> None:
+    """The ``--admin URL`` argument of a command that asks the running daemon."""
+    parser.add_argument("--admin", metavar="URL", default=os.environ.get("SGCACHE_ADMIN_URL", DEFAULT_ADMIN),
+                        help=f"the admin listener's URL [default: $SGCACHE_ADMIN_URL or {DEFAULT_ADMIN}]")
+
+
+def ask_daemon(what: str, admin: str, path: str, method: str) -> Any:
+    """The JSON answer of the daemon's admin listener at `path`; one
+    `CommandError` line when it refuses or cannot be reached."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(admin.rstrip("/") + path, method=method, data=None)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        try:
+            message = json.loads(e.read()).get("error") or e.reason
+        except ValueError:
+            message = e.reason
+        raise CommandError(f"{what}: the daemon refused: {message}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise CommandError(f"{what}: cannot reach the daemon's admin listener at {admin} "
+                           f"({reason}); is it running, with --admin-listen there?") from None
 
 
 def drop_stdout() -> None:

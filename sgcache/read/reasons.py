@@ -1,5 +1,6 @@
-"""Why a read passes through to the site: the one fixed table of reasons,
-each in a category, and `PassThrough`, the exception that carries one.
+"""Why a read (or a summarize) passes through to the site: the one fixed
+table of reasons, each in a category, and `PassThrough`, the exception that
+carries one.
 
 What is counted and shown (``info`` -> ``sgcache`` -> ``passthrough_reasons``,
 the metrics) is only ever a reason from `REASONS`: a fixed phrase, never a
@@ -18,10 +19,11 @@ UNUSUAL = "unusual request"
 CREDENTIALS = "credentials"
 LIMITS = "limits"
 BUDGET = "read budget"
+SHADOW = "shadow check"
 ERROR = "internal error"
 OTHER = "other"
 
-_PURPOSES = ("return", "filter", "sort")
+_PURPOSES = ("return", "filter", "sort", "summary", "grouping")
 
 #: reason phrase -> category
 REASONS: dict[str, str] = {
@@ -53,6 +55,14 @@ REASONS: dict[str, str] = {
     "unsupported relation": UNSUPPORTED,
     # Shotgun's rule is not known (shared/PROTOCOL.md, "Read corners")
     "null through a multi-entity link": UNSUPPORTED,
+    # summarize (sgcache.read.summarize): what the emulator's engine does
+    # not model, or the site's answer is not known exactly
+    "summary type not answered locally": UNSUPPORTED,
+    "grouping type not answered locally": UNSUPPORTED,
+    "grouping by a field the cache does not group": UNSUPPORTED,
+    "grouping by an entity field": UNSUPPORTED,
+    "summary of a field the cache does not summarize": UNSUPPORTED,
+    "sum or average of a float field": UNSUPPORTED,
     # what the site would judge (often with a fault of its own)
     "read arguments are not a mapping": UNUSUAL,
     "unknown read argument": UNUSUAL,
@@ -73,6 +83,14 @@ REASONS: dict[str, str] = {
     "relative date out of range": UNUSUAL,
     "text value not valid Unicode": UNUSUAL,
     "number out of the store's range": UNUSUAL,
+    "summarize arguments are not a mapping": UNUSUAL,
+    "unknown summarize argument": UNUSUAL,
+    "unusual summaries": UNUSUAL,
+    "unusual grouping": UNUSUAL,
+    "summary type not valid for the field": UNUSUAL,
+    "summary or grouping through a multi-entity field": UNUSUAL,
+    "unusual stored value": UNUSUAL,
+    "date grouping out of range": UNUSUAL,
     **{f"unusual {p} field": UNUSUAL for p in _PURPOSES},
     **{f"{p} path through a non-link field": UNUSUAL for p in _PURPOSES},
     **{f"{p} path names a type the field does not link": UNUSUAL for p in _PURPOSES},
@@ -88,9 +106,14 @@ REASONS: dict[str, str] = {
     "too many return fields or sorts": LIMITS,
     "page beyond the store's range": LIMITS,
     "read too large to plan": LIMITS,
+    "too many summaries or groupings": LIMITS,
+    "too many summary groups": LIMITS,
     # the time budget of a local read (--read-budget-ms)
     "read over its time budget": BUDGET,
     "read shape over its time budget recently": BUDGET,
+    # --shadow-action passthrough: a shadow check found this shape's local
+    # answer different from the site's
+    "read shape the site disagreed with (shadow check)": SHADOW,
     # a bug: the local read failed, the site answers instead (logged at error)
     "local read failed": ERROR,
 }

@@ -12,6 +12,7 @@ from sgcache.schema.types import data_type
 from sgcache.schema.types.base import LINK, LINKS
 from sgcache.store import layout
 from sgcache.store.dialect import Dialect
+from sgcache.store.shadowlog import shadow_ddl
 from sgcache.store.updatelog import update_log_ddl
 
 
@@ -25,7 +26,7 @@ def bookkeeping_ddl(dialect: Dialect) -> list[str]:
         "CREATE TABLE IF NOT EXISTS _sgcache_fields ("
         "entity_type TEXT NOT NULL, field_name TEXT NOT NULL, data_type TEXT NOT NULL, "
         "link_types TEXT, state TEXT NOT NULL, PRIMARY KEY (entity_type, field_name))",
-    ] + update_log_ddl(dialect)
+    ] + update_log_ddl(dialect) + shadow_ddl(dialect)
 
 
 def field_columns(spec: FieldSpec, dialect: Dialect) -> list[tuple[str, str]]:

@@ -143,6 +143,15 @@ class IStore(Interface):
     def update_log(entity_type: str, entity_id: int, limit: int = 200) -> "defer.Deferred[list[dict]]":
         """The newest update-log entries about one entity, oldest first."""
 
+    def record_shadow_mismatch(entry: dict) -> "defer.Deferred[None]":
+        """Keep one shadow check's mismatch (`sgcache.store.shadowlog`)."""
+
+    def shadow_mismatches() -> "defer.Deferred[list[dict]]":
+        """The kept shadow mismatches, the latest first."""
+
+    def clear_shadow_mismatches() -> "defer.Deferred[int]":
+        """Forget every kept shadow mismatch; how many there were."""
+
     def analyze(entity_type: str) -> "defer.Deferred[None]":
         """Refresh the query planner's statistics of a type's tables (after
         a bulk load: without them planners pick poor plans for reads)."""

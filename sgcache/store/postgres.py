@@ -65,6 +65,7 @@ from sgcache.store.pgadapter import (
     to_pyformat,
 )
 from sgcache.store.queries import NamedQueries, analyze_statements, count_sql, ids_sql, require_type
+from sgcache.store import shadowlog
 from sgcache.store.updatelog import clock_now, prune_update_log
 
 log = logger(__name__)
@@ -551,6 +552,21 @@ class PostgresStore(NamedQueries):
         return await self._transaction(
             "prune_update_log", lambda cur: prune_update_log(cur, before), changes_reads=False
         )
+
+    @returns_deferred
+    async def record_shadow_mismatch(self, entry: dict[str, Any]) -> None:
+        """Keep one shadow check's mismatch (`sgcache.store.shadowlog`)."""
+        await self._transaction("record_shadow_mismatch", lambda cur: shadowlog.record_mismatch(cur, entry),
+                                changes_reads=False)
+
+    @returns_deferred
+    async def shadow_mismatches(self) -> list[dict[str, Any]]:
+        return shadowlog.rows_to_entries(await self.fetch(shadowlog.LIST_SQL))
+
+    @returns_deferred
+    async def clear_shadow_mismatches(self) -> int:
+        return await self._transaction("clear_shadow_mismatches", shadowlog.clear_mismatches,
+                                       changes_reads=False)
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> defer.Deferred:
         """The rows of a read. Not a coroutine: a read is one Deferred from

@@ -40,6 +40,7 @@ from sgcache.store.catalog import (
 from sgcache.store.dialect import SQLITE
 from sgcache.store.interface import IStore, ReadTimeout, StoreError, returns_deferred
 from sgcache.store.queries import NamedQueries, analyze_statements, count_sql, ids_sql, require_type
+from sgcache.store import shadowlog
 from sgcache.store.updatelog import clock_now, prune_update_log
 
 log = logger(__name__)
@@ -306,6 +307,19 @@ class SQLiteStore(NamedQueries):
     async def prune_update_log(self, before: float) -> int:
         """Drop update-log entries older than `before` (epoch seconds)."""
         return self._transaction(lambda cur: prune_update_log(cur, before), changes_reads=False)
+
+    @returns_deferred
+    async def record_shadow_mismatch(self, entry: dict[str, Any]) -> None:
+        """Keep one shadow check's mismatch (`sgcache.store.shadowlog`)."""
+        self._transaction(lambda cur: shadowlog.record_mismatch(cur, entry), changes_reads=False)
+
+    @returns_deferred
+    async def shadow_mismatches(self) -> list[dict[str, Any]]:
+        return shadowlog.rows_to_entries(self._connection().execute(shadowlog.LIST_SQL).fetchall())
+
+    @returns_deferred
+    async def clear_shadow_mismatches(self) -> int:
+        return self._transaction(shadowlog.clear_mismatches, changes_reads=False)
 
     @returns_deferred
     async def track_changes(self) -> None:

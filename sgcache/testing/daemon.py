@@ -68,6 +68,9 @@ async def start_daemon(
         "poll_interval": poll_interval,
         "info_refresh": 300.0,
         "demo": False,
+        # off unless a test asks: its background site reads would move the
+        # emulator's read counter tests assert on
+        "shadow_rate": 0.0,
         **(settings or {}),
     }
     service = SgcacheService(reactor, settings, schema)

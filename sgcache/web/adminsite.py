@@ -11,7 +11,10 @@ Routes:
   ``--ready-lag-seconds``, 503 with the reason otherwise;
 * ``GET /schema/plan``: what a schema reload would do now (nothing changes);
 * ``POST /schema/reload``: read the schema file and rules again and apply
-  them (what ``sgcache schema reload`` and SIGHUP do).
+  them (what ``sgcache schema reload`` and SIGHUP do);
+* ``GET /shadow``: the shadow checks' figures and kept mismatches;
+* ``POST /shadow/clear``: forget the confirmed mismatches (``sgcache
+  shadow clear``).
 
 A bad schema file or rules file is a 400 with one line; the daemon goes on
 with the schema it runs on.
@@ -81,6 +84,22 @@ class AdminResource:
     @app.route("/schema/reload", methods=["POST"])
     async def schema_reload(self, request: IRequest) -> bytes:
         return await self._schema(request, "reload")
+
+    @app.route("/shadow", methods=["GET"])
+    async def shadow_report(self, request: IRequest) -> bytes:
+        """The shadow checks' figures and the mismatches the store keeps."""
+        return _json(request, 200, {"figures": self.daemon.shadow.status(),
+                                    "mismatches": await self.daemon.store.shadow_mismatches()})
+
+    @app.route("/shadow/clear", methods=["POST"])
+    async def shadow_clear(self, request: IRequest) -> bytes:
+        """Forget the confirmed mismatches: their shapes are served locally
+        again (``--shadow-action passthrough``), the table is emptied."""
+        shapes = self.daemon.shadow.clear()
+        rows = await self.daemon.store.clear_shadow_mismatches()
+        log.info("shadow mismatches cleared ({shapes} shapes passing through, {rows} rows kept)",
+                 shapes=shapes, rows=rows)
+        return _json(request, 200, {"shapes_cleared": shapes, "rows_cleared": rows})
 
     async def _schema(self, request: IRequest, action: str) -> bytes:
         keeper = self.daemon.keeper

@@ -1,7 +1,8 @@
 """The cache's answer to each RPC: serve `read` from the store when the
 planner says it can be answered exactly and the caller is known to the site
 (again from memory when the same read was answered since the store last
-changed: `answers`); pass everything else through; write back the results of
+changed: `answers`), and `summarize` the same way (`sgcache.read.summarize`,
+never kept); pass everything else through; write back the results of
 writes; keep the site's `info` in memory.
 
 Local reads are served only to credentials the site has accepted
@@ -29,12 +30,14 @@ from sgcache import __version__
 from sgcache.web.answers import Answers
 from sgcache.web.budget import SLOW_SHARE, SlowShapes
 from sgcache.web.credentials import Credentials, check_args, credential_parts
+from sgcache.web.shadow import ShadowChecks
 from sgcache.web.shapes import ReadShapes
 from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
 from sgcache.sync.freshness import Freshness
 from sgcache.read.planner import Catalog, PassThrough, PlanCache, request_key
 from sgcache.read.reader import execute
 from sgcache.read.reasons import REASONS, category
+from sgcache.read.summarize import plan_summary, run_summary
 from sgcache.web.rpc import JSON_CONTENT_TYPE, RawReply, encode_json
 from sgcache.store.interface import ReadTimeout
 from sgcache.site.client import IDEMPOTENT_METHODS, Upstream, UpstreamError
@@ -133,6 +136,8 @@ class Cache:
         #: it is asked for (`sgcache.web.storagecheck.FreshRead`); kept
         #: answers are reused only while it holds
         self.shared_generation: Callable[[], Any] | None = None
+        #: the shadow checks of local answers against the site (--shadow-rate)
+        self.shadow: ShadowChecks | None = None
 
     # -- state -------------------------------------------------------------
     async def refresh_catalog(self) -> None:
@@ -218,6 +223,14 @@ class Cache:
         if method == "info":
             note["outcome"] = "local" if self.info is not None else "passthrough"
             return {"results": await self._info()}
+        if method == "summarize":
+            summary = await self._summary(auth, args, note)
+            if summary is not None:
+                if self.shadow is not None:
+                    self.shadow.sample(args, summary.body, method)
+                return summary
+            note["outcome"] = "passthrough"
+            return await self._passthrough(method, auth, args, body, headers)
         if method == "read":
             refusal, key = self._who(auth)
             if refusal is not None:
@@ -240,6 +253,8 @@ class Cache:
                     self.shapes.count(args, True, note.get("request"))
                     if self.credentials.due(key):
                         self._check_again(key, auth, args)
+                    if self.shadow is not None:
+                        self.shadow.sample(args, reply.body)
                     return reply
             self.shapes.count(args, False)
         else:
@@ -293,13 +308,23 @@ class Cache:
         finally:
             self.credentials.checking(key, False)
 
-    async def _read(self, args: Any, note: dict[str, str] | None = None) -> RawReply:
+    async def local_answer(self, method: str, args: Any) -> Any:
+        """The `results` of a read or summarize answered from the store
+        now, never from a kept answer, uncounted (the shadow checks' second
+        look); raises PassThrough as the request would."""
+        reply = await (self._read(args, keep=False) if method == "read" else self._summarize(args, keep=False))
+        return json.loads(reply.body)["results"]
+
+    async def _read(self, args: Any, note: dict[str, str] | None = None, keep: bool = True) -> RawReply:
         """A read answered from the store (or raises PassThrough): reused
-        when the same read was answered since the store last changed."""
+        when the same read was answered since the store last changed
+        (`keep`: False, neither reused nor kept nor counted)."""
+        if keep and self.shadow is not None and self.shadow.refuses(args):
+            raise PassThrough("read shape the site disagreed with (shadow check)")
         page_size = self.max_page_size()
         request = request_key(args, page_size)
         answers = self.answers
-        generation = local = self.store.read_generation() if answers.enabled else None
+        generation = local = self.store.read_generation() if answers.enabled and keep else None
         if generation is not None and self.shared_generation is not None:
             # several daemons: the store's own generation, read after the
             # request came (a write another daemon committed before it
@@ -315,42 +340,88 @@ class Cache:
         if body is None:
             catalog, plans = self.catalog, self._plans
             plan = plans.plan(args, page_size, now=self.now, tz=self.tz, key=request)
-            storage = [self._storage_generation[t] for t in sorted(plan.types)]
-            shape = hash(plan.sql)
-            if shape in self.slow:
-                raise PassThrough("read shape over its time budget recently")
-            started = self.reactor.seconds()
-            try:
-                result = await execute(self.store, plan, catalog)
-            except ReadTimeout:
-                self.slow.add(shape)
-                log.warn("a read of {type} went over the read budget; it and reads of its shape pass "
-                         "through for {penalty:.0f} s: {args}",
-                         type=plan.entity_type, penalty=self.slow.penalty, args=_trimmed(args))
-                raise PassThrough("read over its time budget") from None
-            if self.catalog is not catalog and storage != [self._storage_generation[t] for t in sorted(plan.types)]:
-                # a schema change dropped or replaced storage of a type it
-                # reads while it ran: its plan may have read a column going
-                # away, or a new empty one of the same name
-                raise PassThrough("schema changed during the read")
-            if self.storage_check is not None and not await self.storage_check():
-                # the same, made by another daemon (the one that syncs)
-                raise PassThrough("schema changed during the read")
-            took = self.reactor.seconds() - started
-            if (self.read_budget is not None and took > self.read_budget * SLOW_SHARE
-                    and getattr(self.store, "reads_block", False)):
-                self.slow.add(shape, stopped=False)
-                log.info("a read of {type} took {ms:.0f} ms; reads of its shape pass through for "
-                         "{penalty:.0f} s: {args}", type=plan.entity_type, ms=took * 1000,
-                         penalty=self.slow.penalty, args=_trimmed(args))
+            result = await self._run_local("read", args, plan, catalog, lambda: execute(self.store, plan, catalog))
             body = encode_json({"results": result})
             # kept only when nothing moved while it was read: the store, the
             # catalog (refresh_catalog), the clock (relative dates)
             if (plan.timeless and generation is not None and plans is self._plans
                     and self.store.read_generation() == local):
                 answers.put(request, generation, body)
-        self.counters["read.local"] += 1
+        if keep:
+            self.counters["read.local"] += 1
         return RawReply(200, _JSON_HEADERS, body)
+
+    async def _summary(self, auth: Any, args: Any, note: dict[str, str]) -> RawReply | None:
+        """A `summarize` answered from the store (`sgcache.read.summarize`)
+        under the guards of a local read: credentials vouched for, the
+        types loaded, the read budget, any error passes through. None: it
+        passes through (`note` says why)."""
+        refusal, key = self._who(auth)
+        if refusal is not None:
+            self._count_passthrough(refusal)
+            note["reason"] = category(refusal)
+            return None
+        try:
+            reply = await self._summarize(args)
+        except PassThrough as p:
+            self._count_passthrough(p.phrase, p.reason)
+            note["reason"] = p.category
+            return None
+        except Exception:
+            self.counters["read.failed"] += 1
+            self._count_passthrough("local read failed")
+            note["reason"] = category("local read failed")
+            log.failure("a local summarize failed and passes through: {args}", args=_trimmed(args))
+            return None
+        note["outcome"] = "local"
+        if self.credentials.due(key):
+            self._check_again(key, auth, args)
+        return reply
+
+    async def _summarize(self, args: Any, keep: bool = True) -> RawReply:
+        if keep and self.shadow is not None and self.shadow.refuses(args, "summarize"):
+            raise PassThrough("read shape the site disagreed with (shadow check)")
+        catalog = self.catalog
+        plan = plan_summary(args, catalog, self.store.dialect, now=self.now, tz=self.tz)
+        result = await self._run_local("summarize", args, plan, catalog, lambda: run_summary(self.store, plan, catalog))
+        if keep:
+            self.counters["summarize.local"] += 1
+        return RawReply(200, _JSON_HEADERS, encode_json({"results": result}))
+
+    async def _run_local(self, what: str, args: Any, plan: Any, catalog: Catalog,
+                         run: Callable[[], Awaitable[Any]]) -> Any:
+        """`run` (a local read or summarize of `plan`) under the read budget;
+        raises PassThrough when its shape is over budget, when it goes over,
+        and when a schema change ran across it."""
+        storage = [self._storage_generation[t] for t in sorted(plan.types)]
+        shape = hash(plan.sql)
+        if shape in self.slow:
+            raise PassThrough("read shape over its time budget recently")
+        started = self.reactor.seconds()
+        try:
+            result = await run()
+        except ReadTimeout:
+            self.slow.add(shape)
+            log.warn("a {what} of {type} went over the read budget; it and others of its shape pass "
+                     "through for {penalty:.0f} s: {args}", what=what,
+                     type=plan.entity_type, penalty=self.slow.penalty, args=_trimmed(args))
+            raise PassThrough("read over its time budget") from None
+        if self.catalog is not catalog and storage != [self._storage_generation[t] for t in sorted(plan.types)]:
+            # a schema change dropped or replaced storage of a type it
+            # reads while it ran: its plan may have read a column going
+            # away, or a new empty one of the same name
+            raise PassThrough("schema changed during the read")
+        if self.storage_check is not None and not await self.storage_check():
+            # the same, made by another daemon (the one that syncs)
+            raise PassThrough("schema changed during the read")
+        took = self.reactor.seconds() - started
+        if (self.read_budget is not None and took > self.read_budget * SLOW_SHARE
+                and getattr(self.store, "reads_block", False)):
+            self.slow.add(shape, stopped=False)
+            log.info("a {what} of {type} took {ms:.0f} ms; others of its shape pass through for "
+                     "{penalty:.0f} s: {args}", what=what, type=plan.entity_type, ms=took * 1000,
+                     penalty=self.slow.penalty, args=_trimmed(args))
+        return result
 
     def _count_passthrough(self, phrase: str, detail: str | None = None) -> None:
         if phrase not in REASONS:
@@ -436,6 +507,7 @@ class Cache:
             "info_from": None if self.info is None else ("kept copy" if self.info_kept else "site"),
             "site": self.site_status(),
             "reads_local": self.counters.get("read.local", 0),
+            "summaries_local": self.counters.get("summarize.local", 0),
             # repeated reads answered with the bytes of an earlier answer
             "reads_reused": self.answers.hits,
             "answers_kept": len(self.answers),

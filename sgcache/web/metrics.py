@@ -98,6 +98,7 @@ class _Collector:
         yield from self._site(d.upstream, d.poller, now)
         yield from self._store(d.store)
         yield from self._credentials(d.cache.credentials)
+        yield from self._shadow(d.shadow)
         yield from self._serving(d)
 
     def _identity(self, d: Any) -> Iterator[Any]:
@@ -265,6 +266,22 @@ class _Collector:
                                       "vouching for them.")
         revoked.add_metric([], credentials.revoked)
         yield revoked
+
+    def _shadow(self, shadow: Any) -> Iterator[Any]:
+        checks = CounterMetricFamily("sgcache_shadow_checks", "Shadow checks of local answers against the "
+                                     "site, by outcome (agreed, lagged: agreed once the cache caught up, "
+                                     "mismatched, unsettled, skipped: too many open, failed).",
+                                     labels=["outcome"])
+        for outcome in ("agreed", "lagged", "mismatched", "unsettled", "skipped", "failed"):
+            checks.add_metric([outcome], shadow.figures[outcome])
+        yield checks
+        yield _gauge("sgcache_shadow_pending", "Shadow checks open now.", shadow.pending)
+        yield _gauge("sgcache_shadow_shapes_mismatched", "Read shapes with a confirmed shadow mismatch "
+                     "since the start or the last `sgcache shadow clear`.", len(shadow.confirmed))
+        requests = CounterMetricFamily("sgcache_shadow_site_requests", "Requests the shadow checks made to "
+                                       "the site.")
+        requests.add_metric([], shadow.site_requests)
+        yield requests
 
     def _cluster(self, d: Any) -> Iterator[Any]:
         yield _gauge("sgcache_syncing", "1 while this daemon runs the sync (poller, scanner): always on SQLite, "

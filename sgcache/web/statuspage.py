@@ -466,7 +466,7 @@ KNOWN = {
     "passthrough", "passthrough_reasons", "reads_failed_locally", "reads_over_budget", "reads_slow",
     "event_lag_seconds", "loading", "event_cursor", "last_event_id", "last_event_created_at", "caught_up_at",
     "newest_event_age_seconds", "holes", "poll_errors", "poll_failing_for", "last_poll_error", "events",
-    "scan", "schema", "status_error", "site", "info_age_seconds", "info_from",
+    "scan", "schema", "status_error", "site", "info_age_seconds", "info_from", "shadow",
 }
 
 
@@ -499,8 +499,28 @@ def cluster(snap: dict) -> str:
                    "cluster")
 
 
+def shadow(snap: dict) -> str:
+    """Shadow checks: local answers asked again of the site."""
+    data = _dict(get(snap, "sgcache", "shadow"))
+    if not data:
+        return ""
+    body = pairs([
+        ("sampled (--shadow-rate)", f"{_text(data.get('sampled'))} at {_text(data.get('rate'))}"),
+        ("checked", data.get("checked")),
+        ("agreed", data.get("agreed")),
+        ("agreed once the cache caught up", data.get("lagged")),
+        ("mismatched", data.get("mismatched")),
+        ("read shapes mismatched", data.get("shapes_mismatched")),
+        ("pending", data.get("pending")),
+        ("unsettled / skipped / failed", f"{_text(data.get('unsettled'))} / {_text(data.get('skipped'))} / "
+                                         f"{_text(data.get('failed'))}"),
+        ("on a mismatch", data.get("action")),
+    ])
+    return section("Shadow checks (`sgcache shadow report` lists mismatches)", body, "shadow")
+
+
 SECTIONS: list[Any] = [readiness, banners, cluster, (lag, reads), types, (scan, poller), reasons, shapes,
-                       problems, (schema, others)]
+                       problems, (schema, shadow), others]
 
 
 def _safe(part: Callable[[dict], str], snap: dict) -> str:
