@@ -25,7 +25,7 @@ from sgcache.store import layout
 from sgcache.testing.daemon import CACHE_SCRIPT, admin_url, start_daemon
 from sgcache.testing.harness import client, start_emulator
 from sgcache.testing.pg import fresh_postgres_url
-from sgcache.web.shadow import canonical, first_difference, shape
+from sgcache.web.shadow import ShadowChecks, canonical, first_difference, orders_nulls, shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -188,6 +188,17 @@ class ShadowMixin:
         self.assertEqual(row["shape"], "summarize Shot | fields: code, sg_cut_in")
         self.assertEqual(row["difference"], 'groups[0].group_name: local "CORRUPT", site "sh001"')
 
+    async def test_answers_that_show_where_nulls_sort_are_counted_apart(self):
+        await self.start()
+        await deferToThread(self.sg.create, "Shot", {"code": "no cut in"})
+        await self.daemon.service.poller.poll()
+        found = await deferToThread(self.sg.find, "Shot", [], ["code", "sg_cut_in"],
+                                    order=[{"field_name": "sg_cut_in", "direction": "asc"}])
+        self.assertIn(None, [e["sg_cut_in"] for e in found])
+        await self.settled()
+        self.assertEqual(self.shadow.figures["agreed"], 1)
+        self.assertEqual(self.shadow.null_order, {"agreed": 1, "mismatched": 0})
+
     async def test_off_at_rate_zero(self):
         await self.start(shadow_rate=0.0)
         before = self.site_reads()
@@ -226,3 +237,15 @@ class UnitTests(unittest.TestCase):
         self.assertIn("1 items locally, 2 at the site",
                       first_difference({"entities": [1]}, {"entities": [1, 2]}))
         self.assertIn("only in the site's answer", first_difference({}, {"paging_info": json.dumps(1)}))
+
+    def test_reads_sorted_on_a_nullable_field_are_watched_first(self):
+        draws = iter([0.05, 0.05, 0.5])
+        checks = ShadowChecks(task.Clock(), None, None, None, None, rate=0.01, draw=lambda: next(draws))
+        checks.sample({"type": "Shot", "sorts": [{"field_name": "code", "direction": "asc"}]}, b"{}")
+        checks.sample({"type": "Shot", "sorts": [{"field_name": "id", "direction": "asc"}]}, b"{}")
+        checks.sample({"type": "Shot", "sorts": [{"field_name": "code", "direction": "asc"}]}, b"{}")
+        self.assertEqual(checks.figures["sampled"], 1)  # 0.05 < 0.01 x 10, not < 0.01
+        args = {"sorts": [{"field_name": "sg_cut_in"}]}
+        self.assertTrue(orders_nulls(args, {"entities": [{"sg_cut_in": 1}, {"sg_cut_in": None}]}))
+        self.assertFalse(orders_nulls(args, {"entities": [{"sg_cut_in": 1}, {"sg_cut_in": 2}]}))
+        self.assertFalse(orders_nulls(args, {"entities": [{"code": None}, {"code": "a"}]}))

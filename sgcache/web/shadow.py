@@ -35,7 +35,16 @@ How one check goes:
    ``--shadow-action passthrough`` reads of that shape pass through from
    then on, until a restart or ``sgcache shadow clear``.
 
-Local `summarize` answers are sampled the same way. A read shape (`shape`)
+Local `summarize` answers are sampled the same way.
+
+Where NULLs fall in a sort is the one read corner the cache answers without
+public evidence (`shared/PROTOCOL.md`, "Read corners"; the store sorts them
+as PostgreSQL does, last ascending), so reads sorted on a field other than
+``id`` are sampled `SORTED_WEIGHT` times as often. What settles it: checks
+whose answer shows the order of NULLs (`orders_nulls`: the first sort field
+returned, null in some entities and not in others) are counted apart
+(``null_order``: agreed, mismatched). Agreements on a real site confirm the
+rule; one mismatch shows the site's rule in its reproducer. A read shape (`shape`)
 is the read's type, the fields its filters and sorts name and the fields it
 returns (a summarize's: the fields it summarizes and groups by): never a
 value. Answers made on behalf of a
@@ -73,6 +82,11 @@ SETTLE_WAIT = 120.0
 CURSOR_LOOK = 0.25
 #: characters of a read's arguments kept in a reproducer
 REPRODUCER_CHARS = 2000
+#: reads sorted on a field other than id are sampled this many times more
+#: often (capped at every one): where NULLs fall in a sort is the read
+#: corner nobody outside Autodesk has shown (the store uses PostgreSQL's
+#: rule, NULLs last ascending), so it is watched first
+SORTED_WEIGHT = 10.0
 
 ACTIONS = ("log", "passthrough")
 
@@ -102,6 +116,28 @@ def shape(args: Any, method: str = "read") -> str:
         if names:
             text += " | fields: " + ", ".join(names[:24]) + (" ..." if len(names) > 24 else "")
     return text
+
+
+def sorted_on_nullable(args: Any) -> str | None:
+    """The first sort field of a read, when it is not ``id`` (its values
+    may be NULL)."""
+    sorts = args.get("sorts") if isinstance(args, dict) else None
+    if isinstance(sorts, list) and sorts and isinstance(sorts[0], dict):
+        name = sorts[0].get("field_name")
+        if isinstance(name, str) and name != "id":
+            return name
+    return None
+
+
+def orders_nulls(args: Any, results: Any) -> bool:
+    """Whether this answer's order shows where NULLs sort: its first sort
+    field is returned, and null in some entities and not in others."""
+    name = sorted_on_nullable(args)
+    entities = results.get("entities") if isinstance(results, dict) else None
+    if name is None or not isinstance(entities, list):
+        return False
+    values = [e.get(name) for e in entities if isinstance(e, dict) and name in e]
+    return any(v is None for v in values) and any(v is not None for v in values)
 
 
 def canonical(value: Any) -> str:
@@ -169,6 +205,10 @@ class ShadowChecks:
         #: unsettled, skipped (too many open), failed (a bug; logged)
         self.figures: dict[str, int] = dict.fromkeys(
             ("sampled", "agreed", "lagged", "mismatched", "unsettled", "skipped", "failed"), 0)
+        #: checks whose answer put NULLs and values of its first sort field
+        #: in an order (`orders_nulls`), by outcome: agreements are the
+        #: evidence that settles the NULL-ordering corner for the site
+        self.null_order: dict[str, int] = {"agreed": 0, "mismatched": 0}
         #: requests this made to the site
         self.site_requests = 0
         self.pending = 0
@@ -185,7 +225,10 @@ class ShadowChecks:
     def sample(self, args: Any, body: bytes, method: str = "read") -> None:
         """Maybe check this local answer (`body`: the JSON sent) to a read
         or a summarize."""
-        if self.rate <= 0 or self.draw() >= self.rate:
+        rate = self.rate
+        if method == "read" and sorted_on_nullable(args) is not None:
+            rate = min(1.0, rate * SORTED_WEIGHT)
+        if rate <= 0 or self.draw() >= rate:
             return
         self.figures["sampled"] += 1
         if self.pending >= MAX_PENDING:
@@ -216,7 +259,8 @@ class ShadowChecks:
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rate": self.rate, "action": self.action, "pending": self.pending,
                                "checked": sum(self.figures[k] for k in ("agreed", "lagged", "mismatched")),
-                               "site_requests": self.site_requests, "shapes_mismatched": len(self.confirmed)}
+                               "site_requests": self.site_requests, "shapes_mismatched": len(self.confirmed),
+                               "null_order": dict(self.null_order)}
         out.update(self.figures)
         return out
 
@@ -228,8 +272,11 @@ class ShadowChecks:
             if site is None:
                 self.figures["unsettled"] += 1
                 return
+            nulls = method == "read" and orders_nulls(args, local)
             if canonical(local) == canonical(site):
                 self.figures["agreed"] += 1
+                if nulls:
+                    self.null_order["agreed"] += 1
                 return
             outcome = await self._settle(method, args)
             if outcome is None:
@@ -239,6 +286,8 @@ class ShadowChecks:
                 self.figures["lagged"] += 1
             else:
                 self.figures["mismatched"] += 1
+                if nulls:
+                    self.null_order["mismatched"] += 1
                 await self._mismatch(method, args, json.loads(outcome[0]), json.loads(outcome[1]))
         except defer.CancelledError:
             raise
