@@ -514,6 +514,9 @@ def shadow(snap: dict) -> str:
         ("pending", data.get("pending")),
         ("unsettled / skipped / failed", f"{_text(data.get('unsettled'))} / {_text(data.get('skipped'))} / "
                                          f"{_text(data.get('failed'))}"),
+        ("answers showing where NULLs sort: agreed / mismatched",
+         f"{_text(_dict(data.get('null_order')).get('agreed'))} / "
+         f"{_text(_dict(data.get('null_order')).get('mismatched'))}"),
         ("on a mismatch", data.get("action")),
     ])
     return section("Shadow checks (`sgcache shadow report` lists mismatches)", body, "shadow")
