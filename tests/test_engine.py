@@ -747,7 +747,7 @@ class SummarizeTests(EngineTestCase):
         self.assertEqual(r["summaries"], {"sg_cut_in": 80})
         self.assertEqual([g["group_name"] for g in r["groups"]], ["SEQ_A", "seq_b", ""])
         first = r["groups"][0]
-        self.assertEqual(first["group_value"], {"type": "Sequence", "id": 1, "name": "SEQ_A"})
+        self.assertEqual(first["group_value"], {"type": "Sequence", "id": 1, "name": "SEQ_A", "valid": "valid"})
         self.assertEqual(first["summaries"], {"sg_cut_in": 20})
         self.assertEqual([g["group_value"] for g in first["groups"]], ["Sh060", "sh010"])
         self.assertEqual(r["groups"][2]["group_value"], None)

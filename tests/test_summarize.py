@@ -29,7 +29,6 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 
 from sgcache.config import parse_timezone
-from sgcache.read import summarize as summarize_module
 from sgcache.read.planner import Catalog, PassThrough
 from sgcache.read.summarize import plan_summary
 from sgcache.schema import Schema
@@ -196,9 +195,6 @@ class SummarizeMixin:
         return via_cache, direct, local
 
     def test_random_summaries_match_the_site(self):
-        # entity groupings are off by default (see ENTITY_GROUPING); the
-        # code path is checked against the engine all the same
-        self.patch(summarize_module, "ENTITY_GROUPING", True)
         stats: Counter[str] = Counter()
         lock = threading.Lock()
         failures: list[str] = []
@@ -296,11 +292,18 @@ class SummarizeMixin:
             self.query(grouping=[{"field": "due_date", "type": "quarter", "direction": "asc"}]),
             "grouping type not answered locally")
         await self.assertPassesThrough(
-            self.query(grouping=[{"field": "entity", "type": "exact", "direction": "asc"}]),
-            "grouping by an entity field")
-        await self.assertPassesThrough(
             self.query(summaries=[{"field": "nope", "type": "count"}]), "summary field not cached")
         self.assertEqual(self.daemon.cache.counters.get("read.failed", 0), 0)
+
+    async def test_grouping_by_entity_is_local_with_the_documented_group_value(self):
+        q = self.query(grouping=[{"field": "entity", "type": "exact", "direction": "asc"}])
+        via_cache, direct, local = await self.both(q)
+        self.assertTrue(local, dict(self.daemon.cache.passthrough_reasons))
+        self.assertEqual(via_cache, direct)
+        linked = [g["group_value"] for g in via_cache["groups"] if g["group_value"] is not None]
+        self.assertTrue(linked)
+        # shotgun_api3's documented examples: {'type', 'id', 'name', 'valid': 'valid'}
+        self.assertTrue(all(set(v) == {"type", "id", "name", "valid"} and v["valid"] == "valid" for v in linked))
 
     async def test_a_local_summary_is_counted(self):
         q = self.query(summaries=[{"field": "duration", "type": "sum"}, {"field": "due_date", "type": "latest"}],
@@ -408,7 +411,6 @@ class PlanTests(unittest.TestCase):
         self.refuse(self.args(grouping=[{"field": "code", "type": "day"}]), "grouping type not answered locally")
         self.refuse(self.args(grouping=[{"field": "tag_list", "type": "exact"}]),
                     "grouping by a field the cache does not group")
-        self.refuse(self.args(grouping=[{"field": "project", "type": "exact"}]), "grouping by an entity field")
         self.refuse(self.args(grouping=[{"field": "nope", "type": "exact"}]), "grouping field not cached")
         self.refuse(self.args(filters=[["code", "is", "a", "b"]]), "wrong number of filter values")
 

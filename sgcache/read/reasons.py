@@ -60,7 +60,6 @@ REASONS: dict[str, str] = {
     "summary type not answered locally": UNSUPPORTED,
     "grouping type not answered locally": UNSUPPORTED,
     "grouping by a field the cache does not group": UNSUPPORTED,
-    "grouping by an entity field": UNSUPPORTED,
     "summary of a field the cache does not summarize": UNSUPPORTED,
     "sum or average of a float field": UNSUPPORTED,
     # what the site would judge (often with a fault of its own)

@@ -17,16 +17,16 @@ What is answered locally:
   ``latest``, ``checked``, ``unchecked``, on fields and deep paths through
   entity links (``count`` of entity, multi_entity and tag_list fields
   included);
-* groupings ``exact`` (scalar fields) and ``day``/``week``/``month``/``year``
+* groupings ``exact`` (scalar fields, and entity fields: the group value
+  ``{"type", "id", "name", "valid": "valid"}`` as shotgun_api3's documented
+  examples show) and ``day``/``week``/``month``/``year``
   (date and date_time fields, date_time in the site's time zone), nested.
 
 Everything else passes through: the other summary and grouping types
 (``percentage``, ``status_percentage``, ``status_list``, ``tens``,
 ``quarter``...), sums and averages of float and currency fields (the site's
 float arithmetic is not known), summaries of url/serializable fields,
-groupings by an entity field (`ENTITY_GROUPING`: Shotgun's documented
-``group_value`` of an entity carries a ``valid`` key the engine does not
-model), whatever the engine would answer with a fault (the site's own
+whatever the engine would answer with a fault (the site's own
 fault comes back), and more groups than `MAX_GROUPS`.
 
 The aggregation runs in SQL: one statement groups the matching rows by
@@ -59,14 +59,7 @@ from sgcache.read.planner import (
 from sgcache.read.relations import Q, col, fmt, join, literal
 from sgcache.store import layout
 
-__all__ = ["ENTITY_GROUPING", "MAX_GROUPS", "SummaryPlan", "plan_summary", "run_summary"]
-
-#: Group by entity fields locally. Off: Shotgun's documented group_value of
-#: an entity is ``{"type", "id", "name", "valid"}`` while the emulator's
-#: engine (the model the cache is checked against) gives no ``valid``; a
-#: local answer would lack a key the site sends. The code path is exact
-#: against the engine (the tests switch it on).
-ENTITY_GROUPING = False
+__all__ = ["MAX_GROUPS", "SummaryPlan", "plan_summary", "run_summary"]
 
 #: fine groups one statement may return; more pass through
 MAX_GROUPS = 20_000
@@ -323,8 +316,6 @@ class _Builder:
                 raise PassThrough("grouping type not answered locally", f"{kind} on {dtype}")
             return self.period(alias, leaf, kind, desc)
         if dtype == "entity":
-            if not ENTITY_GROUPING:
-                raise PassThrough("grouping by an entity field")
             return self.entity_level(alias, leaf, desc)
         if leaf.name == "id":
             column = self.add(col(alias, "id"))
@@ -388,7 +379,9 @@ class _Builder:
             if not row[active_col]:
                 return None
             name = None if name_col is None else decode(row[name_col])
-            return {"type": link_type, "id": link_id, "name": name}
+            # (shotgun_api3's documented examples: an entity group's value
+            # carries 'valid': 'valid'; links to retired entities read null)
+            return {"type": link_type, "id": link_id, "name": name, "valid": "valid"}
 
         return _Level(value, desc)
 

@@ -541,6 +541,10 @@ class ReadEngine:
         buckets: dict[Any, tuple[Any, list[Row]]] = {}
         for row in rows:
             value = self._group_value(group, row)
+            if isinstance(value, dict):
+                # an entity group's value carries `valid` (shotgun_api3's
+                # documented summarize examples: 'valid': 'valid')
+                value = {**value, "valid": "valid"}
             buckets.setdefault(_hashable(value), (value, []))[1].append(row)
         ordered = sorted(buckets.values(), key=lambda b: _group_sort_key(b[0]), reverse=group["desc"])
         out = []
