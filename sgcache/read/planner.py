@@ -214,7 +214,7 @@ class ReadPlan:
         return [o.spec for o in self.outputs if o.kind == "multi" and o.spec is not None]
 
 
-def _default_now() -> datetime.datetime:
+def default_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
@@ -247,12 +247,12 @@ def plan_read(
     return_only = args.get("return_only") or "active"
     if not isinstance(return_only, str) or return_only not in RETURN_ONLY:
         raise PassThrough("unusual return_only")
-    wire = _normalize_filters(args.get("filters"))
+    wire = normalize_filters(args.get("filters"))
     named = [args.get(k) for k in ("return_fields", "sorts")]
     if sum(len(v) for v in named if isinstance(v, (list, tuple))) > MAX_FIELDS:
         raise PassThrough("too many return fields or sorts")
 
-    compiler = _Compiler(catalog, entity_type, dialect, now or _default_now, tz or datetime.timezone.utc)
+    compiler = ReadCompiler(catalog, entity_type, dialect, now or default_now, tz or datetime.timezone.utc)
     outputs = compiler.outputs(args.get("return_fields"))
     where = compiler.filters(wire)
     order = compiler.sorts(args.get("sorts"))
@@ -439,7 +439,7 @@ class _Scope:
         self.known: dict[tuple[str, str, str, bool], str] = {}
 
 
-def _normalize_filters(filters: Any) -> Any:
+def normalize_filters(filters: Any) -> Any:
     """The client-side list form as the wire form, like the engine; a read
     over the cheap limits (`MAX_CONDITIONS`, `MAX_GROUP_DEPTH`,
     `MAX_FILTER_VALUES`) passes through."""
@@ -491,7 +491,7 @@ def _normalize_condition(cond: Any, depth: int, counted: list[int]) -> Any:
     raise PassThrough("unusual filter condition")
 
 
-class _Compiler:
+class ReadCompiler:
     def __init__(
         self,
         catalog: Catalog,
@@ -722,7 +722,7 @@ class _Compiler:
 
     # -- filters -----------------------------------------------------------
     def filters(self, wire: Any) -> Q | None:
-        """The WHERE condition of normalized filters (`_normalize_filters`)."""
+        """The WHERE condition of normalized filters (`normalize_filters`)."""
         if wire is None:
             return None
         return self.group_or_condition(self.main, "m", self.entity_type, wire)

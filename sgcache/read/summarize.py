@@ -52,9 +52,9 @@ from sgcache.read.planner import (
     SQLITE_MAX_PARAMS,
     Catalog,
     PassThrough,
-    _Compiler,
-    _default_now,
-    _normalize_filters,
+    ReadCompiler,
+    default_now,
+    normalize_filters,
 )
 from sgcache.read.relations import Q, col, fmt, join, literal
 from sgcache.store import layout
@@ -167,7 +167,7 @@ def plan_summary(
     and `tz` as for `sgcache.read.planner.plan_read` (relative date filters;
     `tz` is also the zone date_time values are grouped by period in)."""
     tz = tz or datetime.timezone.utc
-    now = now or _default_now
+    now = now or default_now
     if precision is None:
         precision = _start_precision(tz, now)
     if not isinstance(args, dict):
@@ -189,9 +189,9 @@ def plan_summary(
         raise PassThrough("unusual grouping")
     if len(summaries) + len(grouping) > MAX_ITEMS:
         raise PassThrough("too many summaries or groupings")
-    wire = _normalize_filters(args.get("filters"))
+    wire = normalize_filters(args.get("filters"))
 
-    compiler = _Compiler(catalog, entity_type, dialect, now, tz)
+    compiler = ReadCompiler(catalog, entity_type, dialect, now, tz)
     where = compiler.filters(wire)
     conditions = [Q('m."_active" = 1')]
     if args.get("include_archived_projects", True) is False:
@@ -262,7 +262,7 @@ def _start_precision(tz: datetime.tzinfo, now: Callable[[], datetime.datetime]) 
 class _Builder:
     """The SELECT list of one plan, and what each column means."""
 
-    def __init__(self, compiler: _Compiler, dialect: str, tz: datetime.tzinfo, precision: int):
+    def __init__(self, compiler: ReadCompiler, dialect: str, tz: datetime.tzinfo, precision: int):
         self.c = compiler
         self.dialect = dialect
         self.tz = tz
