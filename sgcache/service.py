@@ -83,7 +83,7 @@ class SgcacheService(service.MultiService):
             raise ConfigError(str(e)) from None
         # write-back, poller and scanner share a fence against same-second
         # stale re-reads
-        freshness = Freshness()
+        freshness = Freshness.for_store(self.store)
         answers_mb = settings.get("answer_cache_mb")
         self.cache = Cache(
             reactor, schema, self.store, self.upstream, freshness=freshness,

@@ -50,6 +50,11 @@ class ApplyResult:
     #: nothing was written for them, nor logged
     unchanged: int = 0
     skipped_stale: int = 0
+    #: changes dropped by the read fence (PostgreSQL, an apply with a
+    #: ticket: `sgcache.store.readstamps`): a younger read was applied to
+    #: their entities; and those entities
+    skipped_fresher: int = 0
+    fresher: set[tuple[str, int]] = field(default_factory=set)
     unknown_types: int = 0
     ignored_fields: int = 0
     #: update-log entries (see log_statements)

@@ -80,11 +80,21 @@ class IStore(Interface):
         `read_generation` does not move."""
 
     def apply(
-        changes: Sequence[EntityChange], state: "dict[str, str] | None" = None
+        changes: Sequence[EntityChange], state: "dict[str, str] | None" = None,
+        ticket: "int | None" = None,
     ) -> "defer.Deferred[int]":
         """Write `changes` and the `state` items in one transaction; nothing
         is written if anything fails. Returns how many changes were applied
         (stale or uncached ones are skipped).
+
+        `ticket` (PostgreSQL only; SQLite refuses one): the read ticket
+        taken before the upstream read that produced `changes`
+        (`sgcache.sync.freshness.SharedFreshness`). In the same
+        transaction, changes to entities a younger read was applied to are
+        dropped (`last_apply.skipped_fresher`, `.fresher`) and the others'
+        entities stamped with it (`sgcache.store.readstamps`); a ticket
+        below the store's prune horizon fails the apply with
+        `readstamps.StaleRead`.
 
         No needless writes: each change is compared with what the store
         holds (read back in the same transaction; the columns it sets, the

@@ -24,7 +24,12 @@ daemons serve reads and passthrough only.
   start it again as a candidate; it never leads twice in one life).
 * **Nodes**: each daemon records itself in ``_sgcache_nodes`` (name, role,
   host, pid, started, last seen, leading) on every round, for ``sgcache
-  status`` and the admin listener.
+  status`` and the admin listener, with its read floor (``read_floor``:
+  no read ticket of its open or future reads is below it; see
+  `sgcache.sync.freshness.SharedFreshness`), taken after one ``nextval`` of
+  the ticket sequence. The leader then prunes the read stamps below the
+  least floor of the daemons seen in the last `floor_grace` seconds
+  (`sgcache.store.readstamps`), in the background on its sync pool.
 
 SQLite is single-process: no election (`sgcache.store.onedaemon`).
 """
@@ -43,6 +48,7 @@ from twisted.python.failure import Failure
 from sgcache.logs import logger
 from sgcache.store.interface import StoreError
 from sgcache.store.pgadapter import Connection, first_line
+from sgcache.store.readstamps import FLOOR_GRACE, TICKET_SQL
 
 log = logger(__name__)
 
@@ -59,7 +65,12 @@ _DDL = (
     "INSERT INTO _sgcache_leader (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
     "CREATE TABLE IF NOT EXISTS _sgcache_nodes (node TEXT PRIMARY KEY, role TEXT NOT NULL, host TEXT, "
     "pid INTEGER, started TIMESTAMPTZ, seen TIMESTAMPTZ, is_leader BOOLEAN NOT NULL DEFAULT FALSE, "
-    "lag_seconds DOUBLE PRECISION)",
+    "lag_seconds DOUBLE PRECISION, read_floor BIGINT)",
+    # a nodes table an older sgcache made (checked first: ALTER TABLE
+    # locks the table even when it has nothing to do)
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '_sgcache_nodes'::regclass "
+    "AND attname = 'read_floor' AND NOT attisdropped) THEN "
+    "ALTER TABLE _sgcache_nodes ADD COLUMN IF NOT EXISTS read_floor BIGINT; END IF; END $$",
 )
 
 #: the epoch check every fenced transaction starts with
@@ -127,6 +138,12 @@ class Leadership:
         #: for the others' readiness
         self.lag: Callable[[], float | None] | None = None
         self.read_at: float | None = None
+        #: a daemon not seen for this long no longer holds the pruning of
+        #: read stamps back (its floor is left out)
+        self.floor_grace = max(FLOOR_GRACE, 6 * self.interval)
+        #: the read-stamp prune in progress (the leader's)
+        self._pruning: defer.Deferred | None = None
+        self.stamps_pruned = 0
 
     @property
     def leading(self) -> bool:
@@ -138,6 +155,10 @@ class Leadership:
 
     # -- running ----------------------------------------------------------------
     def start(self) -> None:
+        fence = self._fence()
+        if fence is not None:
+            # its first tickets wait for the first floor recorded
+            fence.attach(self.reactor, self.failover_seconds)
         self._loop = task.LoopingCall(self._tick)
         self._loop.clock = self.reactor
         self._done = self._loop.start(self.interval, now=True)
@@ -154,10 +175,14 @@ class Leadership:
         leading, self.epoch = self.epoch is not None, None
         busy = self._round is not None and not self._round.called
         if conn is not None:
-            if leading and not busy:
+            if not busy:
+                # (a stopping daemon holds the pruning of read stamps back
+                # no longer: a late apply of its reads is refused if overtaken)
+                sql = ("UPDATE _sgcache_nodes SET is_leader = FALSE, seen = now(), read_floor = NULL "
+                       "WHERE node = %s" if leading else
+                       "UPDATE _sgcache_nodes SET read_floor = NULL WHERE node = %s")
                 try:
-                    await self._query(conn, "UPDATE _sgcache_nodes SET is_leader = FALSE, seen = now() "
-                                            "WHERE node = %s", (self.node,), rows=False)
+                    await self._query(conn, sql, (self.node,), rows=False)
                 except Exception:
                     pass
             # (a round in progress fails on the closed connection, quietly)
@@ -213,20 +238,52 @@ class Leadership:
                 elected = True
                 log.info("leading the sync of this store from {at} (epoch {epoch}, node {node})",
                          at=_iso(self.since), epoch=self.epoch, node=self.node)
+        fence, floor = self._fence(), None
+        if fence is not None:
+            # the floor is computed once this ticket is taken: every ticket
+            # asked for later is larger
+            floor = fence.floor(int((await self._query(conn, TICKET_SQL))[0][0]))
         await self._query(
             conn,
-            "INSERT INTO _sgcache_nodes (node, role, host, pid, started, seen, is_leader, lag_seconds) "
-            "VALUES (%s, %s, %s, %s, to_timestamp(%s), now(), %s, %s) ON CONFLICT (node) DO UPDATE SET "
-            "role = excluded.role, seen = now(), is_leader = excluded.is_leader, "
-            "lag_seconds = excluded.lag_seconds",
+            "INSERT INTO _sgcache_nodes (node, role, host, pid, started, seen, is_leader, lag_seconds, "
+            "read_floor) VALUES (%s, %s, %s, %s, to_timestamp(%s), now(), %s, %s, %s) "
+            "ON CONFLICT (node) DO UPDATE SET role = excluded.role, seen = now(), "
+            "is_leader = excluded.is_leader, lag_seconds = excluded.lag_seconds, "
+            "read_floor = excluded.read_floor",
             (self.node, self.role, self.host, os.getpid(), self.started, self.leading,
-             self.lag() if self.leading and self.lag is not None else None), rows=False)
+             self.lag() if self.leading and self.lag is not None else None, floor), rows=False)
+        if fence is not None:
+            fence.recorded()
+        if self.leading:
+            self._prune_stamps()
         await self._read_cluster(conn)
         if elected and self.on_elected is not None and self.first_round.called:
             # (elected in the first round: the daemon's start-up syncs)
             # the sync starts in the background; the rounds go on meanwhile
             d = defer.ensureDeferred(self.on_elected(self.epoch))
             d.addErrback(lambda f: log.failure("taking over the sync failed", f))
+
+    def _fence(self) -> Any:
+        """The store's shared read fence, if it has one."""
+        fence = getattr(self.store, "read_fence", None)
+        return fence if hasattr(fence, "floor") else None
+
+    def _prune_stamps(self) -> None:
+        """Prune the read stamps no open read needs, in the background (a
+        large prune must not hold the round up), one prune at a time."""
+        prune = getattr(self.store, "prune_read_stamps", None)
+        if prune is None or self._stopping or (self._pruning is not None and not self._pruning.called):
+            return
+
+        def pruned(count: int) -> None:
+            self.stamps_pruned += count
+
+        def failed(failure: Failure) -> None:
+            if not self._stopping:
+                log.warn("pruning read stamps failed ({error}); next round tries again",
+                         error=first_line(failure.value))
+
+        self._pruning = defer.maybeDeferred(prune, self.floor_grace).addCallbacks(pruned, failed)
 
     async def _read_cluster(self, conn: Connection) -> None:
         rows = await self._query(

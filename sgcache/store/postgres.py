@@ -65,7 +65,7 @@ from sgcache.store.pgadapter import (
     to_pyformat,
 )
 from sgcache.store.queries import NamedQueries, analyze_statements, count_sql, ids_sql, require_type
-from sgcache.store import shadowlog
+from sgcache.store import readstamps, shadowlog
 from sgcache.store.updatelog import clock_now, prune_update_log
 
 log = logger(__name__)
@@ -224,6 +224,9 @@ class PostgresStore(NamedQueries):
         #: called when another daemon changed the stored schema or field
         #: states (a notification on `CATALOG_CHANNEL`)
         self.on_catalog_change: Callable[[], Any] | None = None
+        #: the daemon's shared read fence (`sgcache.sync.freshness.SharedFreshness`
+        #: sets itself here), whose floor the election rounds record
+        self.read_fence: Any = None
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact(self.dsn)}>"
@@ -380,6 +383,7 @@ class PostgresStore(NamedQueries):
         lock, released at commit)."""
         await cur.execute(f"SELECT pg_advisory_xact_lock({LAYOUT_LOCK_KEY})")
         await ensure_layout(cur, redact(self.dsn))
+        await readstamps.ensure(cur)
 
     @returns_deferred
     async def track_changes(self) -> None:
@@ -531,20 +535,54 @@ class PostgresStore(NamedQueries):
 
     @returns_deferred
     async def apply(
-        self, changes: Sequence[EntityChange], state: dict[str, str] | None = None
+        self, changes: Sequence[EntityChange], state: dict[str, str] | None = None,
+        ticket: int | None = None,
     ) -> int:
         async def work(cur: _Cursor) -> ApplyResult:
             synced = await current_synced(cur, self._synced)
             self._synced = synced
-            return await apply_changes(
-                cur, synced, changes, state, now=clock_now(self._reactor)
+            todo: Sequence[EntityChange] = changes
+            fresher: set[tuple[str, int]] = set()
+            if ticket is not None and changes:
+                # the shared read fence, first: it orders the applies of
+                # one entity across daemons (`sgcache.store.readstamps`)
+                todo, fresher = await readstamps.fence_changes(cur, changes, ticket, synced.types)
+            result = await apply_changes(
+                cur, synced, todo, state, now=clock_now(self._reactor)
             )
+            result.skipped_fresher = len(changes) - len(todo)
+            result.fresher = fresher
+            return result
 
         result = await self._transaction("apply", work, changes_reads=_wrote, fenced=bool(state))
         self.last_apply = result
         self.rows_written += result.written
         self.rows_unchanged += result.unchanged
         return result.applied
+
+    def take_ticket(self) -> defer.Deferred:
+        """A read ticket (`sgcache.store.readstamps`): one ``nextval``, on
+        the sync pool beside a write in progress."""
+        return self.fetch(readstamps.TICKET_SQL).addCallback(lambda rows: int(rows[0][0]))
+
+    @returns_deferred
+    async def prune_read_stamps(self, grace: float, batch: int = readstamps.PRUNE_BATCH) -> int:
+        """Raise the read-stamp horizon to the least floor of the daemons
+        seen in the last `grace` seconds and delete the stamps below it, a
+        batch per transaction (each short: applies wait for none); how
+        many went."""
+        below = await self._transaction(
+            "prune_read_stamps", lambda cur: readstamps.raise_horizon(cur, grace), changes_reads=False)
+        if below is None:
+            return 0
+        total = 0
+        while True:
+            gone = await self._transaction(
+                "prune_read_stamps", lambda cur: readstamps.delete_below(cur, below, batch),
+                changes_reads=False)
+            total += gone
+            if gone < batch:
+                return total
 
     @returns_deferred
     async def prune_update_log(self, before: float) -> int:

@@ -289,8 +289,13 @@ class SQLiteStore(NamedQueries):
 
     @returns_deferred
     async def apply(
-        self, changes: Sequence[EntityChange], state: dict[str, str] | None = None
+        self, changes: Sequence[EntityChange], state: dict[str, str] | None = None,
+        ticket: int | None = None,
     ) -> int:
+        if ticket is not None:
+            # one process: its fence is in memory (`sgcache.sync.freshness.Freshness`)
+            raise StoreError("read tickets are for PostgreSQL stores shared by several daemons")
+
         async def work(cur: _Cursor) -> ApplyResult:
             synced = self._synced_now(cur)
             return await apply_changes(

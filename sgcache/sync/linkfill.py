@@ -54,10 +54,13 @@ async def fill_missing_links(
     source: str,
     limit: int = 500,
     rounds: int = 2,
+    freshness: Any = None,
 ) -> int:
     """Fetch and apply missing link targets of `changes` (at most `limit`
     entities per round, a few rounds for targets of targets); how many
-    entities were fetched. Targets the site does not return are left alone."""
+    entities were fetched. Targets the site does not return are left alone.
+    `freshness`: the readers' fence (`sgcache.sync.freshness`), so a target
+    another read stored meanwhile is not overwritten by an older copy."""
     fetched = 0
     batch = list(changes)
     for _ in range(rounds):
@@ -67,18 +70,26 @@ async def fill_missing_links(
         batch = []
         budget = limit
         reads = []
-        for etype, ids in sorted(missing.items()):
-            chosen = sorted(ids)[:budget]
-            budget -= len(chosen)
-            if chosen:
-                reads.append(defer.ensureDeferred(fetch_by_ids(upstream, schema, etype, chosen, source)))
-            if budget <= 0:
+        ticket = None if freshness is None else await freshness.ticket()
+        try:
+            for etype, ids in sorted(missing.items()):
+                chosen = sorted(ids)[:budget]
+                budget -= len(chosen)
+                if chosen:
+                    reads.append(defer.ensureDeferred(fetch_by_ids(upstream, schema, etype, chosen, source)))
+                if budget <= 0:
+                    break
+            for found in await gather(reads):  # every type's reads at once
+                batch.extend(found)
+            if not batch:
                 break
-        for found in await gather(reads):  # every type's reads at once
-            batch.extend(found)
-        if not batch:
-            break
-        await store.apply(batch)
+            if freshness is None:
+                await store.apply(batch)
+            else:
+                await freshness.apply(store, batch, ticket)
+        finally:
+            if ticket is not None:
+                freshness.done(ticket)
         fetched += len(batch)
         log.debug("fetched {count} missing link targets", count=len(batch))
     return fetched

@@ -18,7 +18,8 @@ revived one (the site shows those links again; `fetch.linkers`), and an
 entity field's change its old and new targets (their backrefs moved).
 Re-fetched rows carry no event id (a late hole's re-read is fresher than
 what a higher event fetched); the store's `updated_at` check and the
-shared `Freshness` fence refuse stale re-reads.
+shared `Freshness` fence (its ticket taken before the re-reads are sent,
+checked in the apply) refuse stale re-reads.
 
 State (``_sgcache_state``, written with the rows):
 
@@ -49,7 +50,7 @@ from twisted.internet import defer, task
 from sgcache.site.backoff import Backoff, describe
 from sgcache.schema.changes import SOURCE_EVENT, EntityChange
 from sgcache.sync.fetch import fetch_by_ids, gather, linkers
-from sgcache.sync.freshness import Freshness
+from sgcache.sync.freshness import Freshness, LocalFreshness
 from sgcache.sync.linkfill import fill_missing_links
 from sgcache.schema import Schema
 from sgcache.schema.types import format_timestamp
@@ -117,7 +118,7 @@ class EventPoller:
         #: called when a poll first reads the event log to its end (the
         #: lag becomes known: several daemons record it for the others)
         self.on_first_caught_up: Callable[[], Any] | None = None
-        self.freshness = freshness or Freshness()
+        self.freshness = freshness or LocalFreshness()
         self.backoff = backoff or Backoff(1.0, 60.0)
         self.fill_links = fill_links
         self.cursor: int | None = None
@@ -409,12 +410,10 @@ class EventPoller:
     async def _apply(self, events: list[dict[str, Any]], state: dict[str, str]) -> None:
         touched = self.collect(events)
         await self._add_linkers(touched)
-        ticket = self.freshness.ticket()
+        ticket = await self.freshness.ticket()
         try:
             changes = await self.refetch(touched)
-            changes = self.freshness.fresh(changes, ticket)
-            await self.store.apply(changes, state)
-            self.freshness.applied(changes, ticket)
+            changes = await self.freshness.apply(self.store, changes, ticket, state)
         finally:
             self.freshness.done(ticket)
         if events:
@@ -429,7 +428,7 @@ class EventPoller:
             )
         if self.fill_links and changes:
             self.counters["link_targets_fetched"] += await fill_missing_links(
-                self.store, self.schema, self.upstream, changes, SOURCE_EVENT
+                self.store, self.schema, self.upstream, changes, SOURCE_EVENT, freshness=self.freshness
             )
 
     async def _add_linkers(self, touched: dict[tuple[str, int], tuple[set[str], int]]) -> None:

@@ -49,7 +49,7 @@ from twisted.python.failure import Failure
 from sgcache.site.backoff import Backoff, Sleeper, describe
 from sgcache.schema.changes import SOURCE_SCAN, EntityChange
 from sgcache.sync.fetch import cached_fields, fetch_by_ids, gather, to_change
-from sgcache.sync.freshness import Freshness
+from sgcache.sync.freshness import Freshness, LocalFreshness, StaleRead
 from sgcache.sync.linkfill import fill_missing_links
 from sgcache.schema import Schema
 from sgcache.site.faults import ERR_AUTH, ERR_UPSTREAM, Fault
@@ -130,7 +130,7 @@ class Scanner:
         self.progress = progress
         self.overlap = overlap
         self.interval = interval
-        self.freshness = freshness or Freshness()
+        self.freshness = freshness or LocalFreshness()
         self.backoff = backoff or Backoff(1.0, 60.0)
         #: one-shot scans (the CLI) give up after this many failures in a row
         self.max_failures = max_failures
@@ -403,13 +403,16 @@ class Scanner:
 
         return task.cooperate(iterate()).whenDone()
 
-    async def _retrying(self, op: Callable[[], Any], backoff: Backoff | None = None) -> Any:
+    async def _retrying(self, op: Callable[[], Any], backoff: Backoff | None = None,
+                        passing: tuple[type[Exception], ...] = ()) -> Any:
         """`op()` (a Deferred or coroutine), retried with back-off (each
-        worker has its own)."""
+        worker has its own); the `passing` errors are raised at once."""
         backoff = backoff or self.backoff
         while True:
             try:
                 result = await defer.maybeDeferred(op)
+            except passing:
+                raise
             except Exception as e:
                 await self._failed_step(e, backoff)
                 continue
@@ -576,31 +579,38 @@ class Scanner:
         entity_type = run.entity_type
         conditions = piece.conditions(run.conditions)
 
-        def ask(phase_index: int, after: int) -> tuple[int, int, Any, defer.Deferred]:
-            # the fence's ticket is taken before the read is sent
-            ticket = self.freshness.ticket()
-            reading = defer.ensureDeferred(self._read(entity_type, conditions, PHASES[phase_index][0], after))
-            return phase_index, after, ticket, reading
+        def ask(phase_index: int, after: int) -> tuple[int, int, dict[str, Any], defer.Deferred]:
+            held: dict[str, Any] = {}
 
-        def drop(pending: tuple[int, int, Any, defer.Deferred] | None) -> None:
+            async def read() -> tuple[list[dict[str, Any]], bool]:
+                # the fence's ticket is taken before the read is sent
+                held["ticket"] = await self.freshness.ticket()
+                return await self._read(entity_type, conditions, PHASES[phase_index][0], after)
+
+            return phase_index, after, held, defer.ensureDeferred(read())
+
+        def drop(pending: tuple[int, int, dict[str, Any], defer.Deferred] | None) -> None:
             if pending is not None:
                 pending[3].addErrback(lambda _: None)
                 pending[3].cancel()
-                self.freshness.done(pending[2])
+                if "ticket" in pending[2]:
+                    self.freshness.done(pending[2]["ticket"])
 
-        pending: tuple[int, int, Any, defer.Deferred] | None = None
+        pending: tuple[int, int, dict[str, Any], defer.Deferred] | None = None
         if piece.state["phase"] <= piece.phases[-1]:
             pending = ask(piece.state["phase"], int(piece.state["after_id"]))
         while pending is not None:
-            phase_index, after, ticket, reading = pending
+            phase_index, after, held, reading = pending
             pending = None
             try:
                 entities, has_next = await reading
             except Exception as e:
-                self.freshness.done(ticket)
+                if "ticket" in held:
+                    self.freshness.done(held["ticket"])
                 await self._failed_step(e, backoff)
                 pending = ask(phase_index, after)
                 continue
+            ticket = held["ticket"]
             backoff.reset()
             last = max((int(e["id"]) for e in entities), default=after)
             if has_next:
@@ -618,8 +628,14 @@ class Scanner:
                 page = await self._retrying(
                     lambda: defer.ensureDeferred(
                         self._apply_page(run, piece, entities, has_next, phase_index, after, ticket)),
-                    backoff,
+                    backoff, passing=(StaleRead,),
                 )
+            except StaleRead as e:
+                # older than the store's read-stamp horizon: read the page again
+                self._note_error(e)
+                drop(pending)
+                pending = ask(phase_index, after)
+                continue
             except BaseException:
                 drop(pending)
                 raise
@@ -691,13 +707,13 @@ class Scanner:
             if isinstance(c.updated_at, str) and (max_updated is None or c.updated_at > max_updated):
                 max_updated = c.updated_at
         new_state = dict(piece.state, after_id=last, phase=phase_index, max_updated=max_updated)
-        fresh = self.freshness.fresh(changes, ticket)
-        await self.store.apply(fresh, {_slice_key(entity_type, piece.index): json.dumps(new_state)})
-        self.freshness.applied(fresh, ticket)
+        fresh = await self.freshness.apply(
+            self.store, changes, ticket, {_slice_key(entity_type, piece.index): json.dumps(new_state)})
         piece.state = new_state
         piece.candidates = new_candidates
         if run.mode == INCREMENTAL and fresh:
-            await fill_missing_links(self.store, self.schema, self.upstream, fresh, SOURCE_SCAN)
+            await fill_missing_links(self.store, self.schema, self.upstream, fresh, SOURCE_SCAN,
+                                     freshness=self.freshness)
         return len(changes)
 
     async def _rebuild_candidates(self, run: "_TypeRun", piece: "_Slice") -> set[int]:
@@ -733,10 +749,18 @@ class Scanner:
         """A slice read: rows the site no longer has removed (its deletion
         candidates, confirmed by id), the slice marked done."""
         changes: list[EntityChange] = []
-        if run.mode == FULL and piece.candidates:
-            changes = await self._confirm(run.entity_type, piece.candidates)
-        state = dict(piece.state, done=True)
-        await self.store.apply(changes, {_slice_key(run.entity_type, piece.index): json.dumps(state)})
+        confirming = run.mode == FULL and bool(piece.candidates)
+        # the fence's ticket, before the confirming reads are sent
+        ticket = await self.freshness.ticket() if confirming else None
+        try:
+            if confirming:
+                changes = await self._confirm(run.entity_type, piece.candidates)
+            state = dict(piece.state, done=True)
+            changes = await self.freshness.apply(
+                self.store, changes, ticket, {_slice_key(run.entity_type, piece.index): json.dumps(state)})
+        finally:
+            if ticket is not None:
+                self.freshness.done(ticket)
         piece.state = state
         piece.candidates = set()
         removed = sum(1 for c in changes if c.delete)
@@ -749,14 +773,20 @@ class Scanner:
         the watermark, (full) its fields marked ready."""
         entity_type, mode, progress, projects = run.entity_type, run.mode, run.progress, run.projects
         changes: list[EntityChange] = []
-        if mode == INCREMENTAL:
-            changes = await self._reconcile(entity_type)
-        watermark = run.watermark()
-        state = {PROGRESS_PREFIX + entity_type: ""}
-        state.update({_slice_key(entity_type, piece.index): "" for piece in run.slices})
-        if watermark and not projects:
-            state[WATERMARK_PREFIX + entity_type] = watermark
-        await self.store.apply(changes, state)
+        # the fence's ticket, before the reconciling reads are sent
+        ticket = await self.freshness.ticket() if mode == INCREMENTAL else None
+        try:
+            if mode == INCREMENTAL:
+                changes = await self._reconcile(entity_type)
+            watermark = run.watermark()
+            state = {PROGRESS_PREFIX + entity_type: ""}
+            state.update({_slice_key(entity_type, piece.index): "" for piece in run.slices})
+            if watermark and not projects:
+                state[WATERMARK_PREFIX + entity_type] = watermark
+            changes = await self.freshness.apply(self.store, changes, ticket, state)
+        finally:
+            if ticket is not None:
+                self.freshness.done(ticket)
         if watermark and not projects:
             self.watermarks[entity_type] = watermark
         removed = sum(1 for c in changes if c.delete)
@@ -799,13 +829,9 @@ class Scanner:
         )
 
     async def _confirm(self, entity_type: str, ids: set[int]) -> list[EntityChange]:
-        """Current copies of `ids`, and deletes for those the site lacks."""
-        ticket = self.freshness.ticket()
-        try:
-            found = await fetch_by_ids(self.upstream, self.schema, entity_type, ids, SOURCE_SCAN)
-            found = self.freshness.fresh(found, ticket)
-        finally:
-            self.freshness.done(ticket)
+        """Current copies of `ids`, and deletes for those the site lacks
+        (the caller applies them with the ticket it took before)."""
+        found = await fetch_by_ids(self.upstream, self.schema, entity_type, ids, SOURCE_SCAN)
         gone = sorted(set(ids) - {c.entity_id for c in found})
         return found + [EntityChange(entity_type, i, delete=True, source=SOURCE_SCAN) for i in gone]
 

@@ -8,8 +8,9 @@ a write touched are re-read from the site in full and applied as complete
 rows through the store's one apply path. Retire/revive flip the row state;
 a revive also re-reads the entities linking to the revived one.
 The re-read takes a ticket from the `Freshness` fence shared with the poller
-and the scanner, so a re-read that a younger sync read overtook (same
-`updated_at` second) does not overwrite it.
+and the scanner (on PostgreSQL: with every daemon's, in the database), so a
+re-read that a younger sync read overtook (same `updated_at` second) does
+not overwrite it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from sgcache.schema.changes import SOURCE_PASSTHROUGH, EntityChange
 from sgcache.sync.fetch import fetch_by_ids, linkers
-from sgcache.sync.freshness import Freshness
+from sgcache.sync.freshness import Freshness, LocalFreshness
 from sgcache.schema import Schema
 from sgcache.logs import logger
 
@@ -33,7 +34,7 @@ class WriteBack:
         self.schema = schema
         self.store = store
         self.upstream = upstream
-        self.freshness = freshness or Freshness()
+        self.freshness = freshness or LocalFreshness()
 
     async def after(self, method: str, args: Any, results: Any) -> None:
         """Apply the effects of a successful write; never raises."""
@@ -99,7 +100,7 @@ class WriteBack:
                     touched.setdefault(link[0], set()).add(link[1])
 
     async def _refresh(self, touched: dict[str, set[int]]) -> None:
-        ticket = self.freshness.ticket()
+        ticket = await self.freshness.ticket()
         try:
             changes: list[EntityChange] = []
             for entity_type, ids in sorted(touched.items()):
@@ -111,10 +112,8 @@ class WriteBack:
                     changes.append(
                         EntityChange(entity_type, entity_id, delete=True, source=SOURCE_PASSTHROUGH)
                     )
-            changes = self.freshness.fresh(changes, ticket)
             if changes:
-                await self.store.apply(changes)
-                self.freshness.applied(changes, ticket)
+                changes = await self.freshness.apply(self.store, changes, ticket)
                 log.debug("write-back applied {count} entity changes", count=len(changes))
         finally:
             self.freshness.done(ticket)
