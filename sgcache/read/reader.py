@@ -111,7 +111,16 @@ def _link_reader(catalog: Catalog, out: Output) -> Callable[[tuple], Any]:
             catalog.name_decoder(join.target_type),
         )
         position += 3 if named else 2
+    return link_value(type_col, id_col, targets)
 
+
+def link_value(type_col: int, id_col: int,
+               targets: dict[str, tuple[int, int, int | None, Callable[[Any], Any]]]) -> Callable[[tuple], Any]:
+    """row -> an entity link's wire value from its type and id columns and,
+    per target type, the joined row's (found, active, name) columns and
+    name decoder: None (no link, or a retired target), or {type, id, name}.
+    A target type whose names are not joined, or a target not in the store,
+    passes through."""
     def value(row: tuple) -> Any:
         link_id = row[id_col]
         if link_id is None:

@@ -56,6 +56,7 @@ from sgcache.read.planner import (
     default_now,
     normalize_filters,
 )
+from sgcache.read.reader import link_value
 from sgcache.read.relations import Q, col, fmt, join, literal
 from sgcache.store import layout
 
@@ -364,24 +365,13 @@ class _Builder:
             target: (self.add(found), self.add(active), None if name is None else self.add(name), decode)
             for target, (found, active, name, decode) in joined.items()
         }
+        link = link_value(type_col, id_col, targets)
 
         def value(row: tuple) -> Any:
-            link_id = row[id_col]
-            if link_id is None:
-                return None
-            link_type = row[type_col]
-            target = targets.get(link_type)
-            if target is None:
-                raise PassThrough("link to a type whose names are not cached", str(link_type))
-            found_col, active_col, name_col, decode = target
-            if row[found_col] is None:
-                raise PassThrough("link target not in the store", link_type)
-            if not row[active_col]:
-                return None
-            name = None if name_col is None else decode(row[name_col])
             # (shotgun_api3's documented examples: an entity group's value
             # carries 'valid': 'valid'; links to retired entities read null)
-            return {"type": link_type, "id": link_id, "name": name, "valid": "valid"}
+            found = link(row)
+            return None if found is None else {**found, "valid": "valid"}
 
         return _Level(value, desc)
 
