@@ -24,7 +24,10 @@ from sgcache.read.relations import in_list
 _CHUNK = 500
 
 
-async def execute(store: Any, plan: ReadPlan, catalog: Catalog) -> dict[str, Any]:
+async def guarded_rows(store: Any, plan: Any) -> list[tuple]:
+    """The rows of `plan` (a read's or a summary's), or PassThrough when one
+    of its run-time guards is up (read from the first row, or by the guard
+    statement alone when no row matched)."""
     rows = await store.read(plan.sql, plan.params)
     if rows:
         flags = [rows[0][column] for _, column in plan.guard_columns]
@@ -33,6 +36,11 @@ async def execute(store: Any, plan: ReadPlan, catalog: Catalog) -> dict[str, Any
     for (reason, _), flag in zip(plan.guard_columns, flags):
         if flag:
             raise PassThrough(reason)
+    return rows
+
+
+async def execute(store: Any, plan: ReadPlan, catalog: Catalog) -> dict[str, Any]:
+    rows = await guarded_rows(store, plan)
     has_next = False
     if plan.page_size is not None and len(rows) > plan.page_size:
         has_next = True

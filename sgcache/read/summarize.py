@@ -56,7 +56,7 @@ from sgcache.read.planner import (
     default_now,
     normalize_filters,
 )
-from sgcache.read.reader import link_value
+from sgcache.read.reader import guarded_rows, link_value
 from sgcache.read.relations import Q, col, fmt, join, literal
 from sgcache.store import layout
 
@@ -552,14 +552,7 @@ async def run_summary(store: Any, plan: SummaryPlan, catalog: Catalog) -> dict[s
 
 
 async def _run(store: Any, plan: SummaryPlan) -> dict[str, Any]:
-    rows = await store.read(plan.sql, plan.params)
-    if rows:
-        flags = [rows[0][column] for _, column in plan.guard_columns]
-    else:
-        flags = list((await store.read(plan.guard_sql, []))[0])
-    for (reason, _), flag in zip(plan.guard_columns, flags):
-        if flag:
-            raise PassThrough(reason)
+    rows = await guarded_rows(store, plan)
     if len(rows) > MAX_GROUPS:
         raise PassThrough("too many summary groups")
     for row in rows:
