@@ -56,9 +56,10 @@ per-user rules).
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
-import os
+from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
 from twisted.internet import defer, task
@@ -82,6 +83,9 @@ SETTLE_WAIT = 120.0
 CURSOR_LOOK = 0.25
 #: characters of a read's arguments kept in a reproducer
 REPRODUCER_CHARS = 2000
+#: the local answers whose canonical form is kept (`ShadowChecks._locals`),
+#: in characters of answer and canonical form together
+LOCALS_CHARS = 8 * 2**20
 #: reads sorted on a field other than id are sampled this many times more
 #: often (capped at every one): where NULLs fall in a sort is the read
 #: corner nobody outside Autodesk has shown (the store uses PostgreSQL's
@@ -215,6 +219,10 @@ class ShadowChecks:
         #: shape -> mismatches confirmed since the start (or `clear`)
         self.confirmed: dict[str, int] = {}
         self._open: set[defer.Deferred] = set()
+        #: local answer bytes -> their canonical results, least recently
+        #: checked first, bounded by `LOCALS_CHARS` (both counted)
+        self._locals: OrderedDict[bytes, str] = OrderedDict()
+        self._locals_chars = 0
 
     # -- the request path --------------------------------------------------
     def refuses(self, args: Any, method: str = "read") -> bool:
@@ -267,17 +275,19 @@ class ShadowChecks:
     # -- one check ---------------------------------------------------------
     async def _check(self, method: str, args: Any, body: bytes) -> None:
         try:
-            local = json.loads(body).get("results")
+            local = self._canonical_local(body)
+            await self._turn()
             site = await self._site(method, args)
             if site is None:
                 self.figures["unsettled"] += 1
                 return
-            nulls = method == "read" and orders_nulls(args, local)
-            if canonical(local) == canonical(site):
+            await self._turn()
+            if local == canonical(site):
                 self.figures["agreed"] += 1
-                if nulls:
+                if method == "read" and orders_nulls(args, site):  # the same answer as the local one
                     self.null_order["agreed"] += 1
                 return
+            nulls = method == "read" and orders_nulls(args, json.loads(local))
             outcome = await self._settle(method, args)
             if outcome is None:
                 self.figures["unsettled"] += 1
@@ -294,6 +304,27 @@ class ShadowChecks:
         except Exception:
             self.figures["failed"] += 1
             log.failure("a shadow check failed: {args}", args=clip(canonical(args), 300))
+
+    def _canonical_local(self, body: bytes) -> str:
+        """The canonical form of a local answer's results (`body`: the JSON
+        sent), from `_locals` when the same answer was checked before (a
+        kept answer is the same bytes each time it is sent)."""
+        known = self._locals.get(body)
+        if known is not None:
+            self._locals.move_to_end(body)
+            return known
+        text = canonical(json.loads(body).get("results"))
+        self._locals[body] = text
+        self._locals_chars += len(body) + len(text)
+        while self._locals_chars > LOCALS_CHARS and len(self._locals) > 1:
+            old, old_text = self._locals.popitem(last=False)
+            self._locals_chars -= len(old) + len(old_text)
+        return text
+
+    async def _turn(self) -> None:
+        """Let the reactor serve what came in meanwhile (a client's request
+        waits for no more than one step of a check: a decode, an encode)."""
+        await task.deferLater(self.reactor, 0, lambda: None)
 
     async def _site(self, method: str, args: Any) -> Any:
         """The site's answer (a fault as `SiteFault.answer`), None when it
