@@ -9,7 +9,9 @@ and EventLogEntries on the fly, so the numbers measure the cache's own work
 The scan write rate's baseline is measured in the same run (`Floor`): right
 after each scan page is applied, the same rows, pre-encoded, are written
 into an empty copy of the table (same columns, same indexes) with the
-plainest bulk statement the server offers, timed the same way. Run::
+plainest bulk statement the server offers, timed the same way. Printed as
+totals (rows/s, sgcache over floor) and per page (median ms of each, median
+of the per-page ratios). Run::
 
     PYTHONPATH=. python bench/sync.py                   # SQLite + PostgreSQL, small sizes
     PYTHONPATH=. python bench/sync.py --scan-entities 1000000 --stores postgresql
@@ -22,6 +24,8 @@ import argparse
 import io
 import os
 import resource
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +39,7 @@ sys.path.insert(0, ROOT)
 from sgcache.schema.changes import EntityChange  # noqa: E402
 from sgcache.schema.types import DATA_TYPES, is_cacheable  # noqa: E402
 from sgcache.sync.poller import EventPoller  # noqa: E402
-from sgcache.sync.scanner import Scanner  # noqa: E402
+from sgcache.sync.scanner import ScanAborted, Scanner  # noqa: E402
 from sgcache.schema import Schema  # noqa: E402
 from sgcache.store import layout, open_store, parse_store_url  # noqa: E402
 
@@ -117,13 +121,18 @@ class FakeSite:
 
 class TimedStore:
     """A store proxy that sums the time spent in `apply`, and hands each
-    applied batch to `after` (outside the timing)."""
+    applied batch to `after` (outside the timing), which returns its own
+    time for the same rows: `pages` pairs them, (apply s, after s), one per
+    non-empty batch. An error in `after` is kept in `error` and fails the
+    apply (the bench's scanner gives up on the first failure)."""
 
     def __init__(self, store: Any, after: Any = None):
         self._store = store
         self._after = after
         self.apply_seconds = 0.0
         self.applied = 0
+        self.pages: list[tuple[float, float]] = []
+        self.error: BaseException | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -133,10 +142,15 @@ class TimedStore:
         try:
             result = await self._store.apply(changes, state)
         finally:
-            self.apply_seconds += time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            self.apply_seconds += seconds
             self.applied += len(changes)
         if self._after is not None and changes:
-            self._after(changes)
+            try:
+                self.pages.append((seconds, self._after(changes)))
+            except Exception as e:
+                self.error = e
+                raise
         return result
 
     def apply(self, changes: Any, state: Any = None) -> defer.Deferred:
@@ -156,14 +170,26 @@ class Floor:
       itself, so no floor.
 
     Timed like `TimedStore`: wall time from the transaction's start to its
-    commit."""
+    commit. A row has the columns the store's apply inserts for a new row
+    (``id``, ``_active``, ``_complete`` and the fields' columns), limited to
+    those `columns` the store says the table has (`IStore.describe_storage`),
+    so the floor follows the store's layout."""
 
     METHODS = {"sqlite": "executemany INSERT", "postgresql": "COPY FROM STDIN"}
+    #: what `sgcache.store.apply` writes besides the fields, for a new row
+    BOOKKEEPING = ("id", "_active", "_complete")
 
-    def __init__(self, kind: str, url: str, schema: Schema, entity_type: str = "Shot"):
+    def __init__(self, kind: str, url: str, schema: Schema, columns: set[str], entity_type: str = "Shot"):
         self.kind = kind
         self.method = self.METHODS[kind]
         self.entity_type = entity_type
+        self.columns = columns
+        missing = [c for c in self.BOOKKEEPING if c not in columns]
+        if missing:
+            raise SystemExit(
+                f"floor: the store's {entity_type} table has no {', '.join(missing)} column "
+                f"(its columns: {', '.join(sorted(columns))}); bench/sync.py needs updating"
+            )
         self.fields = {
             name: spec.data_type for name, spec in schema[entity_type].fields.items()
         }
@@ -186,30 +212,36 @@ class Floor:
 
     def encode(self, change: EntityChange) -> tuple[tuple[str, ...], list[Any]]:
         """The columns and values the store writes for a new row."""
-        cols = ["id", "_active", "_complete", "_event_id"]
+        cols = list(self.BOOKKEEPING)
         values: list[Any] = [
             int(change.entity_id),
             1 if change.active is None else int(bool(change.active)),
             1 if change.complete else 0,
-            change.event_id,
         ]
         for name, value in change.fields.items():
             dtype = self.fields.get(name)
             if dtype is None or dtype == "multi_entity" or not is_cacheable(dtype):
                 continue  # not on the entity table
             if dtype == "entity":
+                if f"{name}__id" not in self.columns:
+                    continue
                 cols += [f"{name}__type", f"{name}__id"]
                 values += [None, None] if value is None else [value["type"], int(value["id"])]
-            else:
+            elif name in self.columns:
                 cols.append(name)
                 values.append(DATA_TYPES[dtype].encode(value))
         return tuple(cols), values
 
-    def write(self, changes: list[EntityChange]) -> None:
+    def write(self, changes: list[EntityChange]) -> float:
+        """Write one page's rows (new rows only, as a full scan into an
+        empty table makes); returns the seconds it took (timed part only)."""
         groups: dict[tuple[str, ...], list[list[Any]]] = {}
         for change in changes:
+            if change.delete:
+                continue
             cols, values = self.encode(change)
             groups.setdefault(cols, []).append(values)
+        before = self.seconds
         for cols, rows in groups.items():
             names = ", ".join(layout.quote(c) for c in cols)
             table = layout.entity_table(self.entity_type)
@@ -218,19 +250,28 @@ class Floor:
             else:
                 self._copy(f"COPY {table} ({names}) FROM STDIN", copy_text(rows))
             self.written += len(rows)
+        return self.seconds - before
 
     def _sqlite(self, sql: str, rows: list[list[Any]]) -> None:
         started = time.perf_counter()
         self.conn.execute("BEGIN IMMEDIATE")
-        self.conn.executemany(sql, rows)
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.executemany(sql, rows)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
         self.seconds += time.perf_counter() - started
 
     def _copy(self, sql: str, payload: str) -> None:
         started = time.perf_counter()
         cursor = self.conn.cursor()
-        cursor.copy_expert(sql, io.StringIO(payload))
-        self.conn.commit()
+        try:
+            cursor.copy_expert(sql, io.StringIO(payload))
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
         self.seconds += time.perf_counter() - started
 
 
@@ -274,21 +315,39 @@ async def fresh_db(kind: str, tmp: str, label: str = "bench") -> tuple[str, Any]
 
 
 async def make_floor(reactor: Any, kind: str, tmp: str, schema: Schema) -> tuple[Floor, Any]:
-    """A `Floor` on a second database the store set up; and its drop."""
+    """A `Floor` on a second database the store set up (its tables, and the
+    Shot table's columns as the store describes them); and its drop."""
     url, drop = await fresh_db(kind, tmp, "floor")
     store = open_store(url, reactor)
     await store.open()
     try:
         await store.sync_schema(schema)
+        storage = await store.describe_storage()
     finally:
         await store.close()
-    return Floor(kind, url, schema), drop
+    try:
+        columns = set(storage["Shot"]["columns"])
+        return Floor(kind, url, schema, columns), drop
+    except BaseException:
+        if drop is not None:
+            drop()
+        raise
+
+
+def median_ms(values: list[float]) -> float:
+    return round(statistics.median(values) * 1000, 3) if values else 0.0
 
 
 async def bench_store(reactor: Any, kind: str, schema: Schema, opts: argparse.Namespace) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="sgcache-bench-")
     url, drop = await fresh_db(kind, tmp)
-    floor, floor_drop = await make_floor(reactor, kind, tmp, schema)
+    try:
+        floor, floor_drop = await make_floor(reactor, kind, tmp, schema)
+    except BaseException:
+        if drop is not None:
+            drop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     store = open_store(url, reactor)
     await store.open()
     try:
@@ -297,11 +356,21 @@ async def bench_store(reactor: Any, kind: str, schema: Schema, opts: argparse.Na
         # 1. full scan: write rate (apply time only), its floor, peak RSS
         site = FakeSite(opts.scan_entities)
         timed = TimedStore(store, after=floor.write)
-        scanner = Scanner(reactor, schema, timed, site, page_size=500, report_every=1e9)
+        # one-shot: the first failure (the store's or the floor's) ends the run
+        scanner = Scanner(reactor, schema, timed, site, page_size=500, report_every=1e9, max_failures=1)
         rss_before = rss_mb()
         started = time.perf_counter()
-        await scanner.full_scan(["Shot"])
+        try:
+            await scanner.full_scan(["Shot"])
+        except ScanAborted as e:
+            where = "the floor" if timed.error is not None else "the scan"
+            raise SystemExit(f"{kind}: {where} failed: {timed.error or e.__cause__ or e}") from None
         wall = time.perf_counter() - started
+        if timed.applied < opts.scan_entities or floor.written < opts.scan_entities:
+            raise SystemExit(
+                f"{kind}: scan applied {timed.applied:,} and floor wrote {floor.written:,} "
+                f"of {opts.scan_entities:,} Shots"
+            )
         out["scan_entities"] = opts.scan_entities
         out["scan_wall_s"] = round(wall, 2)
         out["scan_apply_s"] = round(timed.apply_seconds, 2)
@@ -310,6 +379,13 @@ async def bench_store(reactor: Any, kind: str, schema: Schema, opts: argparse.Na
         out["floor_s"] = round(floor.seconds, 2)
         out["floor_write_per_s"] = round(floor.written / max(floor.seconds, 1e-9))
         out["scan_vs_floor"] = round(timed.apply_seconds / max(floor.seconds, 1e-9), 2)
+        # per page (the same rows each side): medians
+        out["scan_pages"] = len(timed.pages)
+        out["scan_page_ms_p50"] = median_ms([a for a, _ in timed.pages])
+        out["floor_page_ms_p50"] = median_ms([f for _, f in timed.pages])
+        out["scan_vs_floor_p50"] = round(
+            statistics.median(a / max(f, 1e-9) for a, f in timed.pages), 2
+        ) if timed.pages else 0.0
         out["scan_rss_before_mb"] = round(rss_before, 1)
         out["scan_rss_peak_mb"] = round(rss_mb(), 1)
         # 2. events: poll E change events about already-stored shots
@@ -331,6 +407,7 @@ async def bench_store(reactor: Any, kind: str, schema: Schema, opts: argparse.Na
         for dropper in (drop, floor_drop):
             if dropper is not None:
                 dropper()
+        shutil.rmtree(tmp, ignore_errors=True)  # the SQLite files
 
 
 def main() -> None:
@@ -362,13 +439,14 @@ def main() -> None:
 def print_table(rows: list[dict[str, Any]], opts: argparse.Namespace) -> None:
     """The figures side by side, each rate next to its baseline."""
     header = (
-        "store", "scan rows/s", "floor rows/s", "sgcache/floor", "floor statement",
-        "events/s", "events/s excl. upstream", "peak RSS MB",
+        "store", "scan rows/s", "floor rows/s", "sgcache/floor", "page ms p50", "floor page ms p50",
+        "sgcache/floor p50", "floor statement", "events/s", "events/s excl. upstream", "peak RSS MB",
     )
     table = [header] + [
         (
             r["store"], f"{r['scan_write_per_s']:,}", f"{r['floor_write_per_s']:,}",
-            f"{r['scan_vs_floor']:.2f}x", r["floor_method"], f"{r['events_per_s']:,}",
+            f"{r['scan_vs_floor']:.2f}x", f"{r['scan_page_ms_p50']:.2f}", f"{r['floor_page_ms_p50']:.2f}",
+            f"{r['scan_vs_floor_p50']:.2f}x", r["floor_method"], f"{r['events_per_s']:,}",
             f"{r['events_per_s_excl_upstream']:,}", f"{r['scan_rss_peak_mb']:.0f}",
         )
         for r in rows
@@ -380,13 +458,14 @@ def print_table(rows: list[dict[str, Any]], opts: argparse.Namespace) -> None:
         f"time only), then {opts.events:,} events"
     )
     for i, line in enumerate(table):
-        cells = [c.ljust(w) if j in (0, 4) else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths))]
+        cells = [c.ljust(w) if j in (0, 7) else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths))]
         print("  ".join(cells).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print(
         "sgcache/floor: scan apply time over the floor's time for the same rows "
-        "(1.00x = as fast as the floor)"
+        "(1.00x = as fast as the floor); p50: medians per page of 500 rows "
+        "(apply ms, floor ms, and of the per-page ratios)"
     )
 
 
