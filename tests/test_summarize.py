@@ -512,6 +512,35 @@ class EndToEndMixin:
         with self.assertRaises(shotgun_api3.Fault):
             await deferToThread(self.sg.summarize, "Shot", [], [{"field": "sg_status_list", "type": "percentage"}])
 
+    async def test_a_repeated_summarize_is_reused_until_the_store_changes(self):
+        args = ("Shot", [], [{"field": "sg_cut_in", "type": "sum"}, {"field": "id", "type": "count"}])
+        kwargs = {"grouping": [{"field": "sg_status_list", "type": "exact", "direction": "asc"}]}
+
+        async def summarize() -> tuple[Any, int]:
+            got = await deferToThread(self.sg.summarize, *args, **kwargs)
+            return got, self.daemon.cache.answers.hits
+
+        first, hits = await summarize()
+        again, hits_again = await summarize()
+        self.assertEqual(again, first)
+        self.assertEqual(hits_again, hits + 1)  # the kept answer
+        self.assertEqual(again, await deferToThread(self.direct.summarize, *args, **kwargs))
+        # a change at the site, applied: the next answer is made again, and new
+        shot = await deferToThread(self.direct.find_one, "Shot", [["sg_cut_in", "is_not", None]], ["sg_cut_in"])
+        await deferToThread(self.direct.update, "Shot", shot["id"], {"sg_cut_in": shot["sg_cut_in"] + 1000})
+        await self.daemon.service.poller.poll()
+        changed, hits_changed = await summarize()
+        self.assertEqual(hits_changed, hits_again)
+        self.assertNotEqual(changed, first)
+        self.assertEqual(changed, await deferToThread(self.direct.summarize, *args, **kwargs))
+        # a relative date filter reads the clock: never kept
+        dated = ("Shot", [["created_at", "in_last", 7, "DAY"]], [{"field": "id", "type": "count"}])
+        await deferToThread(self.sg.summarize, *dated)
+        before, local = self.daemon.cache.answers.hits, self.daemon.cache.counters["summarize.local"]
+        await deferToThread(self.sg.summarize, *dated)
+        self.assertEqual(self.daemon.cache.counters["summarize.local"], local + 1)  # answered here
+        self.assertEqual(self.daemon.cache.answers.hits, before)  # made again
+
 
 class SQLiteEndToEndTests(EndToEndMixin, unittest.TestCase):
     async def store_url(self) -> str:

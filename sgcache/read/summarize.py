@@ -154,6 +154,9 @@ class SummaryPlan:
     precision: int = _HOUR
     #: to plan again at a finer date_time precision
     replan: Callable[[int], "SummaryPlan"] | None = None
+    #: the answer does not depend on the clock (no relative date filter):
+    #: it may be kept and reused while the store is unchanged
+    timeless: bool = True
 
 
 def plan_summary(
@@ -241,6 +244,7 @@ def plan_summary(
         types=set(compiler.types),
         precision=precision,
         replan=replan if build.periods else None,
+        timeless=not compiler.reads_clock,
     )
 
 

@@ -324,15 +324,7 @@ class Cache:
         page_size = self.max_page_size()
         request = request_key(args, page_size)
         answers = self.answers
-        generation = local = self.store.read_generation() if answers.enabled and keep else None
-        if generation is not None and self.shared_generation is not None:
-            # several daemons: the store's own generation, read after the
-            # request came (a write another daemon committed before it
-            # moved it, whether or not its notification arrived yet)
-            try:
-                generation = (generation, await self.shared_generation())
-            except Exception:
-                generation = None
+        local, generation = await self._generation() if keep else (None, None)
         body = answers.get(request, generation)
         if note is not None:
             note["outcome"] = "reused" if body is not None else "local"
@@ -351,6 +343,20 @@ class Cache:
             self.counters["read.local"] += 1
         return RawReply(200, _JSON_HEADERS, body)
 
+    async def _generation(self) -> tuple[Any, Any]:
+        """(the store's read generation, the generation a kept answer is
+        valid at now): (None, None) when nothing is kept or reused."""
+        generation = local = self.store.read_generation() if self.answers.enabled else None
+        if generation is not None and self.shared_generation is not None:
+            # several daemons: the store's own generation, read after the
+            # request came (a write another daemon committed before it
+            # moved it, whether or not its notification arrived yet)
+            try:
+                generation = (generation, await self.shared_generation())
+            except Exception:
+                generation = None
+        return local, generation
+
     async def _summary(self, auth: Any, args: Any, note: dict[str, str]) -> RawReply | None:
         """A `summarize` answered from the store (`sgcache.read.summarize`)
         under the guards of a local read: credentials vouched for, the
@@ -362,7 +368,7 @@ class Cache:
             note["reason"] = category(refusal)
             return None
         try:
-            reply = await self._summarize(args)
+            reply = await self._summarize(args, note=note)
         except PassThrough as p:
             self._count_passthrough(p.phrase, p.reason)
             note["reason"] = p.category
@@ -373,20 +379,34 @@ class Cache:
             note["reason"] = category("local read failed")
             log.failure("a local summarize failed and passes through: {args}", args=_trimmed(args))
             return None
-        note["outcome"] = "local"
+        note.setdefault("outcome", "local")
         if self.credentials.due(key):
             self._check_again(key, auth, args)
         return reply
 
-    async def _summarize(self, args: Any, keep: bool = True) -> RawReply:
+    async def _summarize(self, args: Any, keep: bool = True, note: dict[str, str] | None = None) -> RawReply:
+        """A summarize answered from the store (or raises PassThrough),
+        reused like a read's answer (`_read`) while the store is unchanged."""
         if keep and self.shadow is not None and self.shadow.refuses(args, "summarize"):
             raise PassThrough("read shape the site disagreed with (shadow check)")
-        catalog = self.catalog
-        plan = plan_summary(args, catalog, self.store.dialect, now=self.now, tz=self.tz)
-        result = await self._run_local("summarize", args, plan, catalog, lambda: run_summary(self.store, plan, catalog))
+        text = request_key(args, 0)
+        request = None if text is None else (text[0], "summarize")
+        local, generation = await self._generation() if keep else (None, None)
+        body = self.answers.get(request, generation)
+        if note is not None:
+            note["outcome"] = "reused" if body is not None else "local"
+        if body is None:
+            catalog = self.catalog
+            plan = plan_summary(args, catalog, self.store.dialect, now=self.now, tz=self.tz)
+            result = await self._run_local("summarize", args, plan, catalog,
+                                           lambda: run_summary(self.store, plan, catalog))
+            body = encode_json({"results": result})
+            if (plan.timeless and generation is not None and catalog is self.catalog
+                    and self.store.read_generation() == local):
+                self.answers.put(request, generation, body)
         if keep:
             self.counters["summarize.local"] += 1
-        return RawReply(200, _JSON_HEADERS, encode_json({"results": result}))
+        return RawReply(200, _JSON_HEADERS, body)
 
     async def _run_local(self, what: str, args: Any, plan: Any, catalog: Catalog,
                          run: Callable[[], Awaitable[Any]]) -> Any:
