@@ -15,6 +15,12 @@ answers never wait for it.
     PYTHONPATH=. python bench/summarize.py --latency 0.1        # a site answering in 100 ms
     PYTHONPATH=. python bench/summarize.py --stores sqlite --iterations 50
     PYTHONPATH=. python bench/summarize.py --only month
+    PYTHONPATH=. python bench/summarize.py --answer-cache-mb 0   # every local summary made again
+
+Each query is the same call again and again, so by default a daemon
+answers it with the answer it kept after its first call (as it does a
+dashboard's); ``--answer-cache-mb 0`` times the summary made from the
+store each time.
 
 Every server runs in its own process, as in production (see bench/reads.py,
 whose helpers this uses): the emulator seeded over its test controls and
@@ -141,6 +147,7 @@ def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list
             f"--listen=tcp:{urlsplit(daemons[store]).port}:interface=127.0.0.1",
             f"--admin-listen=tcp:{free_port()}:interface=127.0.0.1",
             f"--pass-scripts={PASSED[0]}", "--poll-interval=3600", "--scan-interval=86400",
+            *([] if opts.answer_cache_mb is None else [f"--answer-cache-mb={opts.answer_cache_mb:g}"]),
         ])
     t0 = time.time()
     for store, url in daemons.items():
@@ -222,6 +229,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--stores", default="sqlite,postgresql")
     p.add_argument("--only", action="append", metavar="TEXT",
                    help="time only the queries whose label contains TEXT (repeatable)")
+    p.add_argument("--answer-cache-mb", type=float, default=None, metavar="MB",
+                   help="the daemons' --answer-cache-mb: 0 makes every local summary again (by default a "
+                        "repeated one is a kept answer after its first call)")
     p.add_argument("--pg", default=None, help="PostgreSQL server URL (a throw-away database is created)")
     return p.parse_args()
 
