@@ -15,6 +15,10 @@ what is still loading pass through. Waits on the site are retried with
 back-off for as long as it takes; a failure of our own (the store, a port)
 ends the process with one line (`ConfigError`).
 
+On PostgreSQL several daemons share the store and one elected at a time
+syncs; what that changes (the election, following the one that syncs, a
+joining daemon announced to the others) is `sgcache.cluster`'s.
+
 Stopping always ends within ``--stop-timeout``: listeners close, requests
 in progress get part of it, then connections, site calls and store
 connections still open are cut (`sgcache.lifecycle`).
@@ -32,6 +36,7 @@ from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 
 from sgcache import lifecycle
+from sgcache.cluster import Cluster, one_line
 from sgcache.config import ConfigError, parse_patterns, parse_timezone
 from sgcache.logs import logger, set_level
 from sgcache.schema import Schema
@@ -39,7 +44,6 @@ from sgcache.schema.effective import diff as diff_schemas
 from sgcache.schemakeeper import SchemaKeeper
 from sgcache.site.client import make_upstream
 from sgcache.store import layout, open_store
-from sgcache.store.leadership import Leadership
 from sgcache.store.onedaemon import AlreadyServed, DaemonLock
 from sgcache.sync.freshness import Freshness
 from sgcache.sync.poller import CURSOR_KEY, HOLES_KEY, EventPoller
@@ -52,7 +56,6 @@ from sgcache.web.adminsite import admin_site
 from sgcache.web.metrics import Metrics
 from sgcache.web.sitememory import SiteMemory
 from sgcache.web.shadow import ShadowChecks
-from sgcache.web.storagecheck import FreshRead, StorageCheck
 from sgcache.web.httpsite import DaemonSite
 from sgcache.web.rpc import Limits, RPCResource
 
@@ -130,7 +133,7 @@ class SgcacheService(service.MultiService):
         self.keeper.refuse_apply = self._why_not_schema
         self.scanner.on_type_loaded = self._type_loaded
         self.poller.on_schema_change = self.keeper.site_changed
-        self.cache.status_sources.append(self.poller.status)
+        self.cache.status_sources.append(self._event_status)
         self.cache.status_sources.append(self.scanner.status)
         self.cache.status_sources.append(self.keeper.status)
         self.metrics = Metrics(self)
@@ -149,20 +152,14 @@ class SgcacheService(service.MultiService):
         #: SQLite: the file's one-daemon lock, held until the stop
         self.daemon_lock: DaemonLock | None = None
         self.role = settings.get("role") or "all"
-        #: PostgreSQL: this daemon's part in electing the one that syncs
-        #: (`sgcache.store.leadership`); None on SQLite (it always syncs)
-        self.leadership: Leadership | None = None
-        if self.store.dialect == "postgresql":
-            self.leadership = Leadership(
-                reactor, self.store, self.role, settings.get("failover_seconds") or 10.0,
-                on_elected=self._elected, on_deposed=self._deposed)
-            self.leadership.lag = self.poller.lag_seconds
-            self.poller.on_first_caught_up = self.leadership.round_soon
-            self.cache.shared_generation = self._shared_generation(FreshRead(self.store.data_generation))
-            self.cache.status_sources.append(self.leadership.status)
         #: this daemon runs the sync (the poller, the scanner): always on
         #: SQLite, while elected on PostgreSQL
         self.syncing = False
+        #: PostgreSQL: this daemon's part among those sharing the store
+        #: (`sgcache.cluster`); None on SQLite (it always syncs)
+        self.cluster: Cluster | None = Cluster(self) if self.store.dialect == "postgresql" else None
+        #: its part in electing the one that syncs (`sgcache.store.leadership`)
+        self.leadership = self.cluster.leadership if self.cluster is not None else None
         set_level(settings.get("log_level") or "info")
         upload_mb = settings.get("max_upload_mb", 2048.0)
         limits = Limits(
@@ -220,6 +217,16 @@ class SgcacheService(service.MultiService):
         lag = self.poller.lag_seconds()
         # just elected: as the previous leader left it, until a poll ends
         return lag if lag is not None else self.leadership.leader_lag(others=True)
+
+    def sync_view(self) -> Any:
+        """Where the status and the metrics read the event cursor, the holes
+        and when the store was last known complete: the poller, or on a
+        daemon that does not sync, the store's record of the syncing one's
+        (`sgcache.cluster.StoredSync`)."""
+        return self.poller if self.cluster is None else self.cluster.sync_view()
+
+    def _event_status(self) -> dict[str, Any]:
+        return self.poller.status() if self.cluster is None else self.cluster.poller_status()
 
     def status_snapshot(self) -> dict[str, Any]:
         """Everything the status page and ``/status.json`` show."""
@@ -279,7 +286,7 @@ class SgcacheService(service.MultiService):
         try:
             await self.store.open()
         except Exception as e:
-            raise ConfigError(f"--db: cannot open the store: {_one_line(e)}") from e
+            raise ConfigError(f"--db: cannot open the store: {one_line(e)}") from e
         await self.memory.load()
         self.memory.start()
         await self._listen()
@@ -290,79 +297,12 @@ class SgcacheService(service.MultiService):
         # (once the reactor runs: under twistd this point can come before it
         # installs its SIGTERM handler, and a stop must always be clean)
         self.reactor.callWhenRunning(lifecycle.notify, "READY=1\nSTATUS=listening; reading the site's schema")
-        if self.leadership is not None:
-            await self._start_in_cluster()
+        if self.cluster is not None:
+            await self.cluster.start()
         else:
-            await self._take_over()
+            await self.take_over()
 
-    async def _start_syncing(self, port: Any) -> None:
-        """This daemon syncs (SQLite; the elected one on PostgreSQL): the
-        site's info, the event cursor, then the initial load."""
-        self.syncing = True
-        await self.cache.refresh_info()
-        if self.cache.info_kept:
-            log.warn("the site is unreachable; info answered from the copy kept in the store, reads of what "
-                     "the store holds answered for scripts the site vouched for before")
-        lifecycle.notify("STATUS=serving what the store holds; " + self.cache.loading_message)
-        # the cursor is fixed before any scan, so no change between the scan
-        # and the first poll is missed; upstream trouble here is waited out
-        await self._retrying("reading the event cursor", self.poller.initialize)
-        if not self.ready.called:
-            self.ready.callback(port)
-        await self._initial_load()
-
-    # -- several daemons on one PostgreSQL store -----------------------------------
-    async def _start_in_cluster(self) -> None:
-        """PostgreSQL: stand for election (unless ``--role web``); the one
-        elected syncs as a lone daemon would (`_elected`); the others serve
-        by the schema and catalog the store records, following the
-        leader's changes (`_follow`)."""
-        assert self.leadership is not None
-        self.store.on_catalog_change = self._catalog_changed
-        self.leadership.start()
-        if await self.leadership.first_round:
-            await self._take_over()
-            return
-        log.info("serving as a follower ({role}); {leader} syncs the store", role=self.role,
-                 leader=(self.leadership.leader or {}).get("node") or "another daemon")
-        if self.cache.answers.enabled:
-            await self.store.track_changes()
-        await self._wait_for_stored_schema()
-        await self.cache.refresh_info()
-        lifecycle.notify("STATUS=serving; another daemon syncs the store")
-        if not self.ready.called:
-            self.ready.callback(self.port)
-        self._check_loaded()
-
-    async def _wait_for_stored_schema(self) -> None:
-        """A follower needs the schema the leader records: read it, every
-        second until there is one (a new store whose leader is starting)."""
-        from sgcache.site.backoff import Sleeper
-
-        sleeper, told = Sleeper(self.reactor), False
-        while True:
-            try:
-                return await self._follow()
-            except Exception as e:
-                if not self.running or self.syncing:
-                    raise
-                if not told:
-                    log.info("waiting for the schema the store records: {error}", error=_one_line(e))
-                    told = True
-                self.cache.loading_message = f"waiting for the daemon that syncs: {_one_line(e)}"
-                await sleeper.sleep(1.0)
-
-    async def _elected(self, epoch: int) -> None:
-        """This daemon was elected after its start-up: take the sync over."""
-        log.info("taking the sync over (epoch {epoch})", epoch=epoch)
-        try:
-            await self._take_over()
-        except Exception as e:
-            if self.running:
-                raise
-            log.info("taking the sync over ended by the stop: {error}", error=_one_line(e))
-
-    async def _take_over(self) -> None:
+    async def take_over(self) -> None:
         """Sync, from the schema on: the start of a lone daemon (SQLite, or
         the one elected at start), or a follower's when it is elected."""
         self.syncing = True
@@ -384,71 +324,21 @@ class SgcacheService(service.MultiService):
         await self.cache.refresh_catalog()
         await self._start_syncing(self.port)
 
-    def _deposed(self, why: str) -> None:
-        """This daemon lost the election (its connection failed): its sync
-        stops now (its transactions are fenced anyway). Under twistd it
-        exits for its supervisor to start it again as a candidate; in
-        process it goes on serving as a follower."""
-        self.syncing = False
-        self.keeper.stop()
-        for part in (self.poller, self.scanner, self.pruner):
-            part.stop()
-        defer.ensureDeferred(self._follow()).addErrback(lambda f: None)
-        if self.exit_on_start_failure and self.running:
-            err = sys.__stderr__ or sys.stderr
-            err.write(f"sgcache: stopped syncing: {why}; exiting to stand again\n")
-            err.flush()
-            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
-            self.reactor.stop()
-
-    async def _follow(self) -> None:
-        """Serve by what the store records (the leader's schema and field
-        states); every local read is checked against the storage
-        generation it was planned at (`Cache.storage_check`)."""
-        async with self.cache.schema_lock:
-            generation = await self.store.storage_generation()
-            recorded = await self.store.recorded_schema()
-            if not len(recorded):
-                raise RuntimeError("the store holds no schema yet (the daemon that syncs has not started)")
-            if self.keeper.schema is None or diff_schemas(self.keeper.schema, recorded):
-                self.keeper._use(recorded)
-                self.schema = recorded
-                self.cache.use_schema(recorded, {})
-            await self.cache.refresh_catalog_locked()
-            self.cache.storage_check = StorageCheck(self.store, generation, lambda: self.syncing)
-
-    def _shared_generation(self, fresh: FreshRead) -> Any:
-        """The store's data generation while other daemons share the store
-        (their writes end kept answers before their notification comes); a
-        constant while this daemon is alone on it (its own writes and the
-        notifications of admin commands do)."""
-        leadership = self.leadership
-        assert leadership is not None
-
-        def shared() -> defer.Deferred:
-            return fresh() if leadership.others_alive() else defer.succeed("alone")
-        return shared
-
-    def _catalog_changed(self) -> None:
-        """Another daemon changed the stored schema or field states."""
-        if self.syncing or not self.running or self._starting is None:
-            return
-        d = defer.ensureDeferred(self._follow())
-        d.addCallback(lambda _: self._check_loaded())
-        d.addErrback(lambda f: log.warn("following the stored schema failed: {error}",
-                                        error=f.getErrorMessage()))
-
-    def _check_loaded(self) -> None:
-        """A follower is loaded once every cached field is served."""
-        if self.loaded.called or self.syncing:
-            return
-        if all(not waiting for _, _, waiting in self.cache.field_readiness()):
-            self.cache.serving = True
-            self.cache.loading_message = "serving"
-            log.info("store loaded by the daemon that syncs; serving reads from the cache")
-            self.loaded.callback(None)
-        else:
-            self.cache.loading_message = "waiting for the daemon that syncs to load the store"
+    async def _start_syncing(self, port: Any) -> None:
+        """This daemon syncs (SQLite; the elected one on PostgreSQL): the
+        site's info, the event cursor, then the initial load."""
+        self.syncing = True
+        await self.cache.refresh_info()
+        if self.cache.info_kept:
+            log.warn("the site is unreachable; info answered from the copy kept in the store, reads of what "
+                     "the store holds answered for scripts the site vouched for before")
+        lifecycle.notify("STATUS=serving what the store holds; " + self.cache.loading_message)
+        # the cursor is fixed before any scan, so no change between the scan
+        # and the first poll is missed; upstream trouble here is waited out
+        await self._retrying("reading the event cursor", self.poller.initialize)
+        if not self.ready.called:
+            self.ready.callback(port)
+        await self._initial_load()
 
     def _lock_sqlite_file(self) -> None:
         """SQLite: this daemon alone on the file (`sgcache.store.onedaemon`)."""
@@ -485,7 +375,7 @@ class SgcacheService(service.MultiService):
             port = await listener._waitingForPort
         except Exception as e:
             raise ConfigError(f"--{option.replace('_', '-')}: cannot listen on {self.settings[option]}: "
-                              f"{_one_line(e)}") from e
+                              f"{one_line(e)}") from e
         log.info("{what} on {host}:{port}", what=what, host=port.getHost().host, port=port.getHost().port)
         return port
 
@@ -547,26 +437,31 @@ class SgcacheService(service.MultiService):
         else:
             log.failure("sgcache failed to start", failure)
         if self.exit_on_start_failure:
-            # the real stderr (twistd sends sys.stderr to its log, which has
-            # the line already): what a shell or systemd shows as the cause
-            err = sys.__stderr__ or sys.stderr
-            err.write(f"sgcache: {failure.getErrorMessage()}\n")
-            err.flush()
-            # twistd has no exit status of its own: leave with 1 once the
-            # services are stopped, so systemd sees a failure
-            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
-            if self.reactor.running:
-                self.reactor.stop()
-            else:
-                # failed while twistd starts its services (SQLite opens
-                # synchronously): stop as soon as the reactor runs
-                self.reactor.callWhenRunning(self.reactor.stop)
+            self.exit_failed(failure.getErrorMessage())
             return
         if not self.ready.called:
             self.ready.errback(failure)
         elif not self.loaded.called:
             self.loaded.errback(failure)
         self.cache.loading_message = f"start-up failed: {failure.getErrorMessage()}"
+
+    def exit_failed(self, message: str) -> None:
+        """Under twistd: say `message` and stop; the process then leaves
+        with status 1."""
+        # the real stderr (twistd sends sys.stderr to its log, which has
+        # the line already): what a shell or systemd shows as the cause
+        err = sys.__stderr__ or sys.stderr
+        err.write(f"sgcache: {message}\n")
+        err.flush()
+        # twistd has no exit status of its own: leave with 1 once the
+        # services are stopped, so systemd sees a failure
+        self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            # failed while twistd starts its services (SQLite opens
+            # synchronously): stop as soon as the reactor runs
+            self.reactor.callWhenRunning(self.reactor.stop)
 
     def stopService(self) -> defer.Deferred:
         return defer.ensureDeferred(self._stop())
@@ -594,10 +489,9 @@ class SgcacheService(service.MultiService):
         self.upstream.abandon_calls()
         await lifecycle.within(self.reactor, left(0.5), defer.DeferredList(stopping, consumeErrors=True),
                                "the poller and the scanner")
-        if self.leadership is not None:
+        if self.cluster is not None:
             # the sync stopped: another daemon may take it over now
-            await lifecycle.within(self.reactor, left(0.3), defer.ensureDeferred(self.leadership.stop()),
-                                   "leaving the election")
+            await lifecycle.within(self.reactor, left(0.3), self.cluster.stop(), "leaving the election")
         await lifecycle.within(self.reactor, left(0.3), self.memory.stop(), "keeping the credentials")
         await lifecycle.within(self.reactor, left(0.5), self.upstream.close(), "closing connections to the site")
         if not await lifecycle.within(self.reactor, left(), self.store.close(), "closing the store"):
@@ -606,11 +500,6 @@ class SgcacheService(service.MultiService):
                 abort()
         if self.daemon_lock is not None:
             self.daemon_lock.release()
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text or error.__class__.__name__
 
 
 def _exit_failed() -> None:

@@ -264,3 +264,88 @@ class AdminSyncTests(unittest.TestCase):
                 self.assertTrue(lines[0].startswith("sgcache: error: "), (args, text))
 
         return defer.ensureDeferred(go())
+
+
+PG_SCHEMA_YAML = """\
+entities:
+  Shot:
+    fields: {code: text, description: text}
+"""
+
+
+class AdminSyncPostgresTests(unittest.TestCase):
+    """On PostgreSQL, `sgcache scan` and `sgcache reprocess` use the read
+    fence the daemons share (`SharedFreshness`): a re-read a younger read
+    of another process overtook is not applied over it."""
+
+    timeout = 120
+
+    async def _store(self):
+        store = open_store(self.db, reactor)
+        await store.open()
+        self.addCleanup(store.close)
+        return store
+
+    async def _codes(self, store) -> dict[int, str]:
+        return {int(i): code for i, code in await store.fetch('SELECT "id", "code" FROM "Shot"')}
+
+    async def _younger_read_applied(self, store, entity_id: int, code: str) -> None:
+        """What a daemon's write-back with a younger ticket left: the row
+        and its stamp."""
+        from sgcache.store.readstamps import STAMPS
+
+        async def work(cur) -> None:
+            await cur.execute('UPDATE "Shot" SET "code" = ? WHERE "id" = ?', [code, entity_id])
+            await cur.execute(f"INSERT INTO {STAMPS} (entity_type, entity_id, ticket) VALUES ('Shot', ?, ?) "
+                              "ON CONFLICT (entity_type, entity_id) DO UPDATE SET ticket = excluded.ticket",
+                              [entity_id, 10 ** 12])
+
+        await store._transaction("a younger read", work, changes_reads=False)
+
+    def test_scan_and_reprocess_use_the_shared_fence(self):
+        async def go():
+            from sgcache.testing.pg import fresh_postgres_url
+
+            self.db = await fresh_postgres_url(self)
+            schema_path = os.path.abspath(self.mktemp()) + ".yml"
+            with open(schema_path, "w") as fh:
+                fh.write(PG_SCHEMA_YAML)
+            schema = Schema.load(schema_path)
+            site = await start_emulator(schema, scripts=dict([CACHE_SCRIPT]))
+            self.addCleanup(lambda: defer.ensureDeferred(site.stop()))
+            site.emulator.seed([{"type": "Shot", "id": n, "fields": {"code": f"sh{n:03d}"}} for n in range(1, 9)])
+            upstream = ("--schema", schema_path, "--db", self.db, "--shotgun", site.url,
+                        "--script-name", CACHE_SCRIPT[0], "--api-key", CACHE_SCRIPT[1])
+            out, err, code = await sgcache("scan", "--full", *upstream)
+            self.assertEqual(code, 0, err)
+            store = await self._store()
+            self.assertEqual((await self._codes(store))[3], "sh003")
+
+            # scan: Shot 3's stored copy is from a younger read than the
+            # scan's (same updated_at): kept; Shot 4, changed at the site, is not
+            await self._younger_read_applied(store, 3, "younger")
+            site.emulator.update("Shot", 4, {"code": "changed"})
+            out, err, code = await sgcache("scan", "--full", *upstream)
+            self.assertEqual(code, 0, err)
+            codes = await self._codes(store)
+            self.assertEqual((codes[3], codes[4], codes[5]), ("younger", "changed", "sh005"))
+
+            # reprocess: the same for the entities of the events
+            site.emulator.set_generate_events(True)
+            first = site.emulator.events.next_id
+            site.emulator.update("Shot", 5, {"code": "event5"})
+            site.emulator.update("Shot", 6, {"code": "event6"})
+            await self._younger_read_applied(store, 5, "younger5")
+            out, err, code = await sgcache("reprocess", "--events", f"{first}..{first + 10}", *upstream)
+            self.assertEqual(code, 0, err)
+            self.assertIn("reprocessed 2 events (2 entities re-read)", out.decode())
+            codes = await self._codes(store)
+            self.assertEqual((codes[5], codes[6]), ("younger5", "event6"))
+
+            # the commands took part in the store's cluster (their read
+            # floors), and left no node behind
+            self.assertEqual(await store.fetch("SELECT node FROM _sgcache_nodes"), [])
+            self.assertEqual(await store.fetch("SELECT count(*) FROM _sgcache_read_horizon"), [(1,)],
+                             "their rounds pruned (no daemon leads)")
+
+        return defer.ensureDeferred(go())

@@ -164,6 +164,96 @@ class ClusterTests(unittest.TestCase):
         self.assertEqual(rows[5]["description"], "written through a")
         self.assertEqual(rows, await self.read(self.direct))
 
+    async def test_a_follower_shows_the_event_cursor_the_store_records(self):
+        """A follower's poller does not run: its status, status page and
+        metrics show the cursor, the newest event's time, when the store
+        was last known complete and the lag as the syncing daemon records
+        them, read again after its election rounds."""
+        import json
+        import urllib.request
+
+        from sgcache.testing.daemon import admin_url
+
+        await self.start()
+        self.site.emulator.set_generate_events(True)
+        a = await self.daemon()
+        b = await self.daemon()
+        self.site.emulator.update("Shot", 2, {"description": "an event"})
+        self.site.emulator.update("Shot", 3, {"description": "another"})
+        await a.service.poller.poll()
+        cursor = a.service.poller.cursor
+        self.assertGreater(cursor, 0)
+
+        def status(d: Any) -> Any:
+            return deferToThread(lambda: json.loads(
+                urllib.request.urlopen(admin_url(d) + "/status.json", timeout=10).read()))
+
+        await wait_for("the follower read the cursor the leader recorded",
+                       lambda: b.service.status_snapshot()["sgcache"]["event_cursor"] == cursor)
+        await wait_for("the leader's lag recorded", lambda: b.service.event_lag() is not None)
+        lead, follow = await status(a), await status(b)
+        self.assertIsNone(lead["sgcache"].get("event_figures_from"))
+        block = follow["sgcache"]
+        self.assertEqual(block["event_figures_from"], "store")
+        self.assertEqual(block["event_cursor"], cursor)
+        self.assertEqual(block["last_event_id"], cursor)
+        self.assertEqual(block["last_event_created_at"], a.service.poller.cursor_time)
+        self.assertIsNotNone(block["last_event_created_at"])
+        self.assertEqual(block["caught_up_at"], lead["sgcache"]["caught_up_at"])
+        self.assertIsNotNone(block["caught_up_at"])
+        self.assertIsNotNone(block["newest_event_age_seconds"])
+        self.assertIsNotNone(block["event_lag_seconds"])
+        self.assertLess(block["event_lag_seconds"], 60)
+        self.assertEqual(block["holes"], [])
+        self.assertEqual(follow["lag"]["caught_up_at"], lead["lag"]["caught_up_at"])
+        self.assertIsNotNone(follow["lag"]["caught_up_at"])
+        # the status page and the metrics
+        page = await deferToThread(lambda: urllib.request.urlopen(admin_url(b) + "/", timeout=10).read().decode())
+        self.assertIn("the daemon that syncs (as it records it in the store", page)
+        self.assertRegex(page, rf"event cursor</t[hd]>\s*<td[^>]*>{cursor}<")
+        metrics = await deferToThread(
+            lambda: urllib.request.urlopen(admin_url(b) + "/metrics", timeout=10).read().decode())
+        self.assertIn(f"\nsgcache_event_cursor {float(cursor)}", metrics)
+        self.assertRegex(metrics, r"\nsgcache_event_caught_up_timestamp_seconds \d")
+        # the leader moves on: the follower follows within a round
+        self.site.emulator.update("Shot", 4, {"description": "a third"})
+        await a.service.poller.poll()
+        self.assertGreater(a.service.poller.cursor, cursor)
+        await wait_for("the follower read the new cursor", lambda: b.service.status_snapshot()["sgcache"][
+            "event_cursor"] == a.service.poller.cursor, seconds=3 * FAILOVER)
+
+    async def test_a_write_through_a_daemon_just_started_is_seen_by_the_next_read_elsewhere(self):
+        """C is alone on the store (its kept answers are reused without
+        reading the store's data generation) and hears no notification; B
+        starts right after one of C's election rounds, so C's next round
+        is a whole round away. B is ready only once C knows it (C read the
+        nodes table since B registered): a write through B is then seen
+        by the next read on C."""
+        failover = 6.0  # rounds every 2 s
+        await self.start()
+        c = await self.daemon(failover_seconds=failover)
+        c.store._listener._on_notify = lambda channels: None  # c hears nothing from now on
+        sg_c = client(c.url)
+        await self.read(sg_c)  # vouch
+        await self.read(sg_c)
+        hits = c.cache.answers.hits
+        await self.read(sg_c)
+        self.assertEqual(c.cache.answers.hits, hits + 1, "c reuses its kept answer")
+        self.assertFalse(c.service.leadership.others_alive())
+        # just after one of c's rounds
+        read_at = c.service.leadership.read_at
+        await wait_for("a round of c's", lambda: c.service.leadership.read_at != read_at)
+        started = reactor.seconds()
+        b = await self.daemon(failover_seconds=failover)
+        self.assertLess(reactor.seconds() - started, 2.0 * failover / 3 + 2.0, "the wait is bounded")
+        sg_b = client(b.url)
+        await self.read(sg_b)  # vouch
+        await deferToThread(sg_b.update, "Shot", 7, {"description": "written through b"})
+        rows = await self.read(sg_c)
+        self.assertEqual(rows[6]["description"], "written through b")
+        self.assertEqual(rows, await self.read(self.direct))
+        self.assertTrue(c.service.leadership.others_alive(), "b was ready once c knew it")
+
     async def test_a_follower_takes_over_and_the_deposed_leader_cannot_commit(self):
         await self.start()
         a = await self.daemon()

@@ -59,7 +59,7 @@ class Node:
 class SharedFenceTests(unittest.TestCase):
     timeout = 60
 
-    async def node(self, elect: bool = False) -> Node:
+    async def node(self, elect: bool = False, role: str = "all") -> Node:
         store = open_store(self.db, reactor)
         await store.open()
         self.addCleanup(store.close)
@@ -69,7 +69,7 @@ class SharedFenceTests(unittest.TestCase):
         node = Node(store, fence)
         if elect:
             # rounds by hand (the loop's own come every 10 s)
-            node.leadership = Leadership(reactor, store, failover_seconds=30.0)
+            node.leadership = Leadership(reactor, store, role, failover_seconds=30.0)
             node.leadership.start()
             self.addCleanup(lambda: defer.ensureDeferred(node.leadership.stop()))
             await node.leadership.first_round
@@ -228,6 +228,50 @@ class SharedFenceTests(unittest.TestCase):
         # a new read is not refused by the horizon
         t = await a.fence.ticket()
         await a.fence.apply(a.store, [shot(3, "later")], t)
+        self.assertEqual(await self.code(a.store, 3), "later")
+
+    async def test_web_daemons_alone_prune_the_stamps_one_at_a_time(self):
+        """No daemon leads (``--role web`` only): the live daemons prune,
+        never under an open read of any of them, and a prune waits for
+        none: while another daemon's prune transaction holds the prune
+        lock, this one stops."""
+        from sgcache.store.readstamps import PRUNE_LOCK_KEY
+
+        a, b = await self.node(elect=True, role="web"), await self.node(elect=True, role="web")
+        self.assertFalse(a.leadership.leading or b.leadership.leading)
+        t1 = await a.fence.ticket()  # a read of A's, open
+        for n in range(1, 6):
+            t = await b.fence.ticket()
+            await b.fence.apply(b.store, [shot(n, f"b{n}")], t)
+            b.fence.done(t)
+        for node in (a, b, a, b):
+            await node.round()
+        self.assertEqual(len(await self.stamps(a.store)), 5, "A's open read holds the stamps")
+        self.assertEqual(await a.fence.apply(a.store, [shot(3, "older")], t1), [])
+        a.fence.done(t1)
+        # another daemon's prune transaction holds the lock: no prune now
+        held, release = defer.Deferred(), defer.Deferred()
+
+        async def hold(cur: Any) -> None:
+            await cur.execute(f"SELECT pg_advisory_xact_lock({PRUNE_LOCK_KEY})")
+            held.callback(None)
+            await release
+
+        other = await self.node()  # a third daemon's store (its own write lock)
+        holding = defer.ensureDeferred(other.store._transaction("holding the prune lock", hold,
+                                                                changes_reads=False))
+        await held
+        for node in (a, b, a, b):
+            await node.round()
+        self.assertEqual(len(await self.stamps(a.store)), 5, "the prune lock is held elsewhere")
+        release.callback(None)
+        await holding
+        for node in (a, b, a, b):
+            await node.round()
+        self.assertEqual(await self.stamps(a.store), {}, "no read open: every stamp pruned")
+        self.assertEqual(a.leadership.stamps_pruned + b.leadership.stamps_pruned, 5)
+        t = await b.fence.ticket()
+        await b.fence.apply(b.store, [shot(3, "later")], t)
         self.assertEqual(await self.code(a.store, 3), "later")
 
     async def test_a_ticket_asked_for_and_not_received_holds_the_floor(self):

@@ -27,7 +27,7 @@ LAYERS = [
     ["sgcache.store", "sgcache.site"],
     ["sgcache.read", "sgcache.sync"],
     ["sgcache.web", "sgcache.admin"],
-    ["sgcache.schemakeeper"],
+    ["sgcache.schemakeeper", "sgcache.cluster"],
     ["sgcache.service"],
     ["sgcache.testing"],
     ["sgcache.demo"],

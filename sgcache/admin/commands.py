@@ -14,6 +14,7 @@ from typing import Any
 
 from sgcache.admin.common import (
     STORE_SETTINGS, CommandError, add_settings, drop_stdout, duration, load_schema, run_on_store, settings_from,
+    with_sync_fence,
 )
 
 
@@ -53,8 +54,14 @@ def run_scan(args: argparse.Namespace) -> int:
             unknown = [t for t in types if t not in schema]
             if unknown:
                 raise CommandError(f"--types: not in the schema: {', '.join(unknown)}")
-        scanner = Scanner(reactor, schema, store, upstream, progress=say_progress, max_failures=6)
-        return await scanner.full_scan(types, projects=projects)
+
+        async def run(fence: Any) -> int:
+            # (on PostgreSQL the fence the running daemons share)
+            scanner = Scanner(reactor, schema, store, upstream, progress=say_progress, max_failures=6,
+                              freshness=fence)
+            return await scanner.full_scan(types, projects=projects)
+
+        return await with_sync_fence(reactor, store, "scan", run)
 
     run_on_store("scan", settings, scan, with_site=True, create=True)
     return 0

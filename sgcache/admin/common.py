@@ -133,6 +133,29 @@ def run_on_store(
     return outcome["result"]
 
 
+async def with_sync_fence(reactor: Any, store: Any, what: str, work: Any) -> Any:
+    """``await work(fence)`` with the fence a command's sync readers (scan,
+    reprocess) use (`sgcache.sync.freshness`): on PostgreSQL the one every
+    daemon on the store shares, so the command's applies are ordered
+    against the daemons' write-backs and syncs, the command meanwhile a
+    node of the store (role ``admin``, `sgcache.store.leadership`) that
+    records its read floor each round (no prune takes a stamp its open
+    reads need) and whose row goes when it ends; in memory on SQLite."""
+    from sgcache.store.leadership import Leadership, node_name
+    from sgcache.sync.freshness import Freshness, SharedFreshness
+
+    fence = Freshness.for_store(store)
+    if not isinstance(fence, SharedFreshness):
+        return await work(fence)
+    member = Leadership(reactor, store, role="admin", node=f"{node_name()} sgcache {what}", transient=True)
+    member.start()
+    try:
+        await member.first_round
+        return await work(fence)
+    finally:
+        await member.stop()
+
+
 #: where `--admin-listen`'s default listens
 DEFAULT_ADMIN = "http://127.0.0.1:8011"
 

@@ -11,7 +11,9 @@ import json
 import time
 from typing import Any
 
-from sgcache.admin.common import STORE_SETTINGS, CommandError, add_settings, load_schema, run_on_store, settings_from
+from sgcache.admin.common import (
+    STORE_SETTINGS, CommandError, add_settings, load_schema, run_on_store, settings_from, with_sync_fence,
+)
 from sgcache.schema import Schema
 from sgcache.schema.types import format_timestamp
 
@@ -83,19 +85,29 @@ def register_reprocess(parser: argparse.ArgumentParser) -> None:
 
 
 async def reprocess(
-    reactor: Any, schema: Schema, store: Any, upstream: Any, first: int, last: int, kind: str | None = None
+    reactor: Any, schema: Schema, store: Any, upstream: Any, first: int, last: int, kind: str | None = None,
+    freshness: Any = None,
 ) -> dict[str, int]:
-    """Re-apply events `first`..`last`; counts of events and entities."""
+    """Re-apply events `first`..`last`; counts of events and entities
+    re-read. `freshness`: the sync readers' fence (a re-read a younger
+    read overtook is not applied; in memory when not given)."""
     from sgcache.site.pages import iter_pages
+    from sgcache.sync.freshness import LocalFreshness
     from sgcache.sync.poller import EVENT_FIELDS, EventPoller, event_kind
 
-    poller = EventPoller(reactor, schema, store, upstream)
+    fence = freshness or LocalFreshness()
+    poller = EventPoller(reactor, schema, store, upstream, freshness=fence)
     counts = {"events": 0, "entities": 0}
     in_range = [{"path": "id", "relation": "less_than", "values": [last + 1]}]
     async for events in iter_pages(upstream, "EventLogEntry", EVENT_FIELDS, in_range, after_id=first - 1):
         chosen = [e for e in events if kind is None or (event_kind(e)[1] or "").lower() == kind.lower()]
-        changes = await poller.refetch(poller.collect(chosen, count=False))
-        await store.apply(changes)
+        # the fence's ticket, before the re-reads are sent
+        ticket = await fence.ticket()
+        try:
+            changes = await poller.refetch(poller.collect(chosen, count=False))
+            await fence.apply(store, changes, ticket)
+        finally:
+            fence.done(ticket)
         counts["events"] += len(chosen)
         counts["entities"] += len(changes)
     return counts
@@ -109,7 +121,9 @@ def run_reprocess(args: argparse.Namespace) -> int:
     schema = load_schema(settings)
 
     async def run(reactor: Any, store: Any, upstream: Any) -> dict[str, Any]:
-        return await reprocess(reactor, schema, store, upstream, first, last, args.kind)
+        # (on PostgreSQL the fence the running daemons share)
+        return await with_sync_fence(reactor, store, "reprocess", lambda fence: reprocess(
+            reactor, schema, store, upstream, first, last, args.kind, fence))
 
     outcome = run_on_store("reprocess", settings, run, schema=schema, with_site=True)
     print(f"reprocessed {outcome['events']} events ({outcome['entities']} entities re-read)")

@@ -29,7 +29,14 @@ daemons serve reads and passthrough only.
   `sgcache.sync.freshness.SharedFreshness`), taken after one ``nextval`` of
   the ticket sequence. The leader then prunes the read stamps below the
   least floor of the daemons seen in the last `floor_grace` seconds
-  (`sgcache.store.readstamps`), in the background on its sync pool.
+  (`sgcache.store.readstamps`), in the background on its sync pool; while
+  no live daemon leads (``--role web`` daemons alone), every daemon does,
+  one at a time (a transaction-level advisory lock, `PRUNE_LOCK_KEY`).
+* **Knowing each other**: after each read of the nodes table a daemon
+  records when that read was made (``nodes_read_at``, the server's
+  clock): from then on it acts on what it read (`others_alive`). A daemon
+  that joins waits, at most about one round, until every other live
+  daemon has read the table since its registration (`announce`).
 
 SQLite is single-process: no election (`sgcache.store.onedaemon`).
 """
@@ -65,12 +72,15 @@ _DDL = (
     "INSERT INTO _sgcache_leader (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
     "CREATE TABLE IF NOT EXISTS _sgcache_nodes (node TEXT PRIMARY KEY, role TEXT NOT NULL, host TEXT, "
     "pid INTEGER, started TIMESTAMPTZ, seen TIMESTAMPTZ, is_leader BOOLEAN NOT NULL DEFAULT FALSE, "
-    "lag_seconds DOUBLE PRECISION, read_floor BIGINT)",
+    "lag_seconds DOUBLE PRECISION, read_floor BIGINT, nodes_read_at TIMESTAMPTZ)",
     # a nodes table an older sgcache made (checked first: ALTER TABLE
     # locks the table even when it has nothing to do)
     "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '_sgcache_nodes'::regclass "
     "AND attname = 'read_floor' AND NOT attisdropped) THEN "
     "ALTER TABLE _sgcache_nodes ADD COLUMN IF NOT EXISTS read_floor BIGINT; END IF; END $$",
+    "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '_sgcache_nodes'::regclass "
+    "AND attname = 'nodes_read_at' AND NOT attisdropped) THEN "
+    "ALTER TABLE _sgcache_nodes ADD COLUMN IF NOT EXISTS nodes_read_at TIMESTAMPTZ; END IF; END $$",
 )
 
 #: the epoch check every fenced transaction starts with
@@ -79,6 +89,19 @@ FENCE_SQL = "SELECT epoch FROM _sgcache_leader WHERE id = 1 FOR SHARE"
 #: nodes not seen for this many rounds are shown as gone (and forgotten
 #: after a day)
 GONE_ROUNDS = 3
+
+#: a joining daemon waits for the others to know it at most this many
+#: rounds after its registration (`Leadership.announce`): one round, and
+#: half of one for that round's statements
+ANNOUNCE_ROUNDS = 1.5
+
+#: the other live daemons that have not read the nodes table since a
+#: daemon's registration (`Leadership.announce`): (its name, when its
+#: registration was known committed, rounds' length in seconds)
+_UNAWARE_SQL = (
+    "SELECT node FROM _sgcache_nodes WHERE node <> ? AND seen > ? - make_interval(secs => ?) "
+    "AND (nodes_read_at IS NULL OR nodes_read_at <= ?) ORDER BY node"
+)
 
 
 class Deposed(StoreError):
@@ -106,6 +129,7 @@ class Leadership:
         node: str | None = None,
         on_elected: Callable[[int], Awaitable[None]] | None = None,
         on_deposed: Callable[[str], Any] | None = None,
+        transient: bool = False,
     ):
         self.reactor = reactor
         self.store = store
@@ -141,9 +165,21 @@ class Leadership:
         #: a daemon not seen for this long no longer holds the pruning of
         #: read stamps back (its floor is left out)
         self.floor_grace = max(FLOOR_GRACE, 6 * self.interval)
-        #: the read-stamp prune in progress (the leader's)
+        #: the read-stamp prune in progress (the leader's, or any daemon's
+        #: while none leads)
         self._pruning: defer.Deferred | None = None
         self.stamps_pruned = 0
+        #: called after each round that read the cluster (not awaited)
+        self.on_round: Callable[[], Any] | None = None
+        #: the server's time of the last read of the nodes table this node
+        #: acts on (`nodes` was set from it)
+        self.nodes_read_at: Any = None
+        #: the server's time by which this node's first registration was
+        #: committed, and the reactor's then (`announce`)
+        self.registered_at: Any = None
+        self._registered_here: float | None = None
+        #: not a daemon (an admin command): its row goes when it stops
+        self.transient = transient
 
     @property
     def leading(self) -> bool:
@@ -174,11 +210,17 @@ class Leadership:
         conn, self._conn = self._conn, None
         leading, self.epoch = self.epoch is not None, None
         busy = self._round is not None and not self._round.called
+        if busy and self.transient and conn is not None:
+            # (an admin command's row must go: let the round end first)
+            await defer.DeferredList([self._round], consumeErrors=True)
+            busy = False
         if conn is not None:
             if not busy:
                 # (a stopping daemon holds the pruning of read stamps back
                 # no longer: a late apply of its reads is refused if overtaken)
-                sql = ("UPDATE _sgcache_nodes SET is_leader = FALSE, seen = now(), read_floor = NULL "
+                # (an admin command's row goes: it was no daemon)
+                sql = ("DELETE FROM _sgcache_nodes WHERE node = %s" if self.transient else
+                       "UPDATE _sgcache_nodes SET is_leader = FALSE, seen = now(), read_floor = NULL "
                        "WHERE node = %s" if leading else
                        "UPDATE _sgcache_nodes SET read_floor = NULL WHERE node = %s")
                 try:
@@ -254,9 +296,14 @@ class Leadership:
              self.lag() if self.leading and self.lag is not None else None, floor), rows=False)
         if fence is not None:
             fence.recorded()
-        if self.leading:
-            self._prune_stamps()
         await self._read_cluster(conn)
+        if self.leading or not any(node["leading"] for node in self.nodes):
+            self._prune_stamps()
+        if self.on_round is not None:
+            try:
+                self.on_round()
+            except Exception:
+                log.failure("after an election round")
         if elected and self.on_elected is not None and self.first_round.called:
             # (elected in the first round: the daemon's start-up syncs)
             # the sync starts in the background; the rounds go on meanwhile
@@ -270,7 +317,9 @@ class Leadership:
 
     def _prune_stamps(self) -> None:
         """Prune the read stamps no open read needs, in the background (a
-        large prune must not hold the round up), one prune at a time."""
+        large prune must not hold the round up), one prune at a time: the
+        leader's, or, while no live daemon leads, any daemon's (the store
+        lets one at a time prune: `PostgresStore.prune_read_stamps`)."""
         prune = getattr(self.store, "prune_read_stamps", None)
         if prune is None or self._stopping or (self._pruning is not None and not self._pruning.called):
             return
@@ -286,10 +335,15 @@ class Leadership:
         self._pruning = defer.maybeDeferred(prune, self.floor_grace).addCallbacks(pruned, failed)
 
     async def _read_cluster(self, conn: Connection) -> None:
+        """Read the nodes (and the leader), act on them, and record when
+        they were read (``nodes_read_at``: a daemon joining waits for it to
+        pass its registration, `announce`)."""
+        # (now(): the start of the statement, whose snapshot is taken after
+        # it: every registration committed before that time is in the rows)
         rows = await self._query(
             conn,
             "SELECT node, role, host, pid, extract(epoch FROM started), extract(epoch FROM now() - seen), "
-            "is_leader, lag_seconds FROM _sgcache_nodes ORDER BY node")
+            "is_leader, lag_seconds, now() FROM _sgcache_nodes ORDER BY node")
         gone_after = GONE_ROUNDS * self.interval
         leader = await self._query(
             conn, "SELECT node, epoch, extract(epoch FROM since) FROM _sgcache_leader WHERE id = 1")
@@ -305,9 +359,16 @@ class Leadership:
              "leading": bool(leading) and node == current and float(ago) <= gone_after,
              "this": node == self.node,
              "lag_seconds": None if lag is None else round(float(lag) + float(ago), 1)}
-            for node, role, host, pid, started, ago, leading, lag in rows
+            for node, role, host, pid, started, ago, leading, lag, _ in rows
         ]
         self.read_at = self.reactor.seconds()
+        if rows:
+            # (this node's own row is among them: it was just written)
+            read_at = self.nodes_read_at = rows[0][-1]
+            await self._query(conn, "UPDATE _sgcache_nodes SET nodes_read_at = %s WHERE node = %s",
+                              (read_at, self.node), rows=False)
+            if self.registered_at is None:
+                self.registered_at, self._registered_here = read_at, self.reactor.seconds()
         await self._query(conn, "DELETE FROM _sgcache_nodes WHERE seen < now() - interval '1 day'", rows=False)
 
     async def _connect(self) -> Connection:
@@ -372,6 +433,32 @@ class Leadership:
                   at=_iso(self.reactor.seconds()), epoch=epoch, why=why)
         if self.on_deposed is not None:
             self.on_deposed(why)
+
+    async def announce(self) -> tuple[float, list[str]]:
+        """Wait until every other live daemon has read the nodes table since
+        this one's registration, so each knows it (`others_alive`) and
+        checks the store's data generation before reusing a kept answer;
+        at most `ANNOUNCE_ROUNDS` rounds after the registration (the
+        others' rounds come every `interval`). A registration the first
+        round could not make is waited for within the failover time.
+        (seconds waited, the daemons that did not confirm in time: stuck,
+        gone, or of an sgcache that does not record it.)"""
+        started = self.reactor.seconds()
+        step = self.interval / 10
+        while self.registered_at is None:
+            if self._stopping or self.reactor.seconds() - started > self.failover_seconds:
+                return self.reactor.seconds() - started, ["(this daemon's registration)"]
+            await task.deferLater(self.reactor, step, lambda: None)
+        assert self._registered_here is not None
+        deadline = self._registered_here + ANNOUNCE_ROUNDS * self.interval
+        while True:
+            # (the live ones: a round since shortly before the registration)
+            rows = await self.store.fetch(_UNAWARE_SQL, [self.node, self.registered_at,
+                                                         ANNOUNCE_ROUNDS * self.interval, self.registered_at])
+            unaware = [row[0] for row in rows]
+            if not unaware or self._stopping or self.reactor.seconds() >= deadline:
+                return self.reactor.seconds() - started, unaware
+            await task.deferLater(self.reactor, step, lambda: None)
 
     def others_alive(self) -> bool:
         """Another daemon was seen on this store in the last rounds."""

@@ -570,7 +570,8 @@ class PostgresStore(NamedQueries):
         """Raise the read-stamp horizon to the least floor of the daemons
         seen in the last `grace` seconds and delete the stamps below it, a
         batch per transaction (each short: applies wait for none); how
-        many went."""
+        many went. It stops where another daemon's prune holds the prune
+        lock (`readstamps.PRUNE_LOCK_KEY`)."""
         below = await self._transaction(
             "prune_read_stamps", lambda cur: readstamps.raise_horizon(cur, grace), changes_reads=False)
         if below is None:
@@ -580,6 +581,8 @@ class PostgresStore(NamedQueries):
             gone = await self._transaction(
                 "prune_read_stamps", lambda cur: readstamps.delete_below(cur, below, batch),
                 changes_reads=False)
+            if gone is None:
+                return total
             total += gone
             if gone < batch:
                 return total

@@ -35,14 +35,19 @@ no stamp, and every apply locks stamps in the same order, so no new lock
 cycle appears.
 
 `PostgresStore.prune_read_stamps` (the leader, after each election round,
-on its sync pool) raises the horizon to the least ``read_floor`` of the
-daemons seen within a grace period (`raise_horizon`, committed first),
-then deletes the stamps below it in batches, a transaction each
+on its sync pool; while no live daemon leads, every daemon after its
+rounds) raises the horizon to the least ``read_floor`` of the daemons
+seen within a grace period (`raise_horizon`, committed first), then
+deletes the stamps below it in batches, a transaction each
 (`delete_below`), skipping rows an apply holds (``SKIP LOCKED``: a prune
 never waits, so it never deadlocks with an apply). A stamp an apply
 locked is not deleted under it; one the prune deleted first makes the
 apply's upsert wait for the prune's commit, after which the apply reads
-the raised horizon.
+the raised horizon. Each of those transactions first tries a
+transaction-level advisory lock (`PRUNE_LOCK_KEY`): when another daemon's
+prune holds it, this prune stops there (two at once would be safe, the
+horizon only moves up and the deletes skip what is locked, but one does
+the work).
 """
 
 from __future__ import annotations
@@ -62,6 +67,12 @@ TICKET_SQL = f"SELECT nextval('{SEQUENCE}')"
 
 #: stamps deleted per prune transaction
 PRUNE_BATCH = 5000
+
+#: the transaction-level advisory lock each prune transaction tries first
+#: (`sgcache.store.leadership.LOCK_KEY` + 2: its layout lock is + 1)
+PRUNE_LOCK_KEY = 0x736763616368 + 2
+
+_PRUNE_LOCK_SQL = f"SELECT pg_try_advisory_xact_lock({PRUNE_LOCK_KEY})"
 
 #: seconds (at least) a daemon not seen by the election still holds the
 #: pruning back (`sgcache.store.leadership.Leadership.floor_grace`)
@@ -154,9 +165,19 @@ async def fence_changes(
     return [c for c in changes if (c.entity_type, int(c.entity_id)) not in dropped], dropped
 
 
+async def pruning_alone(cur: SQLCursor) -> bool:
+    """Take the prune lock for this transaction; False: another daemon's
+    prune transaction holds it."""
+    rows = await cur.execute(_PRUNE_LOCK_SQL)
+    return bool(rows and rows[0][0])
+
+
 async def raise_horizon(cur: SQLCursor, grace: float) -> int | None:
     """Move the horizon up to the least floor of the daemons seen in the
-    last `grace` seconds; the horizon (None: no daemon records a floor)."""
+    last `grace` seconds; the horizon (None: no daemon records a floor, or
+    another daemon is pruning)."""
+    if not await pruning_alone(cur):
+        return None
     rows = await cur.execute(_FLOOR_SQL, [float(grace)])
     if not rows or rows[0][0] is None:
         return None
@@ -164,9 +185,12 @@ async def raise_horizon(cur: SQLCursor, grace: float) -> int | None:
     return int(raised[0][0]) if raised else None
 
 
-async def delete_below(cur: SQLCursor, below: int, batch: int = PRUNE_BATCH) -> int:
+async def delete_below(cur: SQLCursor, below: int, batch: int = PRUNE_BATCH) -> int | None:
     """Delete up to `batch` stamps below `below` (a horizon already
-    committed, or raised in this transaction); how many went."""
+    committed, or raised in this transaction); how many went (None:
+    another daemon is pruning)."""
+    if not await pruning_alone(cur):
+        return None
     rows = await cur.execute(f"WITH gone AS ({_DELETE_SQL} RETURNING 1) SELECT count(*) FROM gone",
                              [below, batch])
     return int(rows[0][0]) if rows else 0

@@ -15,7 +15,7 @@ not overwrite it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 
 from sgcache.schema.changes import SOURCE_PASSTHROUGH, EntityChange
@@ -35,10 +35,17 @@ class WriteBack:
         self.store = store
         self.upstream = upstream
         self.freshness = freshness or LocalFreshness()
+        #: awaited before each write-back when set: a daemon joining a
+        #: shared PostgreSQL store holds its write-backs (and so the
+        #: clients' answers) until the other daemons know it
+        #: (`sgcache.cluster.Cluster.announce`)
+        self.hold: Callable[[], Awaitable[None]] | None = None
 
     async def after(self, method: str, args: Any, results: Any) -> None:
         """Apply the effects of a successful write; never raises."""
         try:
+            if self.hold is not None:
+                await self.hold()
             touched = await self._collect(method, args, results)
             await self._refresh(touched)
         except Exception:

@@ -136,13 +136,16 @@ class _Collector:
         yield _gauge("sgcache_event_lag_seconds", "Seconds since the cache was last known complete "
                      "(a poll read the event log to its end and applied it all; on a daemon that does not "
                      "sync, the syncing daemon's).", lag)
+        # (on a daemon that does not sync: as the store records the syncing one's)
+        view = d.sync_view()
         yield _gauge("sgcache_event_caught_up_timestamp_seconds",
-                     "When the cache was last known complete (Unix time).", poller.caught_up_at)
+                     "When the cache was last known complete (Unix time).", view.caught_up_at)
         applied = CounterMetricFamily("sgcache_events_applied", "Events read from the event log and applied.")
         applied.add_metric([], poller.counters.get("events", 0))
         yield applied
-        yield _gauge("sgcache_event_cursor", "Id of the last event applied.", poller.cursor)
-        yield _gauge("sgcache_event_holes", "Missing event ids waited for (--hole-timeout).", len(poller.holes))
+        yield _gauge("sgcache_event_cursor", "Id of the last event applied (on a daemon that does not sync, "
+                     "as the store records it).", view.cursor)
+        yield _gauge("sgcache_event_holes", "Missing event ids waited for (--hole-timeout).", len(view.holes))
         gaps = CounterMetricFamily("sgcache_event_log_gaps", "Event log truncations or rewinds found.")
         gaps.add_metric([], poller.counters.get("log_gaps", 0))
         yield gaps

@@ -39,7 +39,7 @@ def snapshot(daemon: Any) -> dict[str, Any]:
         "ready": {"ready": ready, "reasons": reasons},
         "lag": {
             "seconds": None if lag is None else round(lag, 1),
-            "caught_up_at": _iso(daemon.poller.caught_up_at),
+            "caught_up_at": _iso(daemon.sync_view().caught_up_at),
             "ready_threshold_seconds": daemon.settings.get("ready_lag_seconds", 300.0),
         },
         "types": types,

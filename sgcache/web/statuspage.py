@@ -370,6 +370,11 @@ def poller(snap: dict) -> str:
     if _numeric(failing) and failing:
         items.append(("failing polls in a row", Html(f'<span class="no">{esc(failing)}</span>')))
     items.append(("last poll error", mono(block["last_poll_error"]) if block.get("last_poll_error") else None))
+    if block.get("event_figures_from") == "store":
+        # another daemon syncs: its cursor, holes and last error as it
+        # records them; the counters above are this daemon's
+        items.insert(0, ("polled by", "the daemon that syncs (as it records it in the store, read "
+                                      f"{duration(block.get('event_figures_age_seconds'))} ago)"))
     others = sorted((k, v) for k, v in events.items() if k != "events")
     body = pairs(items)
     if others:
@@ -467,6 +472,7 @@ KNOWN = {
     "event_lag_seconds", "loading", "event_cursor", "last_event_id", "last_event_created_at", "caught_up_at",
     "newest_event_age_seconds", "holes", "poll_errors", "poll_failing_for", "last_poll_error", "events",
     "scan", "schema", "status_error", "site", "info_age_seconds", "info_from", "shadow",
+    "event_figures_from", "event_figures_age_seconds",
 }
 
 
