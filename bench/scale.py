@@ -5,6 +5,7 @@ PostgreSQL store.
     PYTHONPATH=. python bench/scale.py --quick         # smoke run: small data, processes 1,2, 3 s, 2 kills
     PYTHONPATH=. python bench/scale.py --skip-failover --processes 1,2 --seconds 20
     PYTHONPATH=. python bench/scale.py --skip-reads --kills 10 --failover 3
+    PYTHONPATH=. python bench/scale.py --skip-failover --client-kind light
 
 Every server runs in its own process, as deployed: the emulator
 (``twistd sgcache-emulator --test-mode``, seeded over its test controls, as
@@ -29,7 +30,12 @@ read through a daemon passes through for the site to vouch for it) and then
 ``--seconds``: ``find_one`` a Shot by id, ``find`` Shots by ``code``, a
 page of a Shot's Tasks with ``entity.Shot.code`` and ``step.Step.code``
 (ids drawn at random: some reads repeat and are answered from the kept
-answer, as a farm's do). Printed per N: reads/s (reads finished in the
+answer, as a farm's do). ``--client-kind light``: the same 50
+connections send the same requests, byte for byte as ``shotgun_api3``
+makes them (`recorded_requests`), from one ``selectors`` loop that times
+each answer to its last byte without decoding it (`light_client_process`):
+the clients then take a tenth of a core instead of more than one, and the
+daemons get the cores. Printed per N: reads/s (reads finished in the
 window / its length), p50 and p99 latency, the ratio to N=1 against the
 target 0.8 x N (judged for N up to the machine's cores only), the share of
 reads each daemon answered, reads that passed through, and the CPU the
@@ -157,6 +163,120 @@ def client_process(opts: argparse.Namespace) -> None:
     for t in threads:
         t.join()
     print(json.dumps({"lat": [round(x, 3) for xs in lats for x in xs], "errors": sum(errors),
+                      "error": first_error[0] if first_error else None}))
+
+
+def recorded_requests(url: str, count: int, seed: int, shots: int) -> list[bytes]:
+    """`count` HTTP requests of the mix, each exactly what
+    ``shotgun_api3.Shotgun`` sends for it (headers and JSON body), recorded
+    from the client itself, not sent."""
+    from urllib.parse import urlsplit
+
+    sg = shotgun(url)
+    host = urlsplit(url).netloc
+    requests: list[bytes] = []
+    empty = '{"results": {"entities": [], "paging_info": {"entity_count": 0, "has_next_page": false}}}'
+
+    def record(verb: str, path: str, body: Any, headers: dict) -> Any:
+        data = body.encode() if isinstance(body, str) else (body or b"")
+        head = [f"{verb} {path} HTTP/1.1", f"Host: {host}"]
+        head += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length")]
+        head.append(f"Content-Length: {len(data)}")
+        requests.append(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        return (200, "OK"), {"content-type": "application/json; charset=utf-8"}, empty
+
+    sg.server_caps  # the server's caps, which shape the requests: asked for real
+    sg._http_request = record
+    rng = random.Random(seed)
+    while len(requests) < count:
+        one_read(sg, rng, shots)
+    return requests
+
+
+def light_client_process(opts: argparse.Namespace) -> None:
+    """`--client-kind light`: `opts.threads` connections (keep-alive) in
+    ONE thread, a `selectors` loop, sending the requests
+    ``shotgun_api3`` would send (`recorded_requests`) and timing until the
+    whole answer is in, without decoding it: a client that costs the
+    machine a few per cent of what 50 real clients do, so the cores go to
+    the daemons. Prints the same JSON line as `client_process`."""
+    import selectors
+
+    urls = opts.urls.split(",")
+    measure_from = opts.start_at + opts.warmup
+    end_at = measure_from + opts.seconds
+    # as many distinct reads as the real clients would draw (the kept answers
+    # must not serve more of them than they would)
+    pool = recorded_requests(urls[0], max(2000, 4 * opts.shots), opts.first, opts.shots)
+    rng = random.Random(opts.first)
+    sel = selectors.DefaultSelector()
+    lat: list[float] = []
+    errors = 0
+    first_error: list[str] = []
+
+    class Conn:
+        def __init__(self, url: str):
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(url)
+            self.sock = socket.create_connection((parts.hostname, parts.port))
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.buf = b""
+            self.sent_at = 0.0
+
+        def send(self) -> None:
+            request = pool[rng.randrange(len(pool))]
+            self.buf = b""
+            self.sent_at = time.perf_counter()
+            self.sock.sendall(request)
+
+        def answer(self) -> tuple[int, bytes] | None:
+            """(status, body) once the whole answer is in, else None."""
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return None
+            head = self.buf[:end].decode("latin-1").split("\r\n")
+            status = int(head[0].split()[1])
+            fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+            body = self.buf[end + 4:]
+            if "content-length" in fields:
+                size = int(fields["content-length"])
+                return (status, body[:size]) if len(body) >= size else None
+            if fields.get("transfer-encoding", "").lower() == "chunked":
+                return (status, body) if body.endswith(b"0\r\n\r\n") else None
+            raise ValueError(f"an answer without a length: {head[0]}")
+
+    conns = [Conn(urls[(opts.first + i) % len(urls)]) for i in range(opts.threads)]
+    time.sleep(max(0.0, opts.start_at - time.time()))
+    for c in conns:
+        sel.register(c.sock, selectors.EVENT_READ, c)
+        c.send()
+    while True:
+        for key, _ in sel.select(timeout=1.0):
+            c = key.data
+            data = c.sock.recv(1 << 20)
+            if not data:
+                raise SystemExit("a daemon closed a connection")
+            c.buf += data
+            got = c.answer()
+            if got is None:
+                continue
+            status, body = got
+            now = time.time()
+            if status != 200 or b'"exception": true' in body[:100]:
+                errors += 1
+                if not first_error:
+                    first_error.append(f"HTTP {status}: {body[:300]!r}")
+            elif measure_from <= now <= end_at:
+                lat.append((time.perf_counter() - c.sent_at) * 1000)
+            if now < end_at:
+                c.send()
+            else:
+                sel.unregister(c.sock)
+                c.sock.close()
+        if not sel.get_map():
+            break
+    print(json.dumps({"lat": [round(x, 3) for x in lat], "errors": errors,
                       "error": first_error[0] if first_error else None}))
 
 
@@ -330,7 +450,8 @@ def daemon_args(opts: argparse.Namespace, site_url: str, db: str, extra: list[st
     from sgcache.testing.daemon import CACHE_SCRIPT
 
     return [f"--schema={SCHEMA_PATH}", f"--db={db}", f"--shotgun={site_url}",
-            f"--script-name={CACHE_SCRIPT[0]}", f"--api-key={CACHE_SCRIPT[1]}", "--role=all", *extra]
+            f"--script-name={CACHE_SCRIPT[0]}", f"--api-key={CACHE_SCRIPT[1]}", "--role=all",
+            *([] if opts.answer_cache_mb is None else [f"--answer-cache-mb={opts.answer_cache_mb:g}"]), *extra]
 
 
 def site_control(site_url: str, action: str, **args: Any) -> Any:
@@ -384,7 +505,8 @@ def reads_round(opts: argparse.Namespace, n: int, site_url: str, db: str, workdi
             procs.append(subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__), "client", "--urls", ",".join(urls),
                  "--threads", str(threads), "--first", str(first), "--start-at", repr(start_at),
-                 "--warmup", str(opts.warmup), "--seconds", str(opts.seconds), "--shots", str(opts.shots)],
+                 "--warmup", str(opts.warmup), "--seconds", str(opts.seconds), "--shots", str(opts.shots),
+                 "--client-kind", opts.client_kind],
                 cwd=ROOT, stdout=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=ROOT)))
             first += threads
         measure_from = start_at + opts.warmup
@@ -437,7 +559,8 @@ def reads_round(opts: argparse.Namespace, n: int, site_url: str, db: str, workdi
 def report_reads(opts: argparse.Namespace, rounds: list[dict[str, Any]], cores: int) -> list[str]:
     print()
     mode = "one shared socket (socket activation)" if not opts.ports else "a port each, clients round robin"
-    print(f"reads: {opts.clients} clients ({opts.client_procs} processes), {opts.seconds:g} s after "
+    kind = "shotgun_api3 threads" if opts.client_kind == "shotgun" else "light: one selectors loop each"
+    print(f"reads: {opts.clients} clients ({opts.client_procs} processes, {kind}), {opts.seconds:g} s after "
           f"{opts.warmup:g} s warm-up; {opts.shots} Shots / {opts.tasks} Tasks; daemons on {mode}")
     print(f"machine: {cores} cores (os.cpu_count()); the clients, the daemons, PostgreSQL and the emulator "
           "share them")
@@ -743,9 +866,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", type=int, default=None, help="Tasks at the site (20000)")
     p.add_argument("--processes", default=None, help="serving processes per round (1,2,4)")
     p.add_argument("--clients", type=int, default=50, help="concurrent clients (threads)")
-    p.add_argument("--client-procs", type=int, default=5, help="processes the clients run in")
+    p.add_argument("--client-procs", type=int, default=None,
+                   help="processes the clients run in (5; --client-kind light: 1)")
+    p.add_argument("--client-kind", choices=["shotgun", "light"], default="shotgun",
+                   help="shotgun: threads with a shotgun_api3.Shotgun each; light: the same requests "
+                        "(recorded from shotgun_api3) sent from one selectors loop, answers not decoded")
     p.add_argument("--seconds", type=float, default=None, help="timed seconds per round (10)")
     p.add_argument("--warmup", type=float, default=None, help="untimed seconds before (3)")
+    p.add_argument("--answer-cache-mb", type=float, default=None, metavar="MB",
+                   help="the daemons' --answer-cache-mb (0: no kept answers, every read planned and read "
+                        "from the store: the per-process cost alone, without the kept answers N processes "
+                        "split between them)")
     p.add_argument("--ports", action="store_true", help="a port per daemon instead of one shared socket")
     p.add_argument("--kills", type=int, default=None, help="leader kills (10)")
     p.add_argument("--failover", type=float, default=10.0, help="the daemons' --failover-seconds")
@@ -763,6 +894,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     opts = p.parse_args(argv)
     quick = dict(shots=500, tasks=2000, processes="1,2", seconds=3.0, warmup=1.0, kills=2)
     full = dict(shots=5000, tasks=20000, processes="1,2,4", seconds=10.0, warmup=3.0, kills=10)
+    if opts.client_procs is None:
+        opts.client_procs = 1 if opts.client_kind == "light" else 5
     for key, value in (quick if opts.quick else full).items():
         if getattr(opts, key) is None:
             setattr(opts, key, value)
@@ -772,7 +905,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     opts = parse()
     if opts.mode == "client":
-        client_process(opts)
+        (light_client_process if opts.client_kind == "light" else client_process)(opts)
     else:
         run(opts)
 
