@@ -540,11 +540,17 @@ def reads_round(opts: argparse.Namespace, n: int, site_url: str, db: str, workdi
                     for a, b in zip(after, before)]
 
         local, reused, passed = delta("reads_local"), delta("reads_reused"), delta("passthrough")
+
+        def generation_reads(key: str) -> int:
+            return sum((a.get("sgcache", {}).get("cluster", {}).get("generation_reads", {}).get(key) or 0)
+                       - (b.get("sgcache", {}).get("cluster", {}).get("generation_reads", {}).get(key) or 0)
+                       for a, b in zip(after, before))
         leaders = [i for i, st in enumerate(after) if st.get("sgcache", {}).get("cluster", {}).get("leading")]
         return {
             "n": n, "started": started, "reads": len(lat), "rate": len(lat) / opts.seconds,
             "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "errors": errors, "error": first_error,
             "local": local, "reused": reused, "passed": passed, "leaders": leaders,
+            "generation_calls": generation_reads("calls"), "generation_queries": generation_reads("queries"),
             "daemon_cpu": [None if a is None or b is None else a - b for a, b in zip(cpu1, cpu0)],
             "client_cpu": cpu_delta(ccpu0, ccpu1),
             "pg_cpu": cpu_delta([pcpu0[p] for p in backends], [pcpu1[p] for p in backends]),
@@ -569,25 +575,22 @@ def report_reads(opts: argparse.Namespace, rounds: list[dict[str, Any]], cores: 
             f"{'pg':>5} {'clients':>7} {'reads/daemon-cpu-s':>18}")
     print(head)
     print("-" * len(head))
+    # each repetition's N=1 is the base of its own rounds (run side by side)
+    bases = {r["rep"]: r["rate"] for r in rounds if r["n"] == 1}
     base = rounds[0]["rate"] if rounds and rounds[0]["n"] == 1 else None
     verdicts = []
 
     def cores_used(x: float | None) -> str:
         return "n/a" if x is None else f"{x / opts.seconds:.2f}c"
 
+    by_n: dict[int, list[tuple[float, float]]] = {}
     for r in rounds:
-        ratio = r["rate"] / base if base else float("nan")
-        judged = r["n"] <= cores and base is not None
+        rep_base = bases.get(r["rep"])
+        ratio = r["rate"] / rep_base if rep_base else float("nan")
+        by_n.setdefault(r["n"], []).append((r["rate"], ratio))
+        judged = r["n"] <= cores and rep_base is not None
         target = 0.8 * r["n"]
         ok = ("yes" if ratio >= target else "NO") if judged else "n/a"
-        if base is None:
-            verdicts.append(f"reads N={r['n']}: {r['rate']:.0f}/s (no N=1 round to compare with)")
-        elif judged:
-            verdicts.append(f"reads N={r['n']}: {r['rate']:.0f}/s = {ratio:.2f}x N=1 vs >= {target:.1f}x: "
-                            f"{'met' if ok == 'yes' else 'NOT met'} (machine {fmt_pct(r['busy'])} busy)")
-        else:
-            verdicts.append(f"reads N={r['n']}: {r['rate']:.0f}/s = {ratio:.2f}x N=1 (N > {cores} cores: "
-                            f"not judged)")
         total_local = sum(r["local"]) or 1
         share = " ".join(f"{100 * x / total_local:.0f}{'*' if i in r['leaders'] else ''}"
                          for i, x in enumerate(r["local"]))
@@ -598,6 +601,9 @@ def report_reads(opts: argparse.Namespace, rounds: list[dict[str, Any]], cores: 
               f"{target:>5.1f}x {ok:>3} {r['errors']:>4} {sum(r['passed']):>4} {100 * reused:>5.0f}%  "
               f"{share:14} {fmt_pct(r['busy']):>5} {cores_used(dcpu):>7} {cores_used(r['pg_cpu']):>5} "
               f"{cores_used(r['client_cpu']):>7} {per_cpu:>18}")
+        if r["generation_calls"]:
+            print(f"   data generation reads (kept answers on a shared store): {r['generation_calls']} calls, "
+                  f"{r['generation_queries']} queries ({r['generation_queries'] / max(1, r['reads']):.2f} a read)")
         if r["error"]:
             print(f"   first client error: {r['error']}")
     print("xN=1: reads/s over N=1's, target 0.8 x N (judged up to N = cores); err: client errors; pass: "
@@ -605,6 +611,19 @@ def report_reads(opts: argparse.Namespace, rounds: list[dict[str, Any]], cores: 
           "answer; share/daemon: % of the local reads each daemon answered (* the leader); busy: the whole "
           "machine; daemons, pg (the store's backends), clients: cores each used over the window; "
           "reads/daemon-cpu-s: reads per CPU second the daemons spent (flat = the processes scale per core)")
+    reps = len({r["rep"] for r in rounds})
+    for n, pairs in by_n.items():
+        rate = statistics.median(p[0] for p in pairs)
+        ratio = statistics.median(p[1] for p in pairs)
+        of = f" (median of {len(pairs)} runs: {', '.join(f'{p[1]:.2f}' for p in pairs)})" if reps > 1 else ""
+        target = 0.8 * n
+        if not bases:
+            verdicts.append(f"reads N={n}: {rate:.0f}/s (no N=1 round to compare with)")
+        elif n <= cores:
+            verdicts.append(f"reads N={n}: {rate:.0f}/s = {ratio:.2f}x N=1{of} vs >= {target:.1f}x: "
+                            f"{'met' if ratio >= target else 'NOT met'}")
+        else:
+            verdicts.append(f"reads N={n}: {rate:.0f}/s = {ratio:.2f}x N=1{of} (N > {cores} cores: not judged)")
     if (base is not None and rounds[0]["busy"] is not None and rounds[0]["busy"] > 0.8
             and any(r["n"] > 1 for r in rounds)):
         verdicts.append(f"note: the machine was already {fmt_pct(rounds[0]['busy'])} busy at N=1 (clients and "
@@ -837,8 +856,9 @@ def run(opts: argparse.Namespace) -> None:
         verdicts: list[str] = []
         if not opts.skip_reads:
             rounds = []
-            for n in [int(x) for x in opts.processes.split(",")]:
+            for rep, n in [(rep, int(x)) for rep in range(opts.repeat) for x in opts.processes.split(",")]:
                 r = reads_round(opts, n, site_url, db, workdir)
+                r["rep"] = rep
                 rounds.append(r)
                 print(f"  N={n}: {r['rate']:.0f} reads/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms "
                       f"({r['errors']} errors; daemons serving after {r['started']:.1f} s)", flush=True)
@@ -873,6 +893,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         "(recorded from shotgun_api3) sent from one selectors loop, answers not decoded")
     p.add_argument("--seconds", type=float, default=None, help="timed seconds per round (10)")
     p.add_argument("--warmup", type=float, default=None, help="untimed seconds before (3)")
+    p.add_argument("--repeat", type=int, default=1, metavar="K",
+                   help="run the --processes rounds K times over (each N=1 the base of its own run); the "
+                        "summary gives the median ratio per N (a noisy machine)")
     p.add_argument("--answer-cache-mb", type=float, default=None, metavar="MB",
                    help="the daemons' --answer-cache-mb (0: no kept answers, every read planned and read "
                         "from the store: the per-process cost alone, without the kept answers N processes "

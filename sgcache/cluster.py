@@ -69,14 +69,25 @@ class Cluster:
         self.leadership.lag = daemon.poller.lag_seconds
         self.leadership.on_round = self._round_done
         daemon.poller.on_first_caught_up = self.leadership.round_soon
-        cache.shared_generation = self.shared_generation(FreshRead(store.data_generation))
-        cache.status_sources.append(self.leadership.status)
+        #: the store's data generation, read for local reads while other
+        #: daemons share the store (one query answers the calls that wait)
+        self.fresh_generation = FreshRead(store.data_generation)
+        cache.shared_generation = self.shared_generation(self.fresh_generation)
+        cache.status_sources.append(self.status)
         #: the sync as the store records it (shown while this daemon does not sync)
         self.stored = StoredSync(daemon.reactor, store)
         #: write-backs wait for the announcement
         self.announced = False
         self._announce_waiters: list[defer.Deferred] = []
         cache.writeback.hold = self.wait_announced
+
+    def status(self) -> dict[str, Any]:
+        """The election's status, with the reads of the data generation
+        local reads waited for (calls) and the queries that answered them."""
+        out = self.leadership.status()
+        fresh = self.fresh_generation
+        out["cluster"]["generation_reads"] = {"calls": fresh.calls, "queries": fresh.queries}
+        return out
 
     # -- the start ---------------------------------------------------------------
     async def start(self) -> None:

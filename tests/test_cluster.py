@@ -163,6 +163,10 @@ class ClusterTests(unittest.TestCase):
         rows = await self.read(sg_b)
         self.assertEqual(rows[5]["description"], "written through a")
         self.assertEqual(rows, await self.read(self.direct))
+        # the status counts those reads of the store's data generation
+        reads = b.service.status_snapshot()["sgcache"]["cluster"]["generation_reads"]
+        self.assertGreaterEqual(reads["calls"], 2)
+        self.assertTrue(1 <= reads["queries"] <= reads["calls"], reads)
 
     async def test_a_follower_shows_the_event_cursor_the_store_records(self):
         """A follower's poller does not run: its status, status page and
