@@ -116,6 +116,15 @@ class Freshness:
         """Apply (`IStore.apply`, with `state`) the changes a read with
         `ticket` produced, but those of entities a younger read was
         applied to; the changes applied. No ticket: all of them, unfenced."""
+        if ticket is None:
+            await store.apply(changes, state)
+            return list(changes)
+        return await self._apply_fenced(store, changes, ticket, state)
+
+    async def _apply_fenced(
+        self, store: Any, changes: Sequence[EntityChange], ticket: int, state: dict[str, str] | None,
+    ) -> list[EntityChange]:
+        """`apply` with a ticket: the implementation's fence."""
         raise NotImplementedError
 
     def done(self, ticket: int) -> None:
@@ -138,13 +147,9 @@ class LocalFreshness(Freshness):
         self._open.add(self._seq)
         return defer.succeed(self._seq)
 
-    async def apply(
-        self, store: Any, changes: Sequence[EntityChange], ticket: int | None,
-        state: dict[str, str] | None = None,
+    async def _apply_fenced(
+        self, store: Any, changes: Sequence[EntityChange], ticket: int, state: dict[str, str] | None,
     ) -> list[EntityChange]:
-        if ticket is None:
-            await store.apply(changes, state)
-            return list(changes)
         fresh = self.fresh(changes, ticket)
         if fresh or state or not changes:
             await store.apply(fresh, state)
@@ -269,13 +274,9 @@ class SharedFreshness(Freshness):
 
         self.store.take_ticket().addCallbacks(got, failed)
 
-    async def apply(
-        self, store: Any, changes: Sequence[EntityChange], ticket: int | None,
-        state: dict[str, str] | None = None,
+    async def _apply_fenced(
+        self, store: Any, changes: Sequence[EntityChange], ticket: int, state: dict[str, str] | None,
     ) -> list[EntityChange]:
-        if ticket is None:
-            await store.apply(changes, state)
-            return list(changes)
         if not changes and not state:
             return []
         try:
