@@ -558,7 +558,11 @@ def site_change(draw: Any, pools: Pools) -> tuple[str, str, int, dict]:
 # -- the suite ---------------------------------------------------------------------
 
 
-class DifferentialMixin:
+class SiteAndDaemon:
+    """The emulator seeded with `build_data` at `NOW` and a daemon in front
+    of it on `store_url`, in `TIMEZONE` on both sides; `sg` through the
+    daemon (its script vouched for), `direct` to the site."""
+
     #: the site's time zone, on both sides (calendar filters depend on it)
     TIMEZONE = "UTC"
 
@@ -589,6 +593,8 @@ class DifferentialMixin:
         self.addCleanup(self.direct.close)
         await deferToThread(self.sg.find_one, "Project", [])  # vouches for the script
 
+
+class DifferentialMixin(SiteAndDaemon):
     def test_random_reads_match_the_site(self):
         stats: Counter[str] = Counter()
         lock = threading.Lock()

@@ -36,13 +36,10 @@ from sgcache.testing.daemon import CACHE_SCRIPT, start_daemon
 from sgcache.testing.harness import client, start_emulator
 from sgcache.testing.pg import fresh_postgres_url
 from tests.test_differential import (
-    NOW,
-    PAGE_SIZE,
     QUERY_TYPES,
-    SCHEMA,
     USER_SCRIPT,
     Pools,
-    build_data,
+    SiteAndDaemon,
     filter_group,
     paths,
 )
@@ -149,37 +146,7 @@ def run_summary(sg: shotgun_api3.Shotgun, q: dict) -> Any:
         return ("client error", type(e).__name__, str(e))
 
 
-class SummarizeMixin:
-    #: the site's time zone, on both sides
-    TIMEZONE = "UTC"
-
-    async def store_url(self) -> str:
-        raise NotImplementedError
-
-    def setUp(self):
-        return defer.ensureDeferred(self._setUp())
-
-    async def _setUp(self):
-        self.site = await start_emulator(SCHEMA, scripts=dict([CACHE_SCRIPT, USER_SCRIPT]), page_size=PAGE_SIZE,
-                                         tz=parse_timezone(self.TIMEZONE))
-        self.addCleanup(lambda: defer.ensureDeferred(self.site.stop()))
-        self.emulator = self.site.emulator
-        self.emulator.set_clock(NOW)
-        items, retire = build_data()
-        self.emulator.seed(items)
-        for etype, eid in retire:
-            self.emulator.delete(etype, eid)
-        self.pools = Pools(items)
-        self.daemon = await start_daemon(SCHEMA, self.site.url, await self.store_url(),
-                                         settings={"site_timezone": self.TIMEZONE})
-        self.addCleanup(lambda: defer.ensureDeferred(self.daemon.stop()))
-        self.daemon.cache.now = self.emulator.now
-        self.sg = client(self.daemon.url, *USER_SCRIPT, timeout_secs=30)
-        self.direct = client(self.site.url, *USER_SCRIPT, timeout_secs=30)
-        self.addCleanup(self.sg.close)
-        self.addCleanup(self.direct.close)
-        await deferToThread(self.sg.find_one, "Project", [])  # vouches for the script
-
+class SummarizeMixin(SiteAndDaemon):
     def summaries(self) -> int:
         return self.emulator.counters().get("summarize", 0)
 
