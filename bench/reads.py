@@ -292,14 +292,14 @@ def main(opts: argparse.Namespace) -> None:
             cleanup()
 
 
-def start_site(servers: Servers, nice: int = 0) -> str:
+def start_site(servers: Servers, nice: int = 0, scripts: tuple[tuple[str, str], ...] = ()) -> str:
     """Start the emulator (test controls on, the cache's and the bench's
-    scripts known), at `nice`; its URL once it answers."""
+    scripts known, and `scripts`), at `nice`; its URL once it answers."""
     site_url = f"http://127.0.0.1:{free_port()}"
     servers.start_twistd("emulator", [
         "sgcache-emulator", "--test-mode", f"--schema={SCHEMA_PATH}", "--page-size=500",
         f"--listen=tcp:{urlsplit(site_url).port}:interface=127.0.0.1",
-        f"--script={CACHE_SCRIPT[0]}:{CACHE_SCRIPT[1]}", f"--script={USER[0]}:{USER[1]}",
+        *(f"--script={name}:{key}" for name, key in (CACHE_SCRIPT, USER, *scripts)),
     ])
     wait_until("the emulator", lambda: site_reads(site_url) >= 0, servers, 60)
     if nice:

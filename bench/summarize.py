@@ -57,6 +57,7 @@ from reads import (  # noqa: E402
     post,
     seed_site,
     serving,
+    start_site,
     timed_once,
     wait_until,
 )
@@ -117,14 +118,7 @@ def main(opts: argparse.Namespace) -> None:
 
 
 def run(opts: argparse.Namespace, servers: Servers, workdir: str, cleanups: list, stores: list[str]) -> None:
-    site_url = f"http://127.0.0.1:{free_port()}"
-    servers.start_twistd("emulator", [
-        "sgcache-emulator", "--test-mode", f"--schema={SCHEMA_PATH}", "--page-size=500",
-        f"--listen=tcp:{urlsplit(site_url).port}:interface=127.0.0.1",
-        f"--script={CACHE_SCRIPT[0]}:{CACHE_SCRIPT[1]}", f"--script={USER[0]}:{USER[1]}",
-        f"--script={PASSED[0]}:{PASSED[1]}",
-    ])
-    wait_until("the emulator", lambda: site_summaries(site_url) >= 0, servers, 60)
+    site_url = start_site(servers, scripts=(PASSED,))
     print(f"building {opts.shots} shots, {opts.tasks} tasks, {opts.versions} versions...", flush=True)
     t0 = time.time()
     seed_site(site_url, build_items(opts.shots, opts.tasks, opts.versions))
