@@ -249,3 +249,25 @@ class UnitTests(unittest.TestCase):
         self.assertTrue(orders_nulls(args, {"entities": [{"sg_cut_in": 1}, {"sg_cut_in": None}]}))
         self.assertFalse(orders_nulls(args, {"entities": [{"sg_cut_in": 1}, {"sg_cut_in": 2}]}))
         self.assertFalse(orders_nulls(args, {"entities": [{"code": None}, {"code": "a"}]}))
+
+    def test_the_canonical_form_of_a_local_answer_is_kept_bounded(self):
+        import sgcache.web.shadow as shadow_module
+
+        decoded = []
+        loads = json.loads
+        self.patch(shadow_module.json, "loads", lambda text: decoded.append(text) or loads(text))
+        checks = ShadowChecks(task.Clock(), None, None, None, None)
+        first = json.dumps({"results": {"b": 1, "a": [1.0, None]}}).encode()
+        self.assertEqual(checks._canonical_local(first), canonical({"a": [1.0, None], "b": 1}))
+        # the same bytes again: the kept form, not decoded again
+        self.assertEqual(checks._canonical_local(first), canonical({"a": [1.0, None], "b": 1}))
+        self.assertEqual(decoded, [first])
+        # bounded: past LOCALS_CHARS the least recently checked goes
+        self.patch(shadow_module, "LOCALS_CHARS", 3 * (len(first) + 30))
+        bodies = [json.dumps({"results": {"n": i, "a": [1.0, None]}}).encode() for i in range(5)]
+        for body in bodies:
+            checks._canonical_local(body)
+        self.assertNotIn(first, checks._locals)
+        self.assertIn(bodies[-1], checks._locals)
+        self.assertLessEqual(checks._locals_chars, shadow_module.LOCALS_CHARS)
+        self.assertEqual(checks._locals_chars, sum(len(b) + len(t) for b, t in checks._locals.items()))
