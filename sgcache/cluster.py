@@ -42,7 +42,7 @@ from typing import Any
 from twisted.internet import defer
 
 from sgcache import lifecycle
-from sgcache.logs import logger
+from sgcache.logs import logger, one_line
 from sgcache.schema.effective import diff as diff_schemas
 from sgcache.schema.types import format_timestamp
 from sgcache.site.backoff import Sleeper
@@ -54,7 +54,7 @@ from sgcache.web.storagecheck import FreshRead, StorageCheck
 
 log = logger(__name__)
 
-__all__ = ["Cluster", "StoredSync", "one_line"]
+__all__ = ["Cluster", "StoredSync"]
 
 
 class Cluster:
@@ -342,9 +342,3 @@ class StoredSync:
             event_figures_from="store",
             event_figures_age_seconds=None if self.read_at is None else round(now - self.read_at, 1),
         )
-
-
-def one_line(error: BaseException) -> str:
-    """An error's message on one line (its class name when empty)."""
-    text = " ".join(str(error).split())
-    return text or error.__class__.__name__

@@ -65,6 +65,12 @@ def at_level(event: dict[str, Any]) -> bool:
     return level is None or level >= _predicate.logLevelForNamespace("")
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (its class name when empty)."""
+    text = " ".join(str(error).split())
+    return text or error.__class__.__name__
+
+
 def clip(text: object, limit: int = 200) -> str:
     """`text` for a log line: at most `limit` characters (and a note of how
     many there were), anything UTF-8 cannot hold escaped."""

@@ -36,9 +36,9 @@ from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 
 from sgcache import lifecycle
-from sgcache.cluster import Cluster, one_line
+from sgcache.cluster import Cluster
 from sgcache.config import ConfigError, parse_patterns, parse_timezone
-from sgcache.logs import logger, set_level
+from sgcache.logs import logger, one_line, set_level
 from sgcache.schema import Schema
 from sgcache.schema.effective import diff as diff_schemas
 from sgcache.schemakeeper import SchemaKeeper
